@@ -1,0 +1,195 @@
+#include "nestor/engine.h"
+
+#include <cerrno>
+
+#include "nestor/walkers/first_level.h"
+#include "nestor/walkers/nested.h"
+#include "nestor/walkers/second_level.h"
+
+namespace nestor {
+
+void FaultLog::record(const FaultRecord &r) {
+  std::lock_guard lock(mu_);
+  if (records_.size() >= capacity_) {
+    overflow_ = true;
+    return;
+  }
+  records_.push_back(r);
+}
+
+size_t FaultLog::drain(FaultRecord *out, size_t max) {
+  std::lock_guard lock(mu_);
+  const size_t n = std::min(max, records_.size());
+  for (size_t i = 0; i < n; ++i) out[i] = records_[i];
+  records_.erase(records_.begin(), records_.begin() + static_cast<ptrdiff_t>(n));
+  return n;
+}
+
+size_t FaultLog::size() const {
+  std::lock_guard lock(mu_);
+  return records_.size();
+}
+
+bool FaultLog::overflowed() const {
+  std::lock_guard lock(mu_);
+  return overflow_;
+}
+
+void FaultLog::clear_overflow() {
+  std::lock_guard lock(mu_);
+  overflow_ = false;
+}
+
+Engine::Engine(const EngineConfig &cfg) : cfg_(cfg), faults_(cfg.fault_log_entries) {
+  if (cfg_.host_address_width < 32 || cfg_.host_address_width > 52) cfg_.host_address_width = 48;
+  if (cfg_.pasid_bits > 20) cfg_.pasid_bits = 20;
+}
+
+Engine::~Engine() = default;
+
+int Engine::set_root_table(uint64_t pa) {
+  if (pa & 0xFFF || (pa >> cfg_.host_address_width) != 0) return -EINVAL;
+  root_table_.store(pa, std::memory_order_release);
+  root_set_.store(true, std::memory_order_release);
+  return 0;
+}
+
+uint64_t Engine::root_table() const { return root_table_.load(std::memory_order_acquire); }
+
+bool Engine::read_context(uint16_t sid, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
+  *fpd = false;
+  const unsigned haw = cfg_.host_address_width;
+  auto structure_fault = [&](FaultReason r) {
+    *fault = {r, FaultStage::kStructures, 0, 0};
+    return false;
+  };
+  if (!root_set_.load(std::memory_order_acquire))
+    return structure_fault(FaultReason::kRootTableAddressInvalid);
+  const uint64_t root_pa = root_table() + uint64_t(sid >> 8) * 16;
+  uint64_t root[2];
+  if (!mem_.read64(root_pa, &root[0]) || !mem_.read64(root_pa + 8, &root[1]))
+    return structure_fault(FaultReason::kRootEntryAccess);
+  const uint8_t devfn = uint8_t(sid & 0xFF);
+  uint64_t ctx_table;
+  if (FaultReason r = vtd::decode_root(root, devfn, haw, &ctx_table); r != FaultReason::kNone)
+    return structure_fault(r);
+  const uint64_t ctx_pa = ctx_table + uint64_t(devfn & 0x7F) * 32;
+  uint64_t w[4];
+  for (int i = 0; i < 4; ++i)
+    if (!mem_.read64(ctx_pa + 8 * unsigned(i), &w[i]))
+      return structure_fault(FaultReason::kContextEntryAccess);
+  vtd::DecodeError err = vtd::decode_context(w, haw, ctx);
+  *fpd = err.fpd;
+  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
+  return true;
+}
+
+bool Engine::read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
+                              Fault *fault, bool *fpd) {
+  const unsigned haw = cfg_.host_address_width;
+  auto structure_fault = [&](FaultReason r) {
+    *fault = {r, FaultStage::kStructures, 0, 0};
+    return false;
+  };
+  if (pasid >= (1u << cfg_.pasid_bits) || pasid >= ctx.max_pasids())
+    return structure_fault(FaultReason::kPasidTooLarge);
+  uint64_t pde;
+  if (!mem_.read64(ctx.pasid_dir + uint64_t(pasid >> 6) * 8, &pde))
+    return structure_fault(FaultReason::kPasidDirEntryAccess);
+  uint64_t table;
+  vtd::DecodeError err = vtd::decode_pasid_dir(pde, haw, &table);
+  *fpd = err.fpd;
+  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
+  uint64_t w[8];
+  const uint64_t pe_pa = table + uint64_t(pasid & 0x3F) * 64;
+  for (int i = 0; i < 8; ++i)
+    if (!mem_.read64(pe_pa + 8 * unsigned(i), &w[i]))
+      return structure_fault(FaultReason::kPasidEntryAccess);
+  err = vtd::decode_pasid_entry(w, haw, cfg_.sagaw, cfg_.first_level_5, pe);
+  *fpd = *fpd || err.fpd;
+  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
+  return true;
+}
+
+Result Engine::fail(const Request &req, Fault f, bool fpd) {
+  if (f.address == 0 && f.stage == FaultStage::kStructures) f.address = req.iova;
+  if (!fpd) faults_.record({req, f});
+  Result r;
+  r.fault = f;
+  return r;
+}
+
+Result Engine::translate(const Request &req) {
+  vtd::ContextEntry ctx;
+  Fault f;
+  bool fpd = false;
+  if (!read_context(req.source_id, &ctx, &f, &fpd)) return fail(req, f, fpd);
+  if (req.has_pasid && !ctx.pasid_enable)
+    return fail(req, {FaultReason::kContextPasidDisabled, FaultStage::kStructures, 0, req.iova},
+                fpd);
+  const uint32_t pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
+  const bool privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
+  vtd::PasidEntry pe;
+  if (!read_pasid_entry(ctx, pasid, &pe, &f, &fpd)) return fail(req, f, fpd);
+  Result r = walk(pe, req, privileged);
+  if (!r.ok) return fail(req, r.fault, pe.fpd);
+  return r;
+}
+
+Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileged) {
+  Result r;
+  sl::Config slc;
+  slc.root = pe.sl_root;
+  slc.levels = uint8_t(pe.sl_levels());
+  slc.host_width = cfg_.host_address_width;
+  slc.ad_enabled = pe.slade;
+  slc.large_2m = cfg_.second_level_2m;
+  slc.large_1g = cfg_.second_level_1g;
+  fl::Config flc;
+  flc.root = pe.fl_root;
+  flc.levels = pe.fl_levels;
+  flc.host_width = cfg_.host_address_width;
+  flc.sre = pe.sre;
+  flc.wpe = pe.wpe;
+  flc.ere = pe.ere;
+  flc.eafe = pe.eafe;
+  flc.update_ad = cfg_.first_level_ad;
+  flc.large_1g = cfg_.first_level_1g;
+  switch (pe.pgtt) {
+    case vtd::Pgtt::kPassThrough:
+      if ((req.iova >> cfg_.host_address_width) != 0) {
+        r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, 0, req.iova};
+        return r;
+      }
+      r.ok = true;
+      r.t = {req.iova, 12, kAccessRead | kAccessWrite | kAccessExec, 0};
+      return r;
+    case vtd::Pgtt::kSecondLevel: {
+      sl::Result s = sl::walk(mem_, slc, req.iova, req.access);
+      r.ok = s.ok;
+      r.t = s.t;
+      r.fault = s.fault;
+      return r;
+    }
+    case vtd::Pgtt::kFirstLevel: {
+      fl::Result f = fl::walk(mem_, flc, req.iova, req.access, privileged);
+      r.ok = f.ok;
+      r.t = f.t;
+      r.fault = f.fault;
+      return r;
+    }
+    case vtd::Pgtt::kNested: {
+      // GPAs beyond the second level are reported as 0x74 when resolved, not as reserved bits.
+      flc.host_width = 52;
+      nested::Result n = nested::walk(mem_, flc, slc, req.iova, req.access, privileged);
+      r.ok = n.ok;
+      r.t = n.t;
+      r.fault = n.fault;
+      return r;
+    }
+  }
+  r.fault = {FaultReason::kPasidEntryInvalid, FaultStage::kStructures, 0, req.iova};
+  return r;
+}
+
+}  // namespace nestor

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Quick start #2: install what is missing, build and run every test: the normal build,
+# the whole suite under ASan+UBSan, and the concurrency tests under ThreadSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+jobs="$(nproc)"
+
+run_suite() {  # name, ctest label filter (or ""), extra cmake args...
+  local name="$1" label="$2"
+  shift 2
+  echo "=== nestor tests: $name"
+  cmake -S . -B "build/$name" -G Ninja -DNESTOR_BUILD_BENCH=ON "$@" >/dev/null
+  cmake --build "build/$name" -j"$jobs"
+  local args=(--test-dir "build/$name" --output-on-failure -j"$jobs" --timeout 600)
+  [ -n "$label" ] && args+=(-L "$label")
+  ctest "${args[@]}"
+}
+
+run_suite default "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_suite asan "" -DCMAKE_BUILD_TYPE=Debug -DNESTOR_SANITIZE=address -DNESTOR_BUILD_BENCH=OFF
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  run_suite tsan concurrency -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTOR_SANITIZE=thread -DNESTOR_BUILD_BENCH=OFF
+echo "=== nestor tests: all suites passed"

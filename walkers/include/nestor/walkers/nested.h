@@ -1,0 +1,110 @@
+// Nested (two-stage) translation: a first-level walk whose table pointers, entry addresses
+// and output are guest-physical, each resolved through the second level.
+#pragma once
+
+#include <algorithm>
+
+#include "nestor/walkers/first_level.h"
+#include "nestor/walkers/second_level.h"
+
+namespace nestor::nested {
+
+// Resolves first-level table GPAs through the second level. Engines that cache GPA->HPA of
+// table pages provide their own adapter with the same two members.
+template <PhysicalMemory Mem>
+struct SecondLevelTables {
+  Mem &mem;
+  const sl::Config &slc;
+
+  bool fetch_table(uint64_t gpa, int fl_level, bool is_root, uint64_t *hpa, Fault *f,
+                   uint8_t *refs) {
+    return resolve(gpa, fl_level, kAccessRead,
+                   is_root ? FaultReason::kFirstLevelRootReadDenied
+                           : FaultReason::kFirstLevelEntryReadDenied,
+                   hpa, f, refs);
+  }
+  bool table_for_update(uint64_t gpa, int fl_level, uint64_t *hpa, Fault *f) {
+    uint8_t refs = 0;
+    return resolve(gpa, fl_level, kAccessWrite, FaultReason::kFirstLevelEntryWriteDenied, hpa, f,
+                   &refs);
+  }
+
+ private:
+  bool resolve(uint64_t gpa, int fl_level, uint8_t access, FaultReason denied, uint64_t *hpa,
+               Fault *f, uint8_t *refs) {
+    const unsigned w = sl::width_for_levels(slc.levels);
+    if ((gpa >> w) != 0) {
+      *f = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kNestedTable, uint8_t(fl_level),
+            gpa};
+      return false;
+    }
+    sl::Result r = sl::walk(mem, slc, gpa, access);
+    *refs = uint8_t(*refs + r.refs);
+    if (!r.ok) {
+      *f = r.fault;
+      f->stage = FaultStage::kNestedTable;
+      f->address = gpa;
+      if (r.fault.reason == FaultReason::kReadDenied ||
+          r.fault.reason == FaultReason::kWriteDenied)
+        f->reason = denied;
+      return false;
+    }
+    *hpa = r.t.out & page_mask(12);
+    return true;
+  }
+};
+
+struct Result {
+  bool ok = false;
+  Translation t;       // out = HPA; page size = smaller of the two stages; perms intersected
+  uint64_t gpa = 0;    // GPA the first level produced (for GPA-indexed invalidation)
+  uint8_t fl_attrs = 0;
+  uint8_t sl_perms = 0;
+  bool sl_dirty = false;
+  Fault fault;
+  uint8_t refs = 0;
+};
+
+template <PhysicalMemory Mem, class Tables>
+inline Result walk(Mem &mem, Tables &tables, const fl::Config &flc, const sl::Config &slc,
+                   uint64_t iova, uint8_t access, bool privileged, const fl::Start &start = {},
+                   fl::Path *path = nullptr) {
+  Result r;
+  fl::Result f = fl::walk(mem, tables, flc, iova, access, privileged, start, path);
+  r.refs = f.refs;
+  if (!f.ok) {
+    r.fault = f.fault;
+    return r;
+  }
+  const uint64_t gpa = f.t.out;
+  if ((gpa >> sl::width_for_levels(slc.levels)) != 0) {
+    r.fault = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kFirstLevel, f.t.level, iova};
+    return r;
+  }
+  sl::Result s = sl::walk(mem, slc, gpa, access);
+  r.refs = uint8_t(r.refs + s.refs);
+  if (!s.ok) {
+    r.fault = s.fault;
+    r.fault.address = gpa;
+    return r;
+  }
+  r.ok = true;
+  r.gpa = gpa;
+  r.fl_attrs = f.attrs;
+  r.sl_perms = s.t.perms;
+  r.sl_dirty = s.dirty;
+  r.t.out = s.t.out;
+  r.t.page_shift = std::min(f.t.page_shift, s.t.page_shift);
+  r.t.perms = uint8_t(f.t.perms & s.t.perms);
+  r.t.level = f.t.level;
+  return r;
+}
+
+template <PhysicalMemory Mem>
+inline Result walk(Mem &mem, const fl::Config &flc, const sl::Config &slc, uint64_t iova,
+                   uint8_t access, bool privileged) {
+  SecondLevelTables<Mem> tables{mem, slc};
+  return walk(mem, tables, flc, slc, iova, access, privileged);
+}
+
+}  // namespace nestor::nested
