@@ -153,6 +153,196 @@ NESTOR_API int nestor_fault_log_clear_overflow(nestor_engine *e);
 NESTOR_API const char *nestor_fault_name(int reason);
 NESTOR_API const char *nestor_strerror(int err);
 
+/* ==== Invalidation (typed) ================================================================
+ * A canonical invalidation operation. Submitted operations are applied to the engine's caches
+ * in order; nestor_inv_wait returns once every earlier operation is applied. Thread-safe:
+ * any thread may submit and wait, concurrently with translations. */
+#define NESTOR_CACHE_CONTEXT 1
+#define NESTOR_CACHE_PASID 2
+#define NESTOR_CACHE_IOTLB 4
+#define NESTOR_CACHE_PAGING 8
+#define NESTOR_CACHE_DEVTLB 16
+#define NESTOR_SCOPE_GLOBAL 0
+#define NESTOR_SCOPE_DOMAIN 1
+#define NESTOR_SCOPE_DEVICE 2
+#define NESTOR_SCOPE_PASID 3
+#define NESTOR_SCOPE_RANGE 4
+
+typedef struct nestor_inv_op {
+  uint8_t  cache;     /* bitmask: NESTOR_CACHE_CONTEXT=1, _PASID=2, _IOTLB=4, _PAGING=8, _DEVTLB=16 */
+  uint8_t  scope;     /* NESTOR_SCOPE_GLOBAL, _DOMAIN, _DEVICE, _PASID, _RANGE */
+  uint16_t did;
+  uint16_t source_id;
+  uint32_t pasid;
+  uint64_t addr;      /* _RANGE: first byte */
+  uint64_t npages;    /* _RANGE: 4K pages */
+  uint8_t  leaf;      /* invalidation hint: paging-structure caches may be kept */
+} nestor_inv_op;
+
+/* -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
+NESTOR_API int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op);
+NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
+
+/* ==== Bind layer (engine/src/bind_c_api.cpp; C++: nestor/bind.h) ============================
+ * The host side that feeds the engine: second-level domains, devices, system-wide PASIDs,
+ * binding guest first-level tables, and first-level owners' cache invalidations.
+ * Every function returns 0 (or a count) or a negative errno; a refusal changes nothing:
+ *   -EINVAL bad arguments, -ENOENT unknown object, -EPERM not the owner, -EOPNOTSUPP feature
+ *   off or not supported by the engine configuration, -EDQUOT quota, -ENOSPC exhausted,
+ *   -EALREADY double free, -EBUSY in use, -EEXIST overlapping mapping, -ENOMEM no table page.
+ * Thread safety: every nestor_bind_* / nestor_owner_* / nestor_pasid_* / nestor_domain_* /
+ * nestor_device_* function may be called from any thread at once (serialised internally;
+ * nestor_pasid_alloc runs in parallel), and concurrently with nestor_translate. Only
+ * nestor_bind_destroy must not race with anything on the same handle.
+ * Each operation that changes a structure invalidates the engine's caches and waits before it
+ * returns: a translation that starts afterwards sees the new state. */
+
+typedef struct nestor_bind nestor_bind;
+
+/* Nesting features (see nestor/nesting_info.h for the exact duties). */
+#define NESTOR_NESTING_FEAT_SYSWIDE_PASID 0x1u /* allocate/free PASIDs through the engine */
+#define NESTOR_NESTING_FEAT_BIND_PGTBL 0x2u    /* bind first-level tables explicitly */
+#define NESTOR_NESTING_FEAT_CACHE_INVLD 0x4u   /* invalidate explicitly after table changes */
+#define NESTOR_NESTING_FEAT_ALL 0x7u
+#define NESTOR_NESTING_FORMAT_VTD 1u
+
+/* Versioned: set size = sizeof(nestor_bind_config). features == 0 means all features (use
+ * NESTOR_BIND_CFG_NO_FEATURES for none). table_base/table_size: RAM already added to the
+ * engine from which the layer takes every table (4K aligned, >= 256 KiB). */
+typedef struct nestor_bind_config {
+  uint32_t size;
+  uint32_t features; /* NESTOR_NESTING_FEAT_* */
+  uint64_t table_base;
+  uint64_t table_size;
+  uint16_t max_domain_id; /* 0: 65535 */
+  uint16_t reserved0;
+  uint32_t reserved1;
+} nestor_bind_config;
+#define NESTOR_BIND_CFG_NO_FEATURES 0x80000000u
+
+/* Creates the bind layer of `e` (one per engine) and points the engine's root-table register
+ * at it. NULL on bad arguments or no memory; *err (if non-NULL) says which. */
+NESTOR_API nestor_bind *nestor_bind_create(nestor_engine *e, const nestor_bind_config *cfg,
+                                           int *err);
+/* Frees the layer's bookkeeping; the structures stay in machine memory. Not thread-safe. */
+NESTOR_API void nestor_bind_destroy(nestor_bind *b);
+
+/* Nesting information, versioned by size: the engine copies min(size, what it knows) bytes
+ * and zeroes the rest of the caller's buffer; out->size reports what it knows. */
+typedef struct nestor_nesting_info_vtd {
+  uint64_t cap_reg;  /* VT-d CAP register value matching the engine configuration */
+  uint64_t ecap_reg; /* VT-d ECAP register value */
+  uint32_t flags;
+  uint32_t reserved;
+} nestor_nesting_info_vtd;
+
+typedef struct nestor_nesting_info {
+  uint32_t size;     /* out: bytes the engine knows */
+  uint32_t format;   /* NESTOR_NESTING_FORMAT_VTD */
+  uint32_t features; /* NESTOR_NESTING_FEAT_* */
+  uint32_t flags;
+  uint8_t host_address_width;  /* HAW */
+  uint8_t guest_address_width; /* MGAW: widest second-level input width */
+  uint8_t pasid_bits;
+  uint8_t fl_levels; /* bit n: n-level first-level tables supported (bits 4, 5) */
+  uint8_t sl_levels; /* bit n: n-level second-level tables supported (bits 3, 4, 5) */
+  uint8_t reserved[3];
+  nestor_nesting_info_vtd vtd;
+} nestor_nesting_info;
+
+/* -EINVAL if info is NULL or size < 4. */
+NESTOR_API int nestor_get_nesting_info(nestor_bind *b, void *info, uint32_t size);
+
+/* Owners (one per VM, typically). IDs are >= 1. quota 0 = unlimited PASIDs. */
+NESTOR_API int nestor_owner_create(nestor_bind *b, uint32_t pasid_quota, uint32_t *owner);
+/* -EBUSY while the owner holds PASIDs, bindings or domains. */
+NESTOR_API int nestor_owner_destroy(nestor_bind *b, uint32_t owner);
+/* Unbinds everything the owner bound and frees all its PASIDs; returns how many PASIDs. */
+NESTOR_API int nestor_owner_release(nestor_bind *b, uint32_t owner);
+
+/* System-wide PASIDs from [1, 2^pasid_bits) (SYSWIDE_PASID). want 0 = any free PASID;
+ * guest_pasid NESTOR_NO_GUEST_PASID = the guest uses host PASIDs. */
+#define NESTOR_NO_GUEST_PASID 0xFFFFFFFFu
+NESTOR_API int nestor_pasid_alloc(nestor_bind *b, uint32_t owner, uint32_t want,
+                                  uint32_t guest_pasid, uint32_t *pasid);
+NESTOR_API int nestor_pasid_free(nestor_bind *b, uint32_t owner, uint32_t pasid);
+NESTOR_API int nestor_pasid_guest_to_host(nestor_bind *b, uint32_t owner, uint32_t guest_pasid,
+                                          uint32_t *pasid);
+
+/* Second-level domains. levels 3/4/5; flags NESTOR_DOMAIN_*; owner 0 = host only. */
+#define NESTOR_DOMAIN_NESTING 0x1u /* first-level tables may be bound on top */
+#define NESTOR_DOMAIN_AD 0x2u      /* second-level A/D tracking */
+typedef struct nestor_domain_config {
+  uint32_t size;
+  uint8_t levels;
+  uint8_t reserved[3];
+  uint32_t flags;
+  uint32_t owner;
+} nestor_domain_config;
+
+NESTOR_API int nestor_domain_create(nestor_bind *b, const nestor_domain_config *cfg, uint16_t *did);
+/* Wraps a second-level root the caller built and keeps owning (no map/unmap through it). */
+NESTOR_API int nestor_domain_adopt(nestor_bind *b, const nestor_domain_config *cfg,
+                                   uint64_t sl_root, uint16_t *did);
+NESTOR_API int nestor_domain_destroy(nestor_bind *b, uint16_t did);
+/* perms: NESTOR_ACCESS_* (read or write required). Page sizes are chosen automatically. */
+NESTOR_API int nestor_domain_map(nestor_bind *b, uint16_t did, uint64_t gpa, uint64_t hpa,
+                                 uint64_t size, uint8_t perms);
+/* Invalidates the range (IOTLB + paging-structure caches, by GPA) and waits. */
+NESTOR_API int nestor_domain_unmap(nestor_bind *b, uint16_t did, uint64_t gpa, uint64_t size);
+
+/* Devices: attach writes the context entry and a second-level-only RID_PASID (0) entry. */
+NESTOR_API int nestor_device_attach(nestor_bind *b, uint16_t source_id, uint16_t did);
+NESTOR_API int nestor_device_detach(nestor_bind *b, uint16_t source_id);
+
+/* Binding a guest first-level table (BIND_PGTBL). pasid 0 = the device's default PASID. */
+#define NESTOR_BIND_SRE 0x1u
+#define NESTOR_BIND_WPE 0x2u
+#define NESTOR_BIND_EAFE 0x4u
+#define NESTOR_BIND_PCD 0x8u
+#define NESTOR_BIND_PWT 0x10u
+typedef struct nestor_bind_data {
+  uint32_t size;
+  uint32_t flags;       /* NESTOR_BIND_* */
+  uint64_t fl_root_gpa; /* 4K aligned guest-physical address of the top table */
+  uint32_t addr_width;  /* 48 (4-level) or 57 (5-level) */
+  uint32_t guest_pasid; /* NESTOR_NO_GUEST_PASID if none */
+} nestor_bind_data;
+
+NESTOR_API int nestor_bind_pgtbl(nestor_bind *b, uint32_t owner, uint16_t source_id, uint32_t pasid,
+                                 const nestor_bind_data *data);
+NESTOR_API int nestor_unbind_pgtbl(nestor_bind *b, uint32_t owner, uint16_t source_id,
+                                   uint32_t pasid);
+
+/* First-level owner's invalidation (CACHE_INVLD). caches: NESTOR_BIND_INV_CACHE_* (context
+ * cache refused); scope: NESTOR_BIND_INV_SCOPE_PASID or _RANGE target (source_id, pasid), which
+ * the owner must have bound; _GLOBAL/_DOMAIN mean all the owner's bindings, _DEVICE all of
+ * them on source_id. Values equal nestor::invq::CacheBits / Scope. */
+#define NESTOR_BIND_INV_CACHE_PASID 0x2u
+#define NESTOR_BIND_INV_CACHE_IOTLB 0x4u
+#define NESTOR_BIND_INV_CACHE_PAGING 0x8u
+#define NESTOR_BIND_INV_CACHE_DEVTLB 0x10u
+#define NESTOR_BIND_INV_SCOPE_GLOBAL 0u
+#define NESTOR_BIND_INV_SCOPE_DOMAIN 1u
+#define NESTOR_BIND_INV_SCOPE_DEVICE 2u
+#define NESTOR_BIND_INV_SCOPE_PASID 3u
+#define NESTOR_BIND_INV_SCOPE_RANGE 4u
+#define NESTOR_BIND_INV_GUEST_PASID 0x1u /* flags: pasid is the owner's guest PASID */
+#define NESTOR_BIND_INV_LEAF 0x2u        /* flags: only leaf entries changed (IH) */
+typedef struct nestor_bind_inv {
+  uint32_t size;
+  uint8_t caches;
+  uint8_t scope;
+  uint16_t source_id;
+  uint32_t pasid;
+  uint32_t flags;
+  uint64_t addr;   /* 4K aligned, range scope */
+  uint64_t npages; /* range scope */
+} nestor_bind_inv;
+
+NESTOR_API int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nestor_bind_inv *inv);
+/* ==== end of Bind layer ==================================================================== */
+
 #ifdef __cplusplus
 }
 #endif

@@ -136,8 +136,46 @@ int nestor_fault_log_clear_overflow(nestor_engine *e) {
   return 0;
 }
 
+int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op) {
+  if (!e || !op) return -EINVAL;
+  if (!op->cache || (op->cache & ~0x1Fu) || op->scope > NESTOR_SCOPE_RANGE) return -EINVAL;
+  nestor::invq::InvalidationOp o;
+  o.caches = op->cache;
+  o.scope = nestor::invq::Scope(op->scope);
+  o.did = op->did;
+  o.source_id = op->source_id;
+  o.pasid = op->pasid;
+  o.leaf = op->leaf;
+  if (o.scope == nestor::invq::Scope::kRange) {
+    if (op->npages == 0 || op->npages > (~uint64_t{0} >> 12) ||
+        (op->addr >> 12) + op->npages < (op->addr >> 12))
+      return -EINVAL;
+    o.addr = op->addr & ~uint64_t{0xFFF};
+    o.npages = op->npages;
+  }
+  e->engine.invalidate(o);
+  return 0;
+}
+
+int nestor_inv_wait(nestor_engine *e) {
+  if (!e) return -EINVAL;
+  e->engine.invalidate_wait();
+  return 0;
+}
+
 const char *nestor_fault_name(int reason) {
   if (reason < 0 || reason > 255) return "Unknown";
+  // Scalable-mode codes Linux names but the engine never produces (not in FaultReason).
+  switch (reason) {
+    case 0x31: return "SM: TTM 0 for request with PASID";
+    case 0x32: return "SM: TTM 0 for page group request";
+    case 0x44: return "SM: DTE field in Context Entry is clear";
+    case 0x47: return "SM: PRE field in Context-Entry is clear";
+    case 0x7C: return "SM: A/D bit update needed in second-level entry when set up in no snoop";
+    case 0x87: return "SM: Invalid address-interrupt address";
+    case 0x90: return "SM: A/D bit update needed in first-level entry when set up in no snoop";
+    default: break;
+  }
   const char *name = nestor::fault_reason_name(nestor::FaultReason(reason));
   // Codes the engine never produces still get the generic name.
   return name;

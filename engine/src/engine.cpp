@@ -43,6 +43,24 @@ void FaultLog::clear_overflow() {
 Engine::Engine(const EngineConfig &cfg) : cfg_(cfg), faults_(cfg.fault_log_entries) {
   if (cfg_.host_address_width < 32 || cfg_.host_address_width > 52) cfg_.host_address_width = 48;
   if (cfg_.pasid_bits > 20) cfg_.pasid_bits = 20;
+  clock_ = std::make_unique<caches::InvalidationClock>();
+  caches::StructureCacheConfig ctx_cfg;
+  ctx_cfg.cache.capacity = cfg_.context_cache_entries;
+  context_cache_ = std::make_unique<caches::ContextCache<vtd::ContextEntry>>(*clock_, ctx_cfg);
+  caches::StructureCacheConfig pasid_cfg;
+  pasid_cfg.cache.capacity = cfg_.pasid_cache_entries;
+  pasid_cache_ = std::make_unique<caches::PasidCache<vtd::PasidEntry>>(*clock_, pasid_cfg);
+  caches::IotlbConfig iotlb_cfg;
+  iotlb_cfg.cache.capacity = cfg_.iotlb_entries;
+  iotlb_cfg.cache.shards = cfg_.iotlb_shards;
+  iotlb_cfg.cache.ways = cfg_.iotlb_ways;
+  iotlb_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
+  iotlb_ = std::make_unique<caches::Iotlb>(*clock_, iotlb_cfg);
+  caches::PscConfig psc_cfg;
+  psc_cfg.first_level.capacity = psc_cfg.second_level.capacity = psc_cfg.nested_table.capacity =
+      cfg_.psc_entries;
+  psc_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
+  psc_ = std::make_unique<caches::PagingStructureCaches>(*clock_, psc_cfg);
 }
 
 Engine::~Engine() = default;
@@ -120,24 +138,51 @@ Result Engine::fail(const Request &req, Fault f, bool fpd) {
 }
 
 Result Engine::translate(const Request &req) {
+  // Taken before anything is read: a fill is refused if an invalidation of its key was issued
+  // after this point, so a walk racing an invalidation never leaves a stale entry behind.
+  const uint64_t stamp = clock_->now();
+  const bool caching = cfg_.caching;
   vtd::ContextEntry ctx;
   Fault f;
   bool fpd = false;
-  if (!read_context(req.source_id, &ctx, &f, &fpd)) return fail(req, f, fpd);
+  if (!caching || !context_cache_->lookup(req.source_id, &ctx)) {
+    if (!read_context(req.source_id, &ctx, &f, &fpd)) return fail(req, f, fpd);
+    if (caching) context_cache_->fill(stamp, req.source_id, ctx);
+  }
+  // FPD in the context entry (and in the PASID directory entry) covers every structure and
+  // paging entry reached through it, not just the entry itself.
+  const bool ctx_fpd = ctx.fpd;
   if (req.has_pasid && !ctx.pasid_enable)
     return fail(req, {FaultReason::kContextPasidDisabled, FaultStage::kStructures, 0, req.iova},
-                fpd);
+                ctx_fpd);
   const uint32_t pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
   const bool privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
   vtd::PasidEntry pe;
-  if (!read_pasid_entry(ctx, pasid, &pe, &f, &fpd)) return fail(req, f, fpd);
-  Result r = walk(pe, req, privileged);
-  if (!r.ok) return fail(req, r.fault, pe.fpd);
+  if (!caching || !pasid_cache_->lookup(req.source_id, pasid, &pe)) {
+    fpd = false;
+    if (!read_pasid_entry(ctx, pasid, &pe, &f, &fpd)) return fail(req, f, ctx_fpd || fpd);
+    pe.fpd = pe.fpd || fpd;  // the directory entry's FPD travels with the cached PASID entry
+    if (caching) pasid_cache_->fill(stamp, req.source_id, pasid, pe.did, pe);
+  }
+  Result r = caching ? cached_walk(stamp, pe, pasid, req, privileged) : walk(pe, req, privileged);
+  if (!r.ok) return fail(req, r.fault, ctx_fpd || pe.fpd);
   return r;
 }
 
-Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileged) {
-  Result r;
+EngineStats Engine::stats() const {
+  EngineStats s;
+  s.context = context_cache_->stats();
+  s.pasid = pasid_cache_->stats();
+  s.iotlb = iotlb_->stats();
+  s.psc_first_level = psc_->fl_stats();
+  s.psc_second_level = psc_->sl_stats();
+  s.psc_nested_table = psc_->nested_table_stats();
+  return s;
+}
+
+void Engine::invalidate_wait() {}
+
+sl::Config Engine::sl_config(const vtd::PasidEntry &pe) const {
   sl::Config slc;
   slc.root = pe.sl_root;
   slc.levels = uint8_t(pe.sl_levels());
@@ -145,16 +190,28 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
   slc.ad_enabled = pe.slade;
   slc.large_2m = cfg_.second_level_2m;
   slc.large_1g = cfg_.second_level_1g;
+  return slc;
+}
+
+fl::Config Engine::fl_config(const vtd::PasidEntry &pe) const {
   fl::Config flc;
   flc.root = pe.fl_root;
   flc.levels = pe.fl_levels;
-  flc.host_width = cfg_.host_address_width;
+  // Nested: GPAs beyond the second level are reported as 0x74 when resolved, not as reserved.
+  flc.host_width = pe.pgtt == vtd::Pgtt::kNested ? 52 : cfg_.host_address_width;
   flc.sre = pe.sre;
   flc.wpe = pe.wpe;
   flc.ere = pe.ere;
   flc.eafe = pe.eafe;
   flc.update_ad = cfg_.first_level_ad;
   flc.large_1g = cfg_.first_level_1g;
+  return flc;
+}
+
+Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileged) {
+  Result r;
+  const sl::Config slc = sl_config(pe);
+  const fl::Config flc = fl_config(pe);
   switch (pe.pgtt) {
     case vtd::Pgtt::kPassThrough:
       if ((req.iova >> cfg_.host_address_width) != 0) {
@@ -179,8 +236,6 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
       return r;
     }
     case vtd::Pgtt::kNested: {
-      // GPAs beyond the second level are reported as 0x74 when resolved, not as reserved bits.
-      flc.host_width = 52;
       nested::Result n = nested::walk(mem_, flc, slc, req.iova, req.access, privileged);
       r.ok = n.ok;
       r.t = n.t;

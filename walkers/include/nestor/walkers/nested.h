@@ -9,6 +9,17 @@
 
 namespace nestor::nested {
 
+// The fault for a second-level failure while resolving a first-level table at `gpa`: its own
+// stage, the GPA as address, and permission failures renamed to the nested-specific reasons.
+inline Fault table_fault(const Fault &sl_fault, uint64_t gpa, FaultReason denied) {
+  Fault f = sl_fault;
+  f.stage = FaultStage::kNestedTable;
+  f.address = gpa;
+  if (f.reason == FaultReason::kReadDenied || f.reason == FaultReason::kWriteDenied)
+    f.reason = denied;
+  return f;
+}
+
 // Resolves first-level table GPAs through the second level. Engines that cache GPA->HPA of
 // table pages provide their own adapter with the same two members.
 template <PhysicalMemory Mem>
@@ -28,6 +39,8 @@ struct SecondLevelTables {
     return resolve(gpa, fl_level, kAccessWrite, FaultReason::kFirstLevelEntryWriteDenied, hpa, f,
                    &refs);
   }
+  // The second-level walk of the first level's output.
+  sl::Result final_walk(uint64_t gpa, uint8_t access) { return sl::walk(mem, slc, gpa, access); }
 
  private:
   bool resolve(uint64_t gpa, int fl_level, uint8_t access, FaultReason denied, uint64_t *hpa,
@@ -41,12 +54,7 @@ struct SecondLevelTables {
     sl::Result r = sl::walk(mem, slc, gpa, access);
     *refs = uint8_t(*refs + r.refs);
     if (!r.ok) {
-      *f = r.fault;
-      f->stage = FaultStage::kNestedTable;
-      f->address = gpa;
-      if (r.fault.reason == FaultReason::kReadDenied ||
-          r.fault.reason == FaultReason::kWriteDenied)
-        f->reason = denied;
+      *f = table_fault(r.fault, gpa, denied);
       return false;
     }
     *hpa = r.t.out & page_mask(12);
@@ -81,7 +89,7 @@ inline Result walk(Mem &mem, Tables &tables, const fl::Config &flc, const sl::Co
     r.fault = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kFirstLevel, f.t.level, iova};
     return r;
   }
-  sl::Result s = sl::walk(mem, slc, gpa, access);
+  sl::Result s = tables.final_walk(gpa, access);
   r.refs = uint8_t(r.refs + s.refs);
   if (!s.ok) {
     r.fault = s.fault;

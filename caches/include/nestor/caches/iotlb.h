@@ -1,0 +1,281 @@
+// IOTLB: (DID, PASID, page, size class) -> host page, permissions and, for nested entries, the
+// GPA page the combined translation depends on.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "nestor/caches/invalidation_clock.h"
+#include "nestor/caches/set_assoc_cache.h"
+#include "nestor/caches/stats.h"
+
+namespace nestor::caches {
+
+enum class PageSize : uint8_t { k4K = 0, k2M = 1, k1G = 2 };
+
+inline constexpr unsigned kPageShift4K = 12;
+constexpr unsigned page_shift_of(PageSize s) {
+  return 12 + 9 * static_cast<unsigned>(s);
+}
+
+// Entry flags; opaque to the cache except for how GPA-addressed invalidation treats them.
+enum IotlbFlags : uint8_t {
+  kIotlbNested = 1,           // combined FL+SL translation; depends on gpa_base
+  kIotlbDirty = 2,            // dirty already set in the leaf, writes need no A/D update
+  kIotlbSecondLevelOnly = 4,  // SL-only translation (iova is a GPA)
+};
+
+struct IotlbEntry {
+  uint64_t hpa_base = 0;  // host physical base of the page, aligned to its size
+  uint64_t gpa_base = 0;  // nested: GPA base of the page (aligned to its size); else unused
+  uint8_t page_shift = kPageShift4K;  // 12, 21 or 30
+  uint8_t perms = 0;                  // permission/attribute bits, opaque to the cache
+  uint8_t flags = 0;                  // IotlbFlags
+};
+
+struct IotlbConfig {
+  SetAssocConfig cache{.capacity = 8192, .shards = 16, .ways = 0};
+  // Page/range invalidations above this many 4K pages become a PASID-scope invalidation:
+  // removal walks one set per covered page, a scope bump is O(1).
+  uint64_t promote_threshold_pages = 1024;
+  size_t pasid_scope_slots = 4096;  // hashed (DID, PASID) scope table
+  size_t gpa_region_slots = 4096;   // hashed (DID, 1 GiB GPA region) nested scope table
+  // A GPA range touching more 1 GiB regions than this marks the whole DID's nested entries.
+  uint64_t max_gpa_regions = 64;
+};
+
+class Iotlb {
+ public:
+  // Entries for translations that depend only on the second level (requests without PASID and
+  // PGTT=SL PASIDs) should be filled under this PASID value: they are a function of (DID, GPA),
+  // so sharing them across PASIDs is correct, and it lets GPA-addressed invalidation remove
+  // them precisely instead of by region.
+  static constexpr uint32_t kSecondLevelPasid = 0xFFFF'FFFFu;
+  static constexpr unsigned kWays = 8;
+
+  explicit Iotlb(InvalidationClock &clock, const IotlbConfig &cfg = {})
+      : clock_(clock),
+        cfg_(cfg),
+        cache_(cfg.cache),
+        did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
+        pasid_times_(cfg.pasid_scope_slots, detail::ScopeTable::Indexing::kHashed),
+        nested_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
+        gpa_region_times_(cfg.gpa_region_slots, detail::ScopeTable::Indexing::kHashed) {}
+
+  Iotlb(const Iotlb &) = delete;
+  Iotlb &operator=(const Iotlb &) = delete;
+
+  InvalidationClock &clock() const { return clock_; }
+  const IotlbConfig &config() const { return cfg_; }
+  size_t capacity() const { return cache_.capacity(); }
+
+  // Probes 4K, then 2M, then 1G: small pages dominate, so the common hit costs one set.
+  bool lookup(uint16_t did, uint32_t pasid, uint64_t iova, IotlbEntry *out) const {
+    for (unsigned s = 0; s < 3; ++s) {
+      const Key key = make_key(did, pasid, iova >> page_shift_of(PageSize(s)), PageSize(s));
+      if (cache_.lookup(key, out, valid_fn())) {
+        stats_.add(Counter::kHits);
+        return true;
+      }
+    }
+    stats_.add(Counter::kMisses);
+    return false;
+  }
+
+  // stamp: clock().now() read before the walk began. Returns false (refused) if any
+  // invalidation that applies to this entry was issued at or after the stamp.
+  bool fill(uint64_t stamp, uint16_t did, uint32_t pasid, uint64_t iova, const IotlbEntry &e) {
+    PageSize size;
+    if (e.page_shift == 12) {
+      size = PageSize::k4K;
+    } else if (e.page_shift == 21) {
+      size = PageSize::k2M;
+    } else if (e.page_shift == 30) {
+      size = PageSize::k1G;
+    } else {
+      stats_.add(Counter::kRefusedFills);
+      return false;
+    }
+    const FillResult r =
+        cache_.fill(stamp, make_key(did, pasid, iova >> e.page_shift, size), e, valid_fn());
+    count_fill(r);
+    return accepted(r);
+  }
+
+  void invalidate_global() {
+    detail::raise_to(global_time_, clock_.advance());
+    stats_.add(Counter::kInvGlobal);
+  }
+
+  void invalidate_domain(uint16_t did) {
+    did_times_.raise(did, clock_.advance());
+    stats_.add(Counter::kInvDomain);
+  }
+
+  void invalidate_pasid(uint16_t did, uint32_t pasid) {
+    pasid_times_.raise(detail::did_pasid_key(did, pasid), clock_.advance());
+    stats_.add(Counter::kInvPasid);
+  }
+
+  // Removes every entry of (did, pasid), any size class, overlapping the npages 4K pages
+  // starting with the page that contains addr (offset bits are ignored, as in VT-d).
+  void invalidate_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages) {
+    if (npages == 0) return;
+    stats_.add(npages == 1 ? Counter::kInvPage : Counter::kInvRange);
+    remove_range(did, pasid, addr, npages, clock_.advance());
+  }
+
+  // Same signature as the paging-structure caches' so invalidation code can treat every cache
+  // alike; the leaf hint cannot spare IOTLB entries, which are all leaves.
+  void invalidate_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages,
+                        bool /*leaf_hint*/) {
+    invalidate_range(did, pasid, addr, npages);
+  }
+
+  // VT-d address-mask form: 2^am pages starting at addr aligned down to 2^am pages.
+  void invalidate_page_am(uint16_t did, uint32_t pasid, uint64_t addr, unsigned am) {
+    am = std::min(am, 52u);
+    const uint64_t npages = uint64_t{1} << am;
+    addr &= ~((npages << kPageShift4K) - 1);
+    invalidate_range(did, pasid, addr, npages);
+  }
+
+  // Second-level change in [gpa, gpa + npages*4K) of domain did (VT-d IOTLB invalidation,
+  // page-selective-within-domain). Second-level-only entries (kSecondLevelPasid) are removed
+  // precisely. Nested entries are marked stale by 1 GiB GPA region (a hashed time per
+  // (DID, region)), which over-invalidates nested entries of the same region outside the range;
+  // see docs/CACHES.md. SL-only entries filled under a real PASID are treated like nested ones.
+  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages) {
+    if (npages == 0) return;
+    stats_.add(Counter::kInvGpa);
+    const uint64_t t = clock_.advance();
+    gpa &= ~((uint64_t{1} << kPageShift4K) - 1);
+    remove_range(did, kSecondLevelPasid, gpa, npages, t);
+    const uint64_t last = last_byte(gpa, npages);
+    const uint64_t first_region = gpa >> 30, last_region = last >> 30;
+    if (last_region - first_region >= cfg_.max_gpa_regions) {
+      nested_did_times_.raise(did, t);
+      stats_.add(Counter::kOverInvalidations);
+      return;
+    }
+    for (uint64_t r = first_region;; ++r) {
+      gpa_region_times_.raise(region_key(did, r), t);
+      if (r == last_region) break;
+    }
+    constexpr uint64_t kRegionMask = (uint64_t{1} << 30) - 1;
+    const bool whole_regions = (gpa & kRegionMask) == 0 && ((last + 1) & kRegionMask) == 0;
+    if (!whole_regions) stats_.add(Counter::kOverInvalidations);
+  }
+
+  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages, bool /*leaf_hint*/) {
+    invalidate_gpa_range(did, gpa, npages);
+  }
+
+  CacheStats stats() const { return stats_.snapshot(); }
+
+  // Diagnostics only (locks every set): live entries, i.e. present and not scope-invalidated.
+  size_t count_live() {
+    auto valid = valid_fn();
+    return cache_.count_if(
+        [&](uint64_t st, const Key &k, const IotlbEntry &v) { return valid(st, k, v); });
+  }
+
+ private:
+  struct Key {
+    uint64_t page;  // address >> page shift of the size class
+    uint32_t pasid;
+    uint16_t did;
+    uint8_t size;  // PageSize
+    uint8_t zero;  // keeps the key free of padding: keys are compared word-wise
+  };
+  using Cache = SetAssocCache<Key, IotlbEntry, kWays>;
+
+  static Key make_key(uint16_t did, uint32_t pasid, uint64_t page, PageSize s) {
+    return Key{page, pasid, did, static_cast<uint8_t>(s), 0};
+  }
+
+  static uint64_t region_key(uint16_t did, uint64_t region) { return (region << 16) | did; }
+
+  // Saturates instead of wrapping: a range running off the top of the address space covers
+  // everything up to it.
+  static uint64_t last_byte(uint64_t addr, uint64_t npages) {
+    constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+    if (npages > (kMax >> kPageShift4K)) return kMax;
+    const uint64_t len = npages << kPageShift4K;
+    return addr > kMax - (len - 1) ? kMax : addr + (len - 1);
+  }
+
+  // The scope checks every hit and every admitted fill must pass. A named functor rather than
+  // a lambda so member functions defined above can use it.
+  struct Valid {
+    const Iotlb *self;
+    bool operator()(uint64_t stamp, const Key &k, const IotlbEntry &v) const {
+      if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
+      if (stamp <= self->did_times_.get(k.did)) return false;
+      if (stamp <= self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid))) return false;
+      if ((v.flags & (kIotlbNested | kIotlbSecondLevelOnly)) && k.pasid != kSecondLevelPasid) {
+        if (stamp <= self->nested_did_times_.get(k.did)) return false;
+        const uint64_t first = v.gpa_base >> 30;
+        const uint64_t last = (v.gpa_base + ((uint64_t{1} << v.page_shift) - 1)) >> 30;
+        if (stamp <= self->gpa_region_times_.get(region_key(k.did, first))) return false;
+        if (last != first && stamp <= self->gpa_region_times_.get(region_key(k.did, last))) {
+          return false;
+        }
+      }
+      return true;
+    }
+  };
+  Valid valid_fn() const { return Valid{this}; }
+
+  void remove_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages, uint64_t t) {
+    addr &= ~((uint64_t{1} << kPageShift4K) - 1);
+    if (npages > cfg_.promote_threshold_pages) {
+      pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
+      stats_.add(Counter::kInvPromoted);
+      stats_.add(Counter::kOverInvalidations);
+      return;
+    }
+    const uint64_t last = last_byte(addr, npages);
+    auto overlaps = [&](const Key &k) {
+      if (k.did != did || k.pasid != pasid) return false;
+      const unsigned shift = page_shift_of(PageSize(k.size));
+      const uint64_t lo = k.page << shift;
+      const uint64_t hi = lo + ((uint64_t{1} << shift) - 1);
+      return lo <= last && addr <= hi;
+    };
+    size_t removed = 0;
+    // Every key that could hold an overlapping entry hashes to one of these sets; recording t
+    // on each of them is what refuses a racing fill of any such key.
+    for (unsigned s = 0; s < 3; ++s) {
+      const unsigned shift = page_shift_of(PageSize(s));
+      const uint64_t first_page = addr >> shift, last_page = last >> shift;
+      for (uint64_t p = first_page;; ++p) {
+        removed += cache_.invalidate_set_of(make_key(did, pasid, p, PageSize(s)), t, overlaps);
+        if (p == last_page) break;
+      }
+    }
+    if (removed) stats_.add(Counter::kEntriesRemoved, removed);
+  }
+
+  void count_fill(FillResult r) const {
+    if (r == FillResult::kRefused) {
+      stats_.add(Counter::kRefusedFills);
+      return;
+    }
+    stats_.add(Counter::kFills);
+    if (r == FillResult::kEvicted) stats_.add(Counter::kEvictions);
+  }
+
+  InvalidationClock &clock_;
+  IotlbConfig cfg_;
+  Cache cache_;
+  alignas(64) std::atomic<uint64_t> global_time_{0};
+  detail::ScopeTable did_times_;
+  detail::ScopeTable pasid_times_;
+  detail::ScopeTable nested_did_times_;
+  detail::ScopeTable gpa_region_times_;
+  mutable Stats stats_;
+};
+
+}  // namespace nestor::caches

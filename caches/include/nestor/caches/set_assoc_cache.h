@@ -1,0 +1,330 @@
+// Sharded set-associative cache whose sets are read under a per-set sequence counter.
+//
+// Readers never lock, never allocate and never wait for a writer: a read that keeps colliding
+// with writers gives up and reports a miss, which only costs the caller a walk. Writers (fills,
+// page/range invalidation) serialise per set on the same counter, so no lock is shared across
+// sets, let alone shards.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+
+#include "nestor/caches/hash.h"
+
+namespace nestor::caches {
+
+enum class FillResult : uint8_t {
+  kInserted,  // into an empty or dead slot
+  kReplaced,  // the key was present; its payload and stamp were overwritten
+  kEvicted,   // a live entry of another key was displaced
+  kRefused,   // an invalidation newer than the stamp applies: the walk may have seen old tables
+};
+
+inline bool accepted(FillResult r) {
+  return r != FillResult::kRefused;
+}
+
+struct SetAssocConfig {
+  size_t capacity = 4096;  // entries; rounded up to a power of two
+  size_t shards = 16;      // independent set arrays; rounded up to a power of two
+  unsigned ways = 0;       // 0 = the compile-time maximum; otherwise rounded and clamped to it
+};
+
+// Key and Value travel as 64-bit atomic words (memcpy in and out) so that a reader racing a
+// writer is a benign, TSan-visible atomic race rather than undefined behaviour; the sequence
+// counter then tells the reader whether its copy is consistent.
+//
+// Policy callbacks (lambdas, inlined; no virtual dispatch):
+//   valid(stamp, key, value) -> bool: is an entry with this stamp still trustworthy given the
+//   scope invalidations that apply to it? Checked on every hit and before admitting a fill.
+template <class Key, class Value, unsigned kWays>
+class SetAssocCache {
+  static_assert(std::is_trivially_copyable_v<Key> && std::has_unique_object_representations_v<Key>,
+                "keys are compared word-wise, so they must have no padding");
+  static_assert(std::is_trivially_copyable_v<Value>);
+  static_assert(kWays >= 1 && kWays <= 32 && (kWays & (kWays - 1)) == 0);
+
+ public:
+  static constexpr size_t kKeyWords = (sizeof(Key) + 7) / 8;
+  static constexpr size_t kValueWords = (sizeof(Value) + 7) / 8;
+  // A reader that collides with writers this many times in a row reports a miss instead of
+  // waiting; under a storm that is cheaper and keeps readers wait-free.
+  static constexpr int kMaxReadAttempts = 64;
+
+  explicit SetAssocCache(const SetAssocConfig &cfg = {}) {
+    ways_ = cfg.ways == 0 ? kWays : static_cast<unsigned>(round_up_pow2(cfg.ways));
+    if (ways_ > kWays) ways_ = kWays;
+    const size_t shards = round_up_pow2(cfg.shards);
+    size_t sets = round_up_pow2((cfg.capacity + ways_ - 1) / ways_);
+    if (sets < shards) sets = shards;
+    sets_per_shard_ = sets / shards;
+    shard_shift_ = shards == 1 ? 64 : 64 - static_cast<unsigned>(std::countr_zero(shards));
+    shards_ = std::make_unique<std::unique_ptr<Set[]>[]>(shards);
+    for (size_t s = 0; s < shards; ++s) shards_[s] = std::make_unique<Set[]>(sets_per_shard_);
+    num_shards_ = shards;
+  }
+
+  SetAssocCache(const SetAssocCache &) = delete;
+  SetAssocCache &operator=(const SetAssocCache &) = delete;
+
+  size_t capacity() const { return num_shards_ * sets_per_shard_ * ways_; }
+  size_t num_sets() const { return num_shards_ * sets_per_shard_; }
+  size_t num_shards() const { return num_shards_; }
+  unsigned ways() const { return ways_; }
+
+  static uint64_t hash_key(const Key &key) {
+    const Words<kKeyWords> w = pack<kKeyWords>(key);
+    uint64_t h = 0x243f6a8885a308d3ULL;
+    for (uint64_t x : w) h = hash_combine(h, x);
+    return h;
+  }
+
+  // Copies the value out and returns true if the key is present and valid() accepts it.
+  template <class Valid>
+  bool lookup(const Key &key, Value *out, Valid &&valid) const {
+    const Words<kKeyWords> kw = pack<kKeyWords>(key);
+    const Set &set = set_for(hash_key(key));
+    for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+      const uint64_t seq0 = set.seq.load(std::memory_order_acquire);
+      if (seq0 & 1) {
+        cpu_relax();
+        continue;
+      }
+      uint64_t stamp = 0;
+      Words<kValueWords> vw{};
+      bool found = false;
+      for (unsigned w = 0; w < ways_ && !found; ++w) {
+        const Slot &slot = set.slots[w];
+        const uint64_t st = slot.stamp.load(kDataLoad);
+        if (st == 0) continue;
+        bool eq = true;
+        for (size_t i = 0; i < kKeyWords; ++i) eq &= slot.key[i].load(kDataLoad) == kw[i];
+        if (!eq) continue;
+        for (size_t i = 0; i < kValueWords; ++i) vw[i] = slot.value[i].load(kDataLoad);
+        stamp = st;
+        found = true;
+      }
+      read_fence();
+      if (set.seq.load(std::memory_order_relaxed) != seq0) continue;
+      if (!found) return false;
+      Value v;
+      std::memcpy(static_cast<void *>(&v), vw.data(), sizeof(Value));
+      if (!valid(stamp, key, v)) return false;
+      *out = v;
+      return true;
+    }
+    return false;
+  }
+
+  // Inserts under the set lock. Refused when the set saw a page/range invalidation at or after
+  // the stamp, or when valid() rejects the stamp (a scope invalidation at or after it). Either
+  // check happens under the lock, so an invalidation racing this fill either sees the entry and
+  // removes it, or is seen by the fill.
+  template <class Valid>
+  FillResult fill(uint64_t stamp, const Key &key, const Value &value, Valid &&valid) {
+    const Words<kKeyWords> kw = pack<kKeyWords>(key);
+    const Words<kValueWords> vw = pack<kValueWords>(value);
+    Set &set = set_for(hash_key(key));
+    const uint64_t seq = lock(set);
+    FillResult result;
+    if (stamp == 0 || stamp <= set.inv_time.load(std::memory_order_relaxed) ||
+        !valid(stamp, key, value)) {
+      result = FillResult::kRefused;
+    } else {
+      unsigned victim = ways_;
+      result = FillResult::kInserted;
+      for (unsigned w = 0; w < ways_; ++w) {
+        if (slot_key_equals(set.slots[w], kw)) {
+          victim = w;
+          result = FillResult::kReplaced;
+          break;
+        }
+      }
+      if (victim == ways_) {
+        for (unsigned w = 0; w < ways_ && victim == ways_; ++w) {
+          if (!slot_live(set.slots[w], valid)) victim = w;
+        }
+      }
+      if (victim == ways_) {
+        // Clock hand: cheaper than tracking recency on the read path, which stays write-free.
+        const uint32_t hand = set.hand.load(std::memory_order_relaxed);
+        set.hand.store(hand + 1, std::memory_order_relaxed);
+        victim = hand & (ways_ - 1);
+        result = FillResult::kEvicted;
+      }
+      Slot &slot = set.slots[victim];
+      for (size_t i = 0; i < kKeyWords; ++i) slot.key[i].store(kw[i], kDataStore);
+      for (size_t i = 0; i < kValueWords; ++i) slot.value[i].store(vw[i], kDataStore);
+      slot.stamp.store(stamp, kDataStore);
+    }
+    unlock(set, seq);
+    return result;
+  }
+
+  // Records t as the set's last invalidation time (so fills stamped at or before t are refused
+  // from now on) and erases the entries of key's set that match(key) selects. Returns how many.
+  template <class Match>
+  size_t invalidate_set_of(const Key &key, uint64_t t, Match &&match) {
+    return invalidate_set(set_for(hash_key(key)), t, match);
+  }
+
+  // Same for every set; for rare full scans (tests, diagnostics, scope clean-up).
+  template <class Match>
+  size_t invalidate_all_sets(uint64_t t, Match &&match) {
+    size_t n = 0;
+    for (size_t s = 0; s < num_shards_; ++s) {
+      for (size_t i = 0; i < sets_per_shard_; ++i) n += invalidate_set(shards_[s][i], t, match);
+    }
+    return n;
+  }
+
+  // Counts entries for which pred(stamp, key, value) holds, set by set under the set lock.
+  // Not for hot paths.
+  template <class Pred>
+  size_t count_if(Pred &&pred) {
+    size_t n = 0;
+    for (size_t s = 0; s < num_shards_; ++s) {
+      for (size_t i = 0; i < sets_per_shard_; ++i) {
+        Set &set = shards_[s][i];
+        const uint64_t seq = lock(set);
+        for (unsigned w = 0; w < ways_; ++w) {
+          const Slot &slot = set.slots[w];
+          const uint64_t st = slot.stamp.load(std::memory_order_relaxed);
+          if (st != 0 && pred(st, unpack_key(slot), unpack_value(slot))) ++n;
+        }
+        unlock(set, seq);
+      }
+    }
+    return n;
+  }
+
+ private:
+#if defined(__SANITIZE_THREAD__)
+  // TSan cannot model stand-alone fences (GCC rejects them under -fsanitize=thread), so the
+  // sanitizer build orders the payload words themselves; release/acquire on each word gives
+  // the reader the same guarantee the fence pair gives in the normal build.
+  static constexpr std::memory_order kDataLoad = std::memory_order_acquire;
+  static constexpr std::memory_order kDataStore = std::memory_order_release;
+  static void read_fence() {}
+  static void write_fence() {}
+#else
+  static constexpr std::memory_order kDataLoad = std::memory_order_relaxed;
+  static constexpr std::memory_order kDataStore = std::memory_order_relaxed;
+  static void read_fence() {
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+  static void write_fence() {
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+#endif
+
+  template <size_t N>
+  using Words = std::array<uint64_t, N>;
+
+  struct Slot {
+    std::atomic<uint64_t> stamp{0};  // 0 = empty
+    std::array<std::atomic<uint64_t>, kKeyWords> key{};
+    std::array<std::atomic<uint64_t>, kValueWords> value{};
+  };
+
+  struct alignas(64) Set {
+    std::atomic<uint64_t> seq{0};       // odd while a writer is inside; doubles as the lock
+    std::atomic<uint64_t> inv_time{0};  // last page/range invalidation that touched this set
+    std::atomic<uint32_t> hand{0};      // replacement clock hand
+    std::array<Slot, kWays> slots{};
+  };
+
+  template <size_t N, class T>
+  static Words<N> pack(const T &x) {
+    Words<N> w{};
+    std::memcpy(w.data(), &x, sizeof(T));
+    return w;
+  }
+
+  static Key unpack_key(const Slot &slot) {
+    Words<kKeyWords> w;
+    for (size_t i = 0; i < kKeyWords; ++i) w[i] = slot.key[i].load(std::memory_order_relaxed);
+    Key k;
+    std::memcpy(static_cast<void *>(&k), w.data(), sizeof(Key));
+    return k;
+  }
+
+  static Value unpack_value(const Slot &slot) {
+    Words<kValueWords> w;
+    for (size_t i = 0; i < kValueWords; ++i) w[i] = slot.value[i].load(std::memory_order_relaxed);
+    Value v;
+    std::memcpy(static_cast<void *>(&v), w.data(), sizeof(Value));
+    return v;
+  }
+
+  // Shard from the top hash bits, set from the bottom ones, so the two choices are independent.
+  Set &set_for(uint64_t h) const {
+    const size_t shard = shard_shift_ >= 64 ? 0 : static_cast<size_t>(h >> shard_shift_);
+    return shards_[shard][h & (sets_per_shard_ - 1)];
+  }
+
+  static uint64_t lock(Set &set) {
+    uint64_t seq = set.seq.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((seq & 1) == 0 && set.seq.compare_exchange_weak(seq, seq + 1, std::memory_order_acquire,
+                                                          std::memory_order_relaxed)) {
+        // Pairs with the reader's acquire fence: a reader that sees any payload store below
+        // must then see the odd counter when it re-reads it.
+        write_fence();
+        return seq + 1;
+      }
+      cpu_relax();
+      seq = set.seq.load(std::memory_order_relaxed);
+    }
+  }
+
+  static void unlock(Set &set, uint64_t odd_seq) {
+    set.seq.store(odd_seq + 1, std::memory_order_release);
+  }
+
+  static bool slot_key_equals(const Slot &slot, const Words<kKeyWords> &kw) {
+    if (slot.stamp.load(std::memory_order_relaxed) == 0) return false;
+    for (size_t i = 0; i < kKeyWords; ++i) {
+      if (slot.key[i].load(std::memory_order_relaxed) != kw[i]) return false;
+    }
+    return true;
+  }
+
+  template <class Valid>
+  static bool slot_live(const Slot &slot, Valid &valid) {
+    const uint64_t st = slot.stamp.load(std::memory_order_relaxed);
+    return st != 0 && valid(st, unpack_key(slot), unpack_value(slot));
+  }
+
+  template <class Match>
+  size_t invalidate_set(Set &set, uint64_t t, Match &match) {
+    const uint64_t seq = lock(set);
+    if (set.inv_time.load(std::memory_order_relaxed) < t) {
+      set.inv_time.store(t, std::memory_order_relaxed);
+    }
+    size_t removed = 0;
+    for (unsigned w = 0; w < ways_; ++w) {
+      Slot &slot = set.slots[w];
+      if (slot.stamp.load(std::memory_order_relaxed) == 0) continue;
+      if (match(unpack_key(slot))) {
+        slot.stamp.store(0, kDataStore);
+        ++removed;
+      }
+    }
+    unlock(set, seq);
+    return removed;
+  }
+
+  unsigned ways_ = kWays;
+  size_t num_shards_ = 1;
+  size_t sets_per_shard_ = 1;
+  unsigned shard_shift_ = 64;
+  std::unique_ptr<std::unique_ptr<Set[]>[]> shards_;
+};
+
+}  // namespace nestor::caches

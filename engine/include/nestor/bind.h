@@ -1,0 +1,235 @@
+// The bind layer: the host side that feeds the engine (DESIGN.md, "Bind"). It owns the root
+// table, the context entries and the PASID directories/tables in machine memory, builds the
+// host's second-level domains, allocates system-wide PASIDs, binds guest first-level tables to
+// PASIDs as nested PASID entries, and forwards first-level owners' cache invalidations.
+//
+// Every operation validates everything before it writes anything: a refusal (negative errno)
+// leaves memory, caches and bookkeeping exactly as they were. Every structure change is
+// followed by the invalidations VT-d requires and an Engine::invalidate_wait(), so when a call
+// returns no translation that starts afterwards sees the old state.
+//
+// Thread safety: every member may be called from any thread at once. Configuration calls are
+// serialised by one mutex (a cold path); alloc_pasid only takes the allocator's own lock, so
+// owners allocate PASIDs in parallel. Lock order: the layer's mutex, then the allocator's.
+// Engine::translate may run concurrently with all of them.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "nestor/engine.h"
+#include "nestor/invq/op.h"
+#include "nestor/machine_memory.h"
+#include "nestor/nesting_info.h"
+#include "nestor/pasid_allocator.h"
+#include "nestor/structures_writer.h"
+
+namespace nestor {
+
+struct BindConfig {
+  uint32_t features = kNestingFeatAll;  // NestingFeature bits this configuration offers
+  // RAM (already declared in the engine's memory) the layer takes its tables from: the first
+  // quarter for root/context/PASID structures, the rest for second-level page tables.
+  uint64_t table_base = 0;
+  uint64_t table_size = 0;
+  uint16_t max_domain_id = 0xFFFF;  // DIDs are allocated from [1, max_domain_id]
+};
+
+struct DomainConfig {
+  uint8_t levels = 4;    // second-level levels: 3, 4 or 5 (39/48/57-bit GPA space)
+  bool nesting = false;  // first-level tables may be bound on top of it
+  bool ad = false;       // second-level A/D tracking (PASID entry SLADE)
+  uint32_t owner = 0;    // owner (VM) whose devices use it; 0 = host only, never bindable
+};
+
+// bind() flags, copied into the nested PASID entry.
+enum BindFlags : uint32_t {
+  kBindSre = 1u << 0,   // supervisor requests enabled
+  kBindWpe = 1u << 1,   // write protect enable for supervisor requests
+  kBindEafe = 1u << 2,  // extended accessed flag enable
+  kBindPcd = 1u << 3,   // page-level cache disable for first-level table accesses
+  kBindPwt = 1u << 4,   // page-level write-through for first-level table accesses
+};
+inline constexpr uint32_t kBindAllFlags = kBindSre | kBindWpe | kBindEafe | kBindPcd | kBindPwt;
+
+// PASID 0 is every attached device's RID_PASID: bind() on PASID 0 binds the device's default
+// address space (requests without PASID).
+inline constexpr uint32_t kDefaultPasid = 0;
+
+struct BindRequest {
+  uint64_t fl_root_gpa = 0;  // guest-physical, 4K aligned, mapped readable in the domain
+  uint8_t addr_width = 48;   // first-level input width: 48 (4-level) or 57 (5-level)
+  uint32_t flags = 0;        // BindFlags
+  uint32_t guest_pasid = PasidAllocator::kNoGuestPasid;  // the guest's name for the PASID
+};
+
+// cache_invalidate() flags.
+enum CacheInvalidateFlags : uint32_t {
+  kInvGuestPasid = 1u << 0,  // op.pasid is the owner's guest PASID, translated here
+};
+
+struct DomainInfo {
+  uint64_t sl_root = 0;
+  uint8_t levels = 0;
+  bool nesting = false, ad = false, adopted = false;
+  uint32_t owner = 0;
+  uint32_t devices = 0;  // attached
+};
+
+struct BindingInfo {
+  uint32_t owner = 0;
+  uint16_t did = 0;
+  BindRequest request;
+};
+
+class BindLayer {
+  struct Key {
+    explicit Key() = default;
+  };
+
+ public:
+  // Checks the configuration (table range 4K aligned, RAM, at least 64 pages; DIDs >= 1),
+  // points the engine's root-table register at the layer's root table. One layer per engine.
+  // Returns nullptr and sets *err (-EINVAL, -ENOMEM) on failure.
+  static std::unique_ptr<BindLayer> create(Engine &engine, const BindConfig &cfg, int *err);
+  BindLayer(Key, Engine &engine, const BindConfig &cfg);  // use create()
+  ~BindLayer();
+  BindLayer(const BindLayer &) = delete;
+  BindLayer &operator=(const BindLayer &) = delete;
+
+  const BindConfig &config() const { return cfg_; }
+  uint32_t features() const { return cfg_.features; }
+  NestingInfo nesting_info() const;
+  // Versioned copy for callers built against another version of NestingInfo (see
+  // copy_nesting_info). 0 or -EINVAL.
+  int get_nesting_info(void *out, uint32_t size) const;
+
+  // --- Owners and PASIDs (SYSWIDE_PASID) ---
+  // Owners exist whatever the features: they own domains and bindings too.
+  int create_owner(uint32_t pasid_quota, uint32_t *owner);
+  // -ENOENT, -EBUSY while the owner holds PASIDs, bindings or domains.
+  int destroy_owner(uint32_t owner);
+  // Unbinds everything the owner bound (one invalidation batch and wait), then frees every
+  // PASID it holds. Returns the number of PASIDs freed or -ENOENT.
+  int release_owner(uint32_t owner);
+  // -EOPNOTSUPP without SYSWIDE_PASID; else as PasidAllocator::alloc.
+  int alloc_pasid(uint32_t owner, uint32_t want, uint32_t guest_pasid, uint32_t *pasid);
+  // -EOPNOTSUPP without SYSWIDE_PASID; -EBUSY while bound; else as PasidAllocator::free.
+  int free_pasid(uint32_t owner, uint32_t pasid);
+  const PasidAllocator &pasids() const { return pasids_; }
+
+  // --- Host second-level domains ---
+  // Allocates a DID (next-fit over [1, max_domain_id]) and an empty second level.
+  // -EINVAL levels not 3/4/5, -EOPNOTSUPP width not in SAGAW, -ENOENT unknown owner,
+  // -ENOSPC no DID left, -ENOMEM no table page.
+  int create_domain(const DomainConfig &dc, uint16_t *did);
+  // Same, around an existing second-level root the caller built and keeps owning: the layer
+  // never maps, unmaps or frees its tables (map/unmap answer -EPERM).
+  int adopt_domain(const DomainConfig &dc, uint64_t sl_root, uint16_t *did);
+  // -ENOENT, -EBUSY while devices are attached. Invalidates the domain, frees its tables.
+  int destroy_domain(uint16_t did);
+  // Maps [gpa, gpa+size) -> [hpa, hpa+size) with AccessBits `perms`, choosing the largest page
+  // (1G/2M/4K, as the engine config allows) that fits alignment and length at each step.
+  // -EINVAL unaligned/empty/beyond width/bad perms, -EEXIST overlaps a mapping, -EPERM adopted,
+  // -ENOENT unknown domain, -ENOMEM out of table pages (nothing left mapped).
+  int map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint8_t perms);
+  // Unmaps every page in [gpa, gpa+size), then invalidates IOTLB and paging-structure caches
+  // for that GPA range of the domain (and attached devices' TLBs) and waits. -ENOENT nothing
+  // mapped there, -EINVAL the range would split a page or is unaligned, -EPERM adopted.
+  int unmap(uint16_t did, uint64_t gpa, uint64_t size);
+  bool domain_info(uint16_t did, DomainInfo *out);
+  // Second-level table pages in use (all domains), for leak checks.
+  uint64_t table_pages_in_use() const { return table_pages_.pages_in_use(); }
+  // GPA -> HPA through the domain's second level (read access), for checks and tests.
+  bool domain_resolve(uint16_t did, uint64_t gpa, uint64_t *hpa);
+  // Every HPA range mapped in the domain (owned domains only), as (hpa, size) pairs.
+  std::vector<std::pair<uint64_t, uint64_t>> domain_hpa_ranges(uint16_t did);
+
+  // --- Devices ---
+  // Makes the context entry present (PASIDs enabled, RID_PASID 0, directory for the whole
+  // PASID space) with a second-level-only RID_PASID entry for the domain. -ENOENT unknown
+  // domain, -EBUSY already attached, -EINVAL domain width the engine cannot walk, -ENOMEM.
+  int attach_device(uint16_t source_id, uint16_t did);
+  // Clears the context entry and RID_PASID entry, invalidates context cache (device), PASID
+  // cache, IOTLB/paging caches of the DID and the device TLB, waits. -ENOENT not attached,
+  // -EBUSY while first-level tables are bound on it.
+  int detach_device(uint16_t source_id);
+
+  // --- First-level tables (BIND_PGTBL) ---
+  // Writes a nested PASID entry (FL root = guest GPA, SL = the device's domain) for
+  // (source_id, pasid), replacing an earlier binding of the same owner, then invalidates the
+  // PASID cache and the IOTLB/paging caches of (DID, PASID) and the device TLB, and waits.
+  // Refusals: -EOPNOTSUPP feature off or 5-level not supported; -EINVAL bad flags/width/
+  // alignment, PASID beyond the space, root not mapped readable in the domain, domain not
+  // nesting, guest PASID not the owner's name for it; -ENOENT unknown owner or device not
+  // attached; -EPERM the PASID (SYSWIDE) or the device's domain belongs to someone else.
+  int bind(uint32_t owner, uint16_t source_id, uint32_t pasid, const BindRequest &req);
+  // Clears the entry (PASID 0: restores the second-level-only entry), invalidates as bind,
+  // waits. -EOPNOTSUPP, -ENOENT not bound, -EPERM bound by another owner.
+  int unbind(uint32_t owner, uint16_t source_id, uint32_t pasid);
+  bool binding(uint16_t source_id, uint32_t pasid, BindingInfo *out);
+
+  // --- First-level owner's invalidations (CACHE_INVLD) ---
+  // Forwards `op` (caches among PASID/IOTLB/paging/device-TLB; scope kPasid or kRange on the
+  // first level, or kDomain/kGlobal meaning "all my bindings") for the owner's binding
+  // (op.source_id, op.pasid) to Engine::invalidate with the host DID filled in, then waits.
+  // -EOPNOTSUPP feature off; -EINVAL malformed range/scope/flags; -EPERM context cache, GPA
+  // ops, or a PASID the owner does not hold; -ENOENT unknown owner or (device, PASID) not bound.
+  int cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags = 0);
+
+ private:
+  struct Chunk {
+    uint64_t hpa;
+    uint8_t shift;
+    uint8_t perms;
+  };
+  struct Domain {
+    uint8_t levels = 4;
+    bool nesting = false, ad = false, adopted = false;
+    uint32_t owner = 0;
+    uint64_t root = 0;
+    uint32_t devices = 0;
+    std::map<uint64_t, Chunk> chunks;  // by GPA: every leaf this layer mapped
+  };
+  struct Binding {
+    uint32_t owner;
+    uint16_t did;
+    BindRequest req;
+  };
+
+  bool feature(uint32_t f) const { return (cfg_.features & f) != 0; }
+  sl::Config sl_config(const Domain &d) const;
+  int new_domain(const DomainConfig &dc, uint64_t root, bool adopted, uint16_t *did);
+  int map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, uint8_t perms,
+                std::vector<uint64_t> *done);
+  void free_tables(uint64_t table, int level);
+  void rid_pasid_words(const Domain &d, uint16_t did, uint64_t w[8]) const;
+  uint64_t pasid_entry_address(uint16_t source_id, uint32_t pasid, bool create, int *err);
+  void invalidate_pasid(uint16_t did, uint16_t source_id, uint32_t pasid);
+  int unbind_begin(uint16_t source_id, uint32_t pasid);
+  void unbind_finish(uint16_t source_id, uint32_t pasid);
+  int resolve_pasid(uint32_t owner, uint16_t source_id, uint32_t pasid, uint32_t flags,
+                    uint32_t *host_pasid);
+
+  Engine &engine_;
+  MachineMemory &mem_;
+  BindConfig cfg_;
+  PageAllocator structure_pages_;
+  PageAllocator table_pages_;
+  HostTableSpace tables_;
+  StructuresWriter structures_;
+  PasidAllocator pasids_;
+
+  std::mutex mu_;
+  HierarchicalBitmap free_dids_;  // 1 = free
+  uint32_t did_cursor_ = 1;
+  std::map<uint16_t, Domain> domains_;
+  std::map<uint16_t, uint16_t> devices_;                       // source-id -> DID
+  std::map<std::pair<uint16_t, uint32_t>, Binding> bindings_;  // (source-id, PASID)
+};
+
+}  // namespace nestor

@@ -1,0 +1,111 @@
+// What a nesting-capable engine tells the software that assigns devices to guests: which
+// host-side duties come with nesting (the feature bits below), the address widths and PASID
+// space, and the VT-d CAP/ECAP register values a vIOMMU would present to its guest.
+//
+// The struct is versioned by `size`: get_nesting_info() copies only the prefix a caller knows
+// and zeroes any tail the engine does not know, so old and new callers both work.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "nestor/engine.h"
+
+namespace nestor {
+
+// Feature bits. Each names a duty of the host software; a configuration without the bit
+// really lacks the operation (it is refused with -EOPNOTSUPP), so software can rely on the
+// bits in both directions.
+enum NestingFeature : uint32_t {
+  // PASIDs are managed system-wide, not per device: whoever assigns a device to a guest must
+  // allocate and free its PASIDs through the engine's PASID allocator (BindLayer::alloc_pasid
+  // / free_pasid), and a first-level table can be bound only to a PASID its owner holds.
+  kNestingFeatSyswidePasid = 1u << 0,
+  // The owner of a first-level table must explicitly bind it to its PASID (the one in the
+  // request, or the device's default PASID) through the engine's bind operation
+  // (BindLayer::bind); nothing else makes the engine translate through it.
+  kNestingFeatBindPgtbl = 1u << 1,
+  // The owner of a first-level table must explicitly invalidate the IOMMU caches through the
+  // engine (BindLayer::cache_invalidate) whenever it changes the table, as the vendor (VT-d)
+  // requires; the engine never snoops table writes. Reported on its own, never implied by
+  // kNestingFeatBindPgtbl.
+  kNestingFeatCacheInvld = 1u << 2,
+};
+inline constexpr uint32_t kNestingFeatAll =
+    kNestingFeatSyswidePasid | kNestingFeatBindPgtbl | kNestingFeatCacheInvld;
+
+inline constexpr uint32_t kNestingFormatVtd = 1;
+
+// Vendor data for kNestingFormatVtd: the capability registers as VT-d defines them (spec
+// 11.4.2/11.4.3; bit positions as in Linux's drivers/iommu/intel/iommu.h cap_*/ecap_*).
+// Register-offset fields (FRO, IRO) are zero: the engine is not a register file.
+struct NestingInfoVtd {
+  uint64_t cap_reg = 0;
+  uint64_t ecap_reg = 0;
+  uint32_t flags = 0;  // reserved, 0
+  uint32_t reserved = 0;
+};
+
+struct NestingInfo {
+  uint32_t size = sizeof(NestingInfo);  // bytes the engine knows (on output)
+  uint32_t format = kNestingFormatVtd;
+  uint32_t features = 0;            // NestingFeature
+  uint32_t flags = 0;               // reserved, 0
+  uint8_t host_address_width = 0;   // HAW: output (host physical) address bits
+  uint8_t guest_address_width = 0;  // MGAW: widest second-level input (guest physical) width
+  uint8_t pasid_bits = 0;           // PASIDs are < 2^pasid_bits
+  uint8_t fl_levels = 0;            // bit n set: n-level first-level tables (bits 4 and 5)
+  uint8_t sl_levels = 0;            // bit n set: n-level second-level tables (bits 3, 4, 5)
+  uint8_t reserved[3] = {};
+  NestingInfoVtd vtd;
+};
+static_assert(sizeof(NestingInfo) == 48 && offsetof(NestingInfo, vtd) == 24);
+
+// CAP register bits (Linux cap_* macros) used by vtd_cap().
+namespace cap_bits {
+inline constexpr unsigned kNdShift = 0;      // 2:0, 2^(4+2*ND) domain ids
+inline constexpr unsigned kSagawShift = 8;   // 12:8
+inline constexpr unsigned kMgawShift = 16;   // 21:16, MGAW - 1
+inline constexpr unsigned kSllpsShift = 34;  // 37:34, bit 0 2M, bit 1 1G
+inline constexpr uint64_t kPsi = 1ull << 39;
+inline constexpr unsigned kNfrShift = 40;   // 47:40, fault recording registers - 1
+inline constexpr unsigned kMamvShift = 48;  // 53:48
+inline constexpr uint64_t kFl1gp = 1ull << 56;
+inline constexpr uint64_t kFl5lp = 1ull << 60;
+}  // namespace cap_bits
+
+// ECAP register bits (Linux ecap_* macros) used by vtd_ecap().
+namespace ecap_bits {
+inline constexpr uint64_t kC = 1ull << 0;
+inline constexpr uint64_t kQi = 1ull << 1;
+inline constexpr uint64_t kDt = 1ull << 2;
+inline constexpr uint64_t kPt = 1ull << 6;
+inline constexpr uint64_t kNest = 1ull << 26;
+inline constexpr uint64_t kErs = 1ull << 30;
+inline constexpr uint64_t kSrs = 1ull << 31;
+inline constexpr uint64_t kEafs = 1ull << 34;
+inline constexpr unsigned kPssShift = 35;  // 39:35, PASID bits - 1
+inline constexpr uint64_t kPasid = 1ull << 40;
+inline constexpr uint64_t kSmts = 1ull << 43;
+inline constexpr uint64_t kSlads = 1ull << 45;
+inline constexpr uint64_t kSlts = 1ull << 46;
+inline constexpr uint64_t kFlts = 1ull << 47;
+}  // namespace ecap_bits
+
+// Widest second-level input width the SAGAW mask allows (39/48/57), 0 if none.
+constexpr uint8_t max_guest_address_width(uint8_t sagaw) {
+  return (sagaw & 8) ? 57 : (sagaw & 4) ? 48 : (sagaw & 2) ? 39 : 0;
+}
+
+// `max_domain_id`: highest DID the host may allocate (ND covers it).
+uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id = 0xFFFF);
+uint64_t vtd_ecap(const EngineConfig &cfg);
+NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features,
+                              uint16_t max_domain_id = 0xFFFF);
+
+// Copies `info` into a caller buffer of `size` bytes: the prefix the caller knows, and zeroes
+// past sizeof(NestingInfo). The copied `size` field says how many bytes the engine knows.
+// Returns 0, or -EINVAL for a null buffer or one too small for the `size` field.
+int copy_nesting_info(const NestingInfo &info, void *out, uint32_t size);
+
+}  // namespace nestor

@@ -1,0 +1,733 @@
+#include "nestor/bind.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "nestor/invq/descriptor.h"
+#include "nestor/walkers/builder.h"
+#include "nestor/walkers/second_level.h"
+
+namespace nestor {
+
+// ---------------------------------------------------------------------------------------------
+// Nesting info
+
+uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id) {
+  using namespace cap_bits;
+  uint64_t nd = 0;  // smallest ND whose 2^(4+2*ND) ids cover [0, max_domain_id]
+  while (nd < 6 && (uint64_t{1} << (4 + 2 * nd)) <= max_domain_id) ++nd;
+  const uint8_t mgaw = max_guest_address_width(cfg.sagaw);
+  const uint64_t nfr = std::clamp<uint64_t>(cfg.fault_log_entries, 1, 256) - 1;
+  uint64_t cap = (nd << kNdShift) | (uint64_t(cfg.sagaw & 0x1F) << kSagawShift) |
+                 (uint64_t(mgaw ? mgaw - 1 : 0) << kMgawShift) | kPsi | (nfr << kNfrShift) |
+                 (uint64_t(invq::DecodeOptions{}.mamv & 0x3F) << kMamvShift);
+  if (cfg.second_level_2m) cap |= uint64_t{1} << kSllpsShift;
+  if (cfg.second_level_1g) cap |= uint64_t{2} << kSllpsShift;
+  if (cfg.first_level_1g) cap |= kFl1gp;
+  if (cfg.first_level_5) cap |= kFl5lp;
+  return cap;
+}
+
+uint64_t vtd_ecap(const EngineConfig &cfg) {
+  using namespace ecap_bits;
+  // Coherent structure reads, queued invalidation with device-TLB descriptors, pass-through,
+  // nesting, SRE/ERE/EAFE in PASID entries, scalable mode with both table formats and
+  // second-level A/D: everything the engine's walkers and invq implement.
+  uint64_t ecap =
+      kC | kQi | kDt | kPt | kNest | kErs | kSrs | kEafs | kSmts | kSlads | kSlts | kFlts;
+  if (cfg.pasid_bits) ecap |= kPasid | (uint64_t(cfg.pasid_bits - 1) & 0x1F) << kPssShift;
+  return ecap;
+}
+
+NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features, uint16_t max_did) {
+  NestingInfo info;
+  info.features = features & kNestingFeatAll;
+  info.host_address_width = cfg.host_address_width;
+  info.guest_address_width = max_guest_address_width(cfg.sagaw);
+  info.pasid_bits = cfg.pasid_bits;
+  info.fl_levels = uint8_t((1u << 4) | (cfg.first_level_5 ? 1u << 5 : 0));
+  for (unsigned aw = 1; aw <= 3; ++aw)
+    if (cfg.sagaw & (1u << aw)) info.sl_levels |= uint8_t(1u << (aw + 2));
+  info.vtd.cap_reg = vtd_cap(cfg, max_did);
+  info.vtd.ecap_reg = vtd_ecap(cfg);
+  return info;
+}
+
+int copy_nesting_info(const NestingInfo &info, void *out, uint32_t size) {
+  if (!out || size < sizeof(uint32_t)) return -EINVAL;
+  const size_t known = std::min<size_t>(size, sizeof info);
+  std::memcpy(out, &info, known);
+  // A newer caller's fields we do not know read as zero: "absent".
+  if (size > known) std::memset(static_cast<uint8_t *>(out) + known, 0, size - known);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction
+
+namespace {
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPcdBit = 1ull << 23;  // PASID entry bit 87 (word 1), Linux pasid_set_pcd
+constexpr uint64_t kPwtBit = 1ull << 24;  // PASID entry bit 88 (word 1), Linux pasid_set_pwt
+
+bool add_overflows(uint64_t a, uint64_t b) {
+  return a + b < a;
+}
+}  // namespace
+
+std::unique_ptr<BindLayer> BindLayer::create(Engine &engine, const BindConfig &cfg, int *err) {
+  int dummy;
+  if (!err) err = &dummy;
+  *err = -EINVAL;
+  if ((cfg.table_base | cfg.table_size) & (kPage - 1) || cfg.table_size < 64 * kPage ||
+      add_overflows(cfg.table_base, cfg.table_size) || cfg.max_domain_id == 0 ||
+      (cfg.features & ~kNestingFeatAll) ||
+      !engine.memory().is_ram(cfg.table_base, size_t(cfg.table_size)))
+    return nullptr;
+  auto layer = std::make_unique<BindLayer>(Key{}, engine, cfg);
+  if (!layer->structures_.root_table()) {
+    *err = -ENOMEM;
+    return nullptr;
+  }
+  if (int r = engine.set_root_table(layer->structures_.root_table()); r != 0) {
+    *err = r;
+    return nullptr;
+  }
+  *err = 0;
+  return layer;
+}
+
+namespace {
+uint64_t structure_share(uint64_t size) {
+  return std::max<uint64_t>(16 * kPage, (size / 4) & ~(kPage - 1));
+}
+}  // namespace
+
+// Structures get their own pages, never freed, so that the contiguous PASID directories the
+// StructuresWriter needs always come from the allocator's fresh, ascending range; freed
+// second-level tables recycle only among themselves.
+BindLayer::BindLayer(Key, Engine &engine, const BindConfig &cfg)
+    : engine_(engine),
+      mem_(engine.memory()),
+      cfg_(cfg),
+      structure_pages_(mem_, cfg.table_base, structure_share(cfg.table_size)),
+      table_pages_(mem_, cfg.table_base + structure_share(cfg.table_size),
+                   cfg.table_size - structure_share(cfg.table_size)),
+      tables_(mem_, table_pages_),
+      structures_(mem_, structure_pages_),
+      pasids_(engine.config().pasid_bits),
+      free_dids_(uint32_t(cfg.max_domain_id) + 1) {
+  free_dids_.set_all();
+  free_dids_.clear(0);
+}
+
+BindLayer::~BindLayer() = default;
+
+NestingInfo BindLayer::nesting_info() const {
+  return make_nesting_info(engine_.config(), cfg_.features, cfg_.max_domain_id);
+}
+
+int BindLayer::get_nesting_info(void *out, uint32_t size) const {
+  return copy_nesting_info(nesting_info(), out, size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Owners and PASIDs
+
+int BindLayer::create_owner(uint32_t quota, uint32_t *owner) {
+  return pasids_.create_owner(quota, owner);
+}
+
+int BindLayer::destroy_owner(uint32_t owner) {
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  for (const auto &b : bindings_)
+    if (b.second.owner == owner) return -EBUSY;
+  for (const auto &d : domains_)
+    if (d.second.owner == owner) return -EBUSY;
+  return pasids_.destroy_owner(owner);
+}
+
+int BindLayer::release_owner(uint32_t owner) {
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  std::vector<std::pair<uint16_t, uint32_t>> mine;
+  for (const auto &b : bindings_)
+    if (b.second.owner == owner) mine.push_back(b.first);
+  // One drain for all of them: take every entry down, wait once, then scrub.
+  for (const auto &k : mine) unbind_begin(k.first, k.second);
+  if (!mine.empty()) engine_.invalidate_wait();
+  for (const auto &k : mine) unbind_finish(k.first, k.second);
+  return pasids_.release_all(owner);
+}
+
+int BindLayer::alloc_pasid(uint32_t owner, uint32_t want, uint32_t guest_pasid, uint32_t *pasid) {
+  if (!feature(kNestingFeatSyswidePasid)) return -EOPNOTSUPP;
+  return pasids_.alloc(owner, want, guest_pasid, pasid);
+}
+
+int BindLayer::free_pasid(uint32_t owner, uint32_t pasid) {
+  if (!feature(kNestingFeatSyswidePasid)) return -EOPNOTSUPP;
+  std::lock_guard lock(mu_);
+  // Only the holder learns that its PASID is busy; anyone else gets the allocator's answer.
+  if (pasid != 0 && pasids_.owner_of(pasid) == owner)
+    for (const auto &b : bindings_)
+      if (b.first.second == pasid) return -EBUSY;
+  return pasids_.free(owner, pasid);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domains
+
+sl::Config BindLayer::sl_config(const Domain &d) const {
+  sl::Config c;
+  c.root = d.root;
+  c.levels = d.levels;
+  c.host_width = engine_.config().host_address_width;
+  c.ad_enabled = false;  // checks must not set A/D bits in the host's tables
+  c.large_2m = engine_.config().second_level_2m;
+  c.large_1g = engine_.config().second_level_1g;
+  return c;
+}
+
+int BindLayer::new_domain(const DomainConfig &dc, uint64_t root, bool adopted, uint16_t *did) {
+  if (!did || dc.levels < 3 || dc.levels > 5) return -EINVAL;
+  if (!(engine_.config().sagaw & (1u << (dc.levels - 2)))) return -EOPNOTSUPP;
+  if (adopted) {
+    const unsigned haw = engine_.config().host_address_width;
+    if ((root & (kPage - 1)) || (root >> haw) != 0 || !mem_.is_ram(root, kPage)) return -EINVAL;
+  }
+  std::lock_guard lock(mu_);
+  if (dc.owner != 0 && !pasids_.has_owner(dc.owner)) return -ENOENT;
+  // Next-fit, so a DID whose stale entries a buggy cache kept is not reused right away.
+  uint32_t id = free_dids_.find_next(did_cursor_);
+  if (id == HierarchicalBitmap::kNone) id = free_dids_.find_next(1);
+  if (id == HierarchicalBitmap::kNone) return -ENOSPC;
+  if (!adopted) {
+    root = table_pages_.alloc();
+    if (!root) return -ENOMEM;
+  }
+  free_dids_.clear(id);
+  did_cursor_ = id + 1 > cfg_.max_domain_id ? 1 : id + 1;
+  Domain &d = domains_[uint16_t(id)];
+  d.levels = dc.levels;
+  d.nesting = dc.nesting;
+  d.ad = dc.ad;
+  d.adopted = adopted;
+  d.owner = dc.owner;
+  d.root = root;
+  *did = uint16_t(id);
+  return 0;
+}
+
+int BindLayer::create_domain(const DomainConfig &dc, uint16_t *did) {
+  return new_domain(dc, 0, false, did);
+}
+
+int BindLayer::adopt_domain(const DomainConfig &dc, uint64_t sl_root, uint16_t *did) {
+  return new_domain(dc, sl_root, true, did);
+}
+
+void BindLayer::free_tables(uint64_t table, int level) {
+  if (level > 1) {
+    for (uint64_t i = 0; i < 512; ++i) {
+      uint64_t e;
+      if (!mem_.read64(table + i * 8, &e) || !build::SecondLevelFormat::present(e)) continue;
+      if (level <= 3 && (e & sl::kPageSize)) continue;  // a large leaf, not a table
+      free_tables(e & sl::kAddrMask52, level - 1);
+    }
+  }
+  table_pages_.free(table);  // alloc() zeroes it again before reuse
+}
+
+int BindLayer::destroy_domain(uint16_t did) {
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return -ENOENT;
+  if (it->second.devices) return -EBUSY;
+  // Nothing may still hold the tables (paging-structure caches) when they are recycled.
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCachePasid;
+  op.scope = invq::Scope::kDomain;
+  op.did = did;
+  engine_.invalidate(op);
+  engine_.invalidate_wait();
+  if (!it->second.adopted) free_tables(it->second.root, it->second.levels);
+  domains_.erase(it);
+  free_dids_.set(did);
+  return 0;
+}
+
+int BindLayer::map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, uint8_t perms,
+                         std::vector<uint64_t> *done) {
+  build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
+  switch (b.map(gpa, hpa, shift, build::sl_leaf_bits(perms))) {
+    case build::Status::kOk:
+      d.chunks[gpa] = {hpa, uint8_t(shift), perms};
+      done->push_back(gpa);
+      return 0;
+    case build::Status::kConflict:
+      // An empty table left behind by an earlier unmap occupies the slot: fill it instead.
+      if (shift == 12) return -EEXIST;
+      for (uint64_t i = 0; i < 512; ++i) {
+        const uint64_t off = i << (shift - 9);
+        if (int r = map_chunk(d, gpa + off, hpa + off, shift - 9, perms, done); r != 0) return r;
+      }
+      return 0;
+    case build::Status::kNoMemory:
+      return -ENOMEM;
+    default:
+      return -EFAULT;
+  }
+}
+
+int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint8_t perms) {
+  if (size == 0 || ((gpa | hpa | size) & (kPage - 1)) || add_overflows(gpa, size) ||
+      add_overflows(hpa, size) || (perms & ~7u) || !(perms & (kAccessRead | kAccessWrite)))
+    return -EINVAL;
+  const unsigned haw = engine_.config().host_address_width;
+  if (((hpa + size - 1) >> haw) != 0) return -EINVAL;
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return -ENOENT;
+  Domain &d = it->second;
+  if (d.adopted) return -EPERM;
+  if (((gpa + size - 1) >> sl::width_for_levels(d.levels)) != 0) return -EINVAL;
+  auto next = d.chunks.lower_bound(gpa);
+  if (next != d.chunks.end() && next->first < gpa + size) return -EEXIST;
+  if (next != d.chunks.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + (uint64_t{1} << prev->second.shift) > gpa) return -EEXIST;
+  }
+  const EngineConfig &ec = engine_.config();
+  std::vector<uint64_t> done;
+  for (uint64_t off = 0; off < size;) {
+    const uint64_t g = gpa + off, h = hpa + off, left = size - off;
+    unsigned shift = 12;
+    if (ec.second_level_1g && !((g | h) & ((1ull << 30) - 1)) && left >= (1ull << 30))
+      shift = 30;
+    else if (ec.second_level_2m && !((g | h) & ((1ull << 21) - 1)) && left >= (1ull << 21))
+      shift = 21;
+    if (int r = map_chunk(d, g, h, shift, perms, &done); r != 0) {
+      // Leave nothing behind: the refusal must change nothing that translates.
+      build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
+      for (uint64_t cg : done) {
+        b.unmap(cg, d.chunks[cg].shift);
+        d.chunks.erase(cg);
+      }
+      return r;
+    }
+    off += uint64_t{1} << shift;
+  }
+  return 0;
+}
+
+int BindLayer::unmap(uint16_t did, uint64_t gpa, uint64_t size) {
+  if (size == 0 || ((gpa | size) & (kPage - 1)) || add_overflows(gpa, size)) return -EINVAL;
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return -ENOENT;
+  Domain &d = it->second;
+  if (d.adopted) return -EPERM;
+  auto first = d.chunks.lower_bound(gpa);
+  if (first != d.chunks.begin()) {
+    auto prev = std::prev(first);
+    if (prev->first + (uint64_t{1} << prev->second.shift) > gpa) return -EINVAL;
+  }
+  auto last = first;
+  while (last != d.chunks.end() && last->first < gpa + size) {
+    if (last->first + (uint64_t{1} << last->second.shift) > gpa + size) return -EINVAL;
+    ++last;
+  }
+  if (first == last) return -ENOENT;
+  build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
+  for (auto c = first; c != last; ++c) b.unmap(c->first, c->second.shift);
+  d.chunks.erase(first, last);
+  // The host owns the second level, so it invalidates its own changes: every IOTLB and
+  // paging-structure entry of the DID derived from these GPAs (nested ones included), and the
+  // device TLBs of the devices using the domain.
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.scope = invq::Scope::kRange;
+  op.did = did;
+  op.addr = gpa;
+  op.npages = size >> invq::kPageShift;
+  op.addr_is_gpa = true;
+  engine_.invalidate(op);
+  for (const auto &dev : devices_) {
+    if (dev.second != did) continue;
+    invq::InvalidationOp dt;
+    dt.caches = invq::kCacheDevTlb;
+    dt.scope = invq::Scope::kDevice;
+    dt.source_id = dev.first;
+    engine_.invalidate(dt);
+  }
+  engine_.invalidate_wait();
+  return 0;
+}
+
+bool BindLayer::domain_info(uint16_t did, DomainInfo *out) {
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return false;
+  const Domain &d = it->second;
+  if (out) *out = {d.root, d.levels, d.nesting, d.ad, d.adopted, d.owner, d.devices};
+  return true;
+}
+
+bool BindLayer::domain_resolve(uint16_t did, uint64_t gpa, uint64_t *hpa) {
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return false;
+  sl::Result r = sl::walk(mem_, sl_config(it->second), gpa, kAccessRead);
+  if (r.ok && hpa) *hpa = r.t.out;
+  return r.ok;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> BindLayer::domain_hpa_ranges(uint16_t did) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return out;
+  for (const auto &c : it->second.chunks)
+    out.emplace_back(c.second.hpa, uint64_t{1} << c.second.shift);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+
+void BindLayer::rid_pasid_words(const Domain &d, uint16_t did, uint64_t w[8]) const {
+  vtd::PasidEntry pe;
+  pe.present = true;
+  pe.pgtt = vtd::Pgtt::kSecondLevel;
+  pe.aw = uint8_t(d.levels - 2);
+  pe.sl_root = d.root;
+  pe.did = did;
+  pe.slade = d.ad;
+  vtd::encode_pasid_entry(w, pe);
+}
+
+uint64_t BindLayer::pasid_entry_address(uint16_t sid, uint32_t pasid, bool create, int *err) {
+  *err = 0;
+  uint64_t pa = structures_.pasid_entry_address(sid, pasid);
+  if (pa || !create) return pa;
+  // The writer allocates the PASID table on the first entry written through it; a
+  // not-present entry makes it do so without publishing anything.
+  if (int r = structures_.set_pasid_entry(sid, pasid, vtd::PasidEntry{}); r != 0) {
+    *err = r;
+    return 0;
+  }
+  pa = structures_.pasid_entry_address(sid, pasid);
+  if (!pa) *err = -EFAULT;
+  return pa;
+}
+
+int BindLayer::attach_device(uint16_t sid, uint16_t did) {
+  std::lock_guard lock(mu_);
+  auto it = domains_.find(did);
+  if (it == domains_.end()) return -ENOENT;
+  if (devices_.count(sid)) return -EBUSY;
+  const uint8_t bits = engine_.config().pasid_bits;
+  const uint8_t pdts = bits > 13 ? uint8_t(bits - 13) : 0;  // 2^(pdts+7) dir entries * 64
+  if (int r = structures_.attach(sid, 0, true, pdts); r != 0) {
+    structures_.detach(sid);
+    return r;
+  }
+  uint64_t w[8];
+  rid_pasid_words(it->second, did, w);
+  int err;
+  const uint64_t pe = pasid_entry_address(sid, 0, true, &err);
+  if (!pe) {
+    structures_.detach(sid);
+    return err ? err : -ENOMEM;
+  }
+  for (int i = 7; i >= 1; --i) mem_.write64(pe + 8 * unsigned(i), w[i]);
+  mem_.write64(pe, w[0]);
+  // Not-present entries are never cached (CAP.CM = 0), but an embedder's engine might; being
+  // explicit costs two operations on a cold path.
+  invq::InvalidationOp cc;
+  cc.caches = invq::kCacheContext;
+  cc.scope = invq::Scope::kDevice;
+  cc.source_id = sid;
+  engine_.invalidate(cc);
+  invalidate_pasid(did, sid, 0);
+  engine_.invalidate_wait();
+  devices_[sid] = did;
+  ++it->second.devices;
+  return 0;
+}
+
+int BindLayer::detach_device(uint16_t sid) {
+  std::lock_guard lock(mu_);
+  auto dev = devices_.find(sid);
+  if (dev == devices_.end()) return -ENOENT;
+  for (const auto &b : bindings_)
+    if (b.first.first == sid) return -EBUSY;
+  const uint16_t did = dev->second;
+  structures_.detach(sid);  // context entry first: the device stops translating at once
+  int err;
+  if (uint64_t pe = pasid_entry_address(sid, 0, false, &err))
+    for (int i = 0; i < 8; ++i) mem_.write64(pe + 8 * unsigned(i), 0);
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheContext;
+  op.scope = invq::Scope::kDevice;
+  op.source_id = sid;
+  engine_.invalidate(op);
+  op = {};
+  op.caches = invq::kCachePasid;
+  op.scope = invq::Scope::kPasid;
+  op.did = did;
+  op.pasid = 0;
+  engine_.invalidate(op);
+  op = {};
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.scope = invq::Scope::kDomain;
+  op.did = did;
+  engine_.invalidate(op);
+  op = {};
+  op.caches = invq::kCacheDevTlb;
+  op.scope = invq::Scope::kDevice;
+  op.source_id = sid;
+  engine_.invalidate(op);
+  engine_.invalidate_wait();
+  --domains_[did].devices;
+  devices_.erase(dev);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding
+
+void BindLayer::invalidate_pasid(uint16_t did, uint16_t sid, uint32_t pasid) {
+  invq::InvalidationOp op;
+  op.caches = invq::kCachePasid;
+  op.scope = invq::Scope::kPasid;
+  op.did = did;
+  op.pasid = pasid;
+  engine_.invalidate(op);
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  engine_.invalidate(op);
+  if (pasid == 0) {
+    // Requests without PASID may be cached as second-level-only entries of the domain; how
+    // a cache tags them is its business, so drop the whole domain (over-invalidation is fine).
+    invq::InvalidationOp dom;
+    dom.caches = invq::kCacheIotlb | invq::kCachePaging;
+    dom.scope = invq::Scope::kDomain;
+    dom.did = did;
+    engine_.invalidate(dom);
+  }
+  invq::InvalidationOp dt;
+  dt.caches = invq::kCacheDevTlb;
+  dt.scope = invq::Scope::kPasid;
+  dt.source_id = sid;
+  dt.pasid = pasid;
+  engine_.invalidate(dt);
+}
+
+int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequest &req) {
+  if (!feature(kNestingFeatBindPgtbl)) return -EOPNOTSUPP;
+  const EngineConfig &ec = engine_.config();
+  if (req.flags & ~kBindAllFlags) return -EINVAL;
+  uint8_t fl_levels;
+  if (req.addr_width == 48) {
+    fl_levels = 4;
+  } else if (req.addr_width == 57) {
+    if (!ec.first_level_5) return -EOPNOTSUPP;
+    fl_levels = 5;
+  } else {
+    return -EINVAL;
+  }
+  if ((req.fl_root_gpa & (kPage - 1)) || pasid >= (1u << ec.pasid_bits)) return -EINVAL;
+  const bool syswide = feature(kNestingFeatSyswidePasid);
+  if (req.guest_pasid != PasidAllocator::kNoGuestPasid && req.guest_pasid >= (1u << 20))
+    return -EINVAL;
+
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  auto dev = devices_.find(sid);
+  if (dev == devices_.end()) return -ENOENT;
+  const uint16_t did = dev->second;
+  Domain &d = domains_[did];
+  if (syswide && pasid != kDefaultPasid && pasids_.owner_of(pasid) != owner) return -EPERM;
+  if (!d.nesting) return -EINVAL;
+  if (req.guest_pasid != PasidAllocator::kNoGuestPasid && syswide && pasid != kDefaultPasid) {
+    uint32_t host;
+    if (pasids_.guest_to_host(owner, req.guest_pasid, &host) != 0 || host != pasid) return -EINVAL;
+  }
+  // The root must be guest memory the domain lets the IOMMU read: anything else would make
+  // every translation fault at best, or read host memory the guest was never given at worst.
+  (void)0;
+
+  vtd::PasidEntry pe;
+  pe.present = true;
+  pe.pgtt = vtd::Pgtt::kNested;
+  pe.aw = uint8_t(d.levels - 2);
+  pe.sl_root = d.root;
+  pe.did = did;
+  pe.slade = d.ad;
+  pe.sre = req.flags & kBindSre;
+  pe.wpe = req.flags & kBindWpe;
+  pe.eafe = req.flags & kBindEafe;
+  pe.fl_levels = fl_levels;
+  pe.fl_root = req.fl_root_gpa;
+  uint64_t w[8];
+  vtd::encode_pasid_entry(w, pe);
+  w[1] |= (req.flags & kBindPcd ? kPcdBit : 0) | (req.flags & kBindPwt ? kPwtBit : 0);
+
+  int err;
+  const uint64_t pa = pasid_entry_address(sid, pasid, true, &err);
+  if (!pa) return err ? err : -ENOMEM;
+  const auto key = std::make_pair(sid, pasid);
+  const bool live = bindings_.count(key) || pasid == kDefaultPasid;
+  if (live) {
+    // Words 0 (present, PGTT, SL root, AW) and 1 (DID) are the domain's; the first-level
+    // fields all sit in word 2. Writing word 1's hints and word 2 first and word 0 last means
+    // a concurrent walker sees either the old translation or the new one, never a mix and
+    // never a not-present gap (for PASID 0, PGTT flips 2 -> 3 in the final store).
+    mem_.write64(pa + 8, w[1]);
+    mem_.write64(pa + 16, w[2]);
+    mem_.write64(pa, w[0]);
+  } else {
+    for (int i = 7; i >= 1; --i) mem_.write64(pa + 8 * unsigned(i), w[i]);
+    mem_.write64(pa, w[0]);
+  }
+  invalidate_pasid(did, sid, pasid);
+  engine_.invalidate_wait();
+  bindings_[key] = {owner, did, req};
+  return 0;
+}
+
+// Takes the binding's entry out of service (PASID 0: back to second-level only) with a single
+// store to word 0 and queues the invalidations; the caller waits, then unbind_finish scrubs.
+int BindLayer::unbind_begin(uint16_t sid, uint32_t pasid) {
+  const Binding &b = bindings_.at({sid, pasid});
+  int err;
+  const uint64_t pa = pasid_entry_address(sid, pasid, false, &err);
+  if (pa) {
+    if (pasid == kDefaultPasid) {
+      uint64_t w[8];
+      rid_pasid_words(domains_[b.did], b.did, w);
+      mem_.write64(pa, w[0]);
+    } else {
+      mem_.write64(pa, 0);
+    }
+  }
+  invalidate_pasid(b.did, sid, pasid);
+  return 0;
+}
+
+// Clears the first-level fields only after the wait, so that a walker which read the old word
+// 0 just before the switch never pairs it with a zeroed root.
+void BindLayer::unbind_finish(uint16_t sid, uint32_t pasid) {
+  int err;
+  if (const uint64_t pa = pasid_entry_address(sid, pasid, false, &err)) {
+    if (pasid == kDefaultPasid) {
+      uint64_t w[8];
+      const uint16_t did = bindings_.at({sid, pasid}).did;
+      rid_pasid_words(domains_[did], did, w);
+      for (int i = 1; i < 8; ++i) mem_.write64(pa + 8 * unsigned(i), w[i]);
+    } else {
+      for (int i = 1; i < 8; ++i) mem_.write64(pa + 8 * unsigned(i), 0);
+    }
+  }
+  bindings_.erase({sid, pasid});
+}
+
+int BindLayer::unbind(uint32_t owner, uint16_t sid, uint32_t pasid) {
+  if (!feature(kNestingFeatBindPgtbl)) return -EOPNOTSUPP;
+  if (pasid >= (1u << engine_.config().pasid_bits)) return -EINVAL;
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  if (feature(kNestingFeatSyswidePasid) && pasid != kDefaultPasid &&
+      pasids_.owner_of(pasid) != owner)
+    return -EPERM;
+  auto it = bindings_.find({sid, pasid});
+  if (it == bindings_.end()) return -ENOENT;
+  if (it->second.owner != owner) return -EPERM;
+  unbind_begin(sid, pasid);
+  engine_.invalidate_wait();
+  unbind_finish(sid, pasid);
+  return 0;
+}
+
+bool BindLayer::binding(uint16_t sid, uint32_t pasid, BindingInfo *out) {
+  std::lock_guard lock(mu_);
+  auto it = bindings_.find({sid, pasid});
+  if (it == bindings_.end()) return false;
+  if (out) *out = {it->second.owner, it->second.did, it->second.req};
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// First-level owner's invalidations
+
+int BindLayer::resolve_pasid(uint32_t owner, uint16_t sid, uint32_t pasid, uint32_t flags,
+                             uint32_t *host) {
+  if (!(flags & kInvGuestPasid)) {
+    *host = pasid;
+    return 0;
+  }
+  if (feature(kNestingFeatSyswidePasid) && pasids_.guest_to_host(owner, pasid, host) == 0) return 0;
+  for (const auto &b : bindings_)
+    if (b.first.first == sid && b.second.owner == owner && b.second.req.guest_pasid == pasid) {
+      *host = b.first.second;
+      return 0;
+    }
+  return -ENOENT;
+}
+
+int BindLayer::cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags) {
+  if (!feature(kNestingFeatCacheInvld)) return -EOPNOTSUPP;
+  if ((flags & ~uint32_t(kInvGuestPasid)) || op.caches == 0 || (op.caches & ~invq::kAllCaches))
+    return -EINVAL;
+  // The context cache and GPA-indexed operations concern the host's structures and second
+  // level, which a first-level owner has no business flushing.
+  if ((op.caches & invq::kCacheContext) || op.addr_is_gpa) return -EPERM;
+  const bool targeted = op.scope == invq::Scope::kPasid || op.scope == invq::Scope::kRange;
+  if (op.scope == invq::Scope::kRange) {
+    const uint64_t page = op.addr >> invq::kPageShift;
+    if ((op.addr & (invq::kPageSize - 1)) || op.npages == 0 || page > invq::kMaxPageNumber ||
+        op.npages - 1 > invq::kMaxPageNumber - page)
+      return -EINVAL;
+  } else if (!targeted && op.scope != invq::Scope::kDomain && op.scope != invq::Scope::kGlobal &&
+             op.scope != invq::Scope::kDevice) {
+    return -EINVAL;
+  }
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  std::vector<invq::InvalidationOp> ops;
+  if (targeted) {
+    uint32_t pasid;
+    if (int r = resolve_pasid(owner, op.source_id, op.pasid, flags, &pasid); r != 0) return r;
+    if (pasid >= (1u << engine_.config().pasid_bits)) return -EINVAL;
+    if (feature(kNestingFeatSyswidePasid) && pasid != kDefaultPasid &&
+        pasids_.owner_of(pasid) != owner)
+      return -EPERM;
+    auto it = bindings_.find({op.source_id, pasid});
+    if (it == bindings_.end()) return -ENOENT;
+    if (it->second.owner != owner) return -EPERM;
+    invq::InvalidationOp fwd = op;
+    fwd.did = it->second.did;  // the owner does not know (and must not choose) the host DID
+    fwd.pasid = pasid;
+    ops.push_back(fwd);
+  } else {
+    // "Everything I may touch": each of the owner's bindings, PASID-selective.
+    for (const auto &b : bindings_) {
+      if (b.second.owner != owner) continue;
+      if (op.scope == invq::Scope::kDevice && b.first.first != op.source_id) continue;
+      invq::InvalidationOp fwd = op;
+      fwd.scope = invq::Scope::kPasid;
+      fwd.did = b.second.did;
+      fwd.source_id = b.first.first;
+      fwd.pasid = b.first.second;
+      ops.push_back(fwd);
+    }
+  }
+  for (const auto &o : ops) engine_.invalidate(o);
+  engine_.invalidate_wait();
+  return 0;
+}
+
+}  // namespace nestor

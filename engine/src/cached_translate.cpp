@@ -1,0 +1,251 @@
+// The cached miss path and the invalidation entry point: walks that start from the deepest
+// paging-structure-cache hit, IOTLB fills, and the mapping of canonical invalidation
+// operations onto each cache.
+#include <algorithm>
+
+#include "nestor/engine.h"
+#include "nestor/walkers/nested.h"
+
+namespace nestor {
+
+namespace {
+
+// IOTLB permission byte: first-level attribute bits in the low nibble (so a hit can be
+// re-judged for either privilege and the PASID entry's SRE/WPE/ERE), second-level R/W/X above.
+constexpr uint8_t pack_perms(uint8_t fl_attrs, uint8_t sl_perms) {
+  return uint8_t((fl_attrs & 0xF) | ((sl_perms & 7) << 4));
+}
+
+uint8_t hit_perms(const caches::IotlbEntry &e, const vtd::PasidEntry &pe, bool privileged) {
+  const uint8_t sl_perms = (e.perms >> 4) & 7;
+  if (e.flags & caches::kIotlbSecondLevelOnly) return sl_perms;
+  fl::Config c;
+  c.sre = pe.sre;
+  c.wpe = pe.wpe;
+  c.ere = pe.ere;
+  return uint8_t(fl::perms_for(e.perms & 0xF, privileged, c) & sl_perms);
+}
+
+uint8_t level_of_shift(unsigned shift) { return uint8_t((shift - 12) / 9 + 1); }
+
+}  // namespace
+
+// Second-level walks that start below the deepest cached second-level non-leaf entry and
+// refill the cache on the way down; first-level table pages resolve through the nested-table
+// cache. One instance per translation, on the stack.
+class CachedTables {
+ public:
+  CachedTables(Engine &e, uint64_t stamp, uint16_t did, const sl::Config &slc)
+      : e_(e), stamp_(stamp), did_(did), slc_(slc) {}
+
+  sl::Result sl_walk(uint64_t gpa, uint8_t access) {
+    sl::Start start;
+    caches::PscEntry pe;
+    for (unsigned level = caches::kPscMinLevel; level <= slc_.levels; ++level) {
+      if (e_.psc_->lookup_sl(did_, level, gpa, &pe)) {
+        start = {int(level) - 1, pe.next_table, pe.attrs};
+        break;
+      }
+    }
+    sl::Path path;
+    sl::Result r = sl::walk(e_.mem_, slc_, gpa, access, start, &path);
+    const int top = start.level ? start.level : slc_.levels;
+    // Non-leaf entries the walk went through are valid whatever the leaf said.
+    for (int level = top; level >= int(caches::kPscMinLevel); --level) {
+      if (!path.next_table[level]) break;
+      e_.psc_->fill_sl(stamp_, did_, unsigned(level), gpa,
+                       {path.next_table[level], path.perms[level]});
+    }
+    return r;
+  }
+
+  // --- the Tables interface of fl::walk / nested::walk ---
+  bool fetch_table(uint64_t gpa, int fl_level, bool is_root, uint64_t *hpa, Fault *f,
+                   uint8_t *refs) {
+    const FaultReason denied = is_root ? FaultReason::kFirstLevelRootReadDenied
+                                       : FaultReason::kFirstLevelEntryReadDenied;
+    caches::NestedTableEntry nt;
+    if (e_.psc_->lookup_nested_table(did_, gpa, &nt) && (nt.sl_perms & kAccessRead)) {
+      *hpa = nt.hpa_page;
+      return true;
+    }
+    if ((gpa >> sl::width_for_levels(slc_.levels)) != 0) {
+      *f = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kNestedTable, uint8_t(fl_level),
+            gpa};
+      return false;
+    }
+    sl::Result r = sl_walk(gpa, kAccessRead);
+    *refs = uint8_t(*refs + r.refs);
+    if (!r.ok) {
+      *f = nested::table_fault(r.fault, gpa, denied);
+      return false;
+    }
+    *hpa = r.t.out & page_mask(12);
+    e_.psc_->fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
+    return true;
+  }
+
+  bool table_for_update(uint64_t gpa, int fl_level, uint64_t *hpa, Fault *f) {
+    // A/D updates are rare (first touch): always check write permission with a real walk.
+    if ((gpa >> sl::width_for_levels(slc_.levels)) != 0) {
+      *f = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kNestedTable, uint8_t(fl_level),
+            gpa};
+      return false;
+    }
+    sl::Result r = sl_walk(gpa, kAccessWrite);
+    if (!r.ok) {
+      *f = nested::table_fault(r.fault, gpa, FaultReason::kFirstLevelEntryWriteDenied);
+      return false;
+    }
+    *hpa = r.t.out & page_mask(12);
+    return true;
+  }
+
+  sl::Result final_walk(uint64_t gpa, uint8_t access) { return sl_walk(gpa, access); }
+
+ private:
+  Engine &e_;
+  uint64_t stamp_;
+  uint16_t did_;
+  const sl::Config &slc_;
+};
+
+Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
+                           const Request &req, bool privileged) {
+  if (pe.pgtt == vtd::Pgtt::kPassThrough) return walk(pe, req, privileged);
+  // Second-level-only translations depend on (DID, GPA) alone, so all PASIDs share them.
+  const uint32_t key_pasid =
+      pe.pgtt == vtd::Pgtt::kSecondLevel ? caches::Iotlb::kSecondLevelPasid : pasid;
+  caches::IotlbEntry hit;
+  if (iotlb_->lookup(pe.did, key_pasid, req.iova, &hit)) {
+    const uint8_t perms = hit_perms(hit, pe, privileged);
+    const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
+    // A denied or first-write access walks again: the walk decides the fault or sets D.
+    if ((req.access & ~perms) == 0 && !needs_dirty) {
+      Result r;
+      r.ok = true;
+      r.t.out = hit.hpa_base | (req.iova & ~page_mask(hit.page_shift));
+      r.t.page_shift = hit.page_shift;
+      r.t.perms = perms;
+      r.t.level = level_of_shift(hit.page_shift);
+      return r;
+    }
+  }
+
+  Result r;
+  const sl::Config slc = sl_config(pe);
+  CachedTables tables(*this, stamp, pe.did, slc);
+  caches::IotlbEntry fill;
+  if (pe.pgtt == vtd::Pgtt::kSecondLevel) {
+    sl::Result s = tables.sl_walk(req.iova, req.access);
+    r.ok = s.ok;
+    r.t = s.t;
+    r.fault = s.fault;
+    if (!s.ok) return r;
+    fill.page_shift = s.t.page_shift;
+    fill.hpa_base = s.t.out & page_mask(s.t.page_shift);
+    fill.gpa_base = req.iova & page_mask(s.t.page_shift);
+    fill.perms = pack_perms(0, s.t.perms);
+    fill.flags = caches::kIotlbSecondLevelOnly | (s.dirty ? caches::kIotlbDirty : 0);
+  } else {
+    const fl::Config flc = fl_config(pe);
+    fl::Start start;
+    caches::PscEntry cached;
+    for (unsigned level = caches::kPscMinLevel; level <= flc.levels; ++level) {
+      if (psc_->lookup_fl(pe.did, pasid, level, req.iova, &cached)) {
+        start = {int(level) - 1, cached.next_table, cached.attrs};
+        break;
+      }
+    }
+    fl::Path path;
+    uint8_t fl_attrs, sl_perms = 7;
+    bool sl_dirty = true;
+    if (pe.pgtt == vtd::Pgtt::kFirstLevel) {
+      fl::DirectTables direct;
+      fl::Result f = fl::walk(mem_, direct, flc, req.iova, req.access, privileged, start, &path);
+      r.ok = f.ok;
+      r.t = f.t;
+      r.fault = f.fault;
+      fl_attrs = f.attrs;
+    } else {
+      nested::Result n =
+          nested::walk(mem_, tables, flc, slc, req.iova, req.access, privileged, start, &path);
+      r.ok = n.ok;
+      r.t = n.t;
+      r.fault = n.fault;
+      fl_attrs = n.fl_attrs;
+      sl_perms = n.sl_perms;
+      sl_dirty = n.sl_dirty;
+      fill.gpa_base = n.gpa & page_mask(n.t.page_shift);
+      fill.flags = caches::kIotlbNested;
+    }
+    const int top = start.level ? start.level : flc.levels;
+    for (int level = top; level >= int(caches::kPscMinLevel); --level) {
+      if (!path.next_table[level]) break;
+      psc_->fill_fl(stamp, pe.did, pasid, unsigned(level), req.iova,
+                    {path.next_table[level], path.attrs[level]});
+    }
+    if (!r.ok) return r;
+    fill.page_shift = r.t.page_shift;
+    fill.hpa_base = r.t.out & page_mask(r.t.page_shift);
+    fill.perms = pack_perms(fl_attrs, sl_perms);
+    if ((fl_attrs & fl::kAttrDirty) && sl_dirty) fill.flags |= caches::kIotlbDirty;
+  }
+  iotlb_->fill(stamp, pe.did, key_pasid, req.iova, fill);
+  return r;
+}
+
+void Engine::invalidate(const invq::InvalidationOp &op) {
+  using invq::Scope;
+  const bool range = op.scope == Scope::kRange;
+  if (op.caches & invq::kCacheContext) {
+    switch (op.scope) {
+      case Scope::kDomain: context_cache_->invalidate_domain(op.did); break;
+      case Scope::kDevice: context_cache_->invalidate_device(op.source_id, op.function_mask); break;
+      default: context_cache_->invalidate_global(); break;
+    }
+  }
+  if (op.caches & invq::kCachePasid) {
+    switch (op.scope) {
+      case Scope::kDomain: pasid_cache_->invalidate_domain(op.did); break;
+      case Scope::kDevice: pasid_cache_->invalidate_device(op.source_id, op.function_mask); break;
+      case Scope::kPasid:
+      case Scope::kRange: pasid_cache_->invalidate_pasid(op.did, op.pasid); break;
+      default: pasid_cache_->invalidate_global(); break;
+    }
+  }
+  if (op.caches & invq::kCacheIotlb) {
+    switch (op.scope) {
+      case Scope::kDomain: iotlb_->invalidate_domain(op.did); break;
+      case Scope::kPasid: iotlb_->invalidate_pasid(op.did, op.pasid); break;
+      case Scope::kRange:
+        if (op.addr_is_gpa)
+          iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages);
+        else
+          iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
+        break;
+      default: iotlb_->invalidate_global(); break;  // device scope has no IOTLB tag: widen
+    }
+  }
+  // Paging-structure caches go with IOTLB invalidations unless the leaf hint keeps them.
+  if ((op.caches & invq::kCachePaging) || ((op.caches & invq::kCacheIotlb) && !range)) {
+    switch (op.scope) {
+      case Scope::kDomain: psc_->invalidate_domain(op.did); break;
+      case Scope::kPasid: psc_->invalidate_pasid(op.did, op.pasid); break;
+      case Scope::kRange:
+        if (op.addr_is_gpa)
+          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf);
+        else
+          psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+        break;
+      default: psc_->invalidate_global(); break;
+    }
+  } else if ((op.caches & invq::kCacheIotlb) && range) {
+    if (op.addr_is_gpa)
+      psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf);
+    else
+      psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+  }
+}
+
+}  // namespace nestor

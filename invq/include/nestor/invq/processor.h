@@ -1,0 +1,109 @@
+// Multi-producer submission of ops and waits; batches run from one wait to the next on the
+// caller of process_pending() (the emulator's tail-write path) or on a background worker.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "nestor/invq/batch.h"
+#include "nestor/invq/op.h"
+#include "nestor/invq/stats.h"
+#include "nestor/invq/target.h"
+
+namespace nestor::invq {
+
+struct ProcessorOptions {
+  CoalesceOptions coalesce;
+  // Call target.drain() before completing a wait that follows applied ops.
+  bool drain = false;
+};
+
+namespace detail {
+struct WaitState {
+  WaitOp op;
+  std::chrono::steady_clock::time_point submitted;
+  mutable std::mutex mutex;
+  mutable std::condition_variable completed;
+  bool done = false;
+  bool status_ok = true;
+};
+}  // namespace detail
+
+// Handle on a submitted wait; copyable, outlives the processor's interest in it.
+class WaitTicket {
+ public:
+  WaitTicket() = default;
+  bool valid() const { return state_ != nullptr; }
+  bool done() const;
+  // Blocks until the wait completed, i.e. every op submitted before it was applied.
+  void wait() const;
+  // False if a requested status write failed (unbacked address or no writer).
+  bool status_ok() const;
+
+ private:
+  friend class InvalidationProcessor;
+  explicit WaitTicket(std::shared_ptr<detail::WaitState> state) : state_(std::move(state)) {}
+  std::shared_ptr<detail::WaitState> state_;
+};
+
+class InvalidationProcessor {
+ public:
+  InvalidationProcessor(InvalidationTarget &target, StatusWriter *status_writer = nullptr,
+                        ProcessorOptions options = {});
+  ~InvalidationProcessor();
+  InvalidationProcessor(const InvalidationProcessor &) = delete;
+  InvalidationProcessor &operator=(const InvalidationProcessor &) = delete;
+
+  // Thread-safe. Queue order is the order in which these calls take the submission lock.
+  void submit(const InvalidationOp &op);
+  WaitTicket submit_wait(WaitOp wait);
+
+  // Processes everything submitted so far on the calling thread and returns the number of
+  // entries (ops + waits) handled. Serialised with the worker. Must not be called from a
+  // wait callback or from the target.
+  size_t process_pending();
+
+  // Submits a wait and returns once it completed (processing it here if no worker runs).
+  void fence();
+
+  void start();  // background worker; idempotent
+  void stop();   // processes what is pending, then joins; idempotent
+  bool running() const;
+
+  const Stats &stats() const { return stats_; }
+
+ private:
+  struct Entry {
+    InvalidationOp op;
+    std::shared_ptr<detail::WaitState> wait;  // non-null: this entry is a wait
+  };
+
+  void worker_loop();
+  void run_batch();
+  void complete_wait(detail::WaitState &wait);
+
+  InvalidationTarget &target_;
+  StatusWriter *status_writer_;
+  ProcessorOptions options_;
+  Stats stats_;
+
+  mutable std::mutex submit_mutex_;
+  std::condition_variable work_available_;
+  std::deque<Entry> pending_;
+  bool stopping_ = false;
+  bool worker_running_ = false;
+  std::thread worker_;
+
+  // Held while processing; owns everything below.
+  std::mutex process_mutex_;
+  Batch batch_;
+  bool undrained_ops_ = false;
+};
+
+}  // namespace nestor::invq

@@ -1,0 +1,68 @@
+// Counters shared by the queue and the processor. Relaxed atomics: they are statistics, not
+// synchronisation, and are read while producers keep running.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+
+#include "nestor/invq/descriptor.h"
+
+namespace nestor::invq {
+
+struct StatsSnapshot {
+  std::array<uint64_t, kDescriptorTypeCount> descriptors_by_type{};
+  uint64_t ops_submitted = 0;
+  uint64_t waits_submitted = 0;
+  uint64_t batches = 0;
+  uint64_t batch_ops_sum = 0;  // ops entering coalescing, summed over batches
+  uint64_t batch_ops_max = 0;
+  uint64_t ops_applied = 0;  // ops handed to the target after coalescing
+  uint64_t coalesced_away = 0;
+  uint64_t promotions = 0;
+  uint64_t waits_completed = 0;
+  uint64_t wait_latency_sum_ns = 0;
+  uint64_t wait_latency_max_ns = 0;
+  uint64_t interrupts = 0;
+  uint64_t fences = 0;
+  uint64_t drains = 0;
+  uint64_t errors = 0;  // decode, queue and status-write errors
+};
+
+class Stats {
+ public:
+  void count_descriptor(uint8_t type) { add(descriptors_by_type_[type % kDescriptorTypeCount]); }
+  void count_error() { add(errors_); }
+  void count_op_submitted() { add(ops_submitted_); }
+  void count_wait_submitted() { add(waits_submitted_); }
+  void count_batch(uint64_t ops_in, uint64_t ops_out, uint64_t promotions);
+  void count_wait_completed(uint64_t latency_ns, bool interrupt, bool fence);
+  void count_drain() { add(drains_); }
+
+  StatsSnapshot snapshot() const;
+
+ private:
+  static void add(std::atomic<uint64_t> &counter, uint64_t value = 1) {
+    counter.fetch_add(value, std::memory_order_relaxed);
+  }
+  static void raise_max(std::atomic<uint64_t> &counter, uint64_t value);
+
+  std::array<std::atomic<uint64_t>, kDescriptorTypeCount> descriptors_by_type_{};
+  std::atomic<uint64_t> ops_submitted_{0};
+  std::atomic<uint64_t> waits_submitted_{0};
+  std::atomic<uint64_t> batches_{0};
+  std::atomic<uint64_t> batch_ops_sum_{0};
+  std::atomic<uint64_t> batch_ops_max_{0};
+  std::atomic<uint64_t> ops_applied_{0};
+  std::atomic<uint64_t> coalesced_away_{0};
+  std::atomic<uint64_t> promotions_{0};
+  std::atomic<uint64_t> waits_completed_{0};
+  std::atomic<uint64_t> wait_latency_sum_ns_{0};
+  std::atomic<uint64_t> wait_latency_max_ns_{0};
+  std::atomic<uint64_t> interrupts_{0};
+  std::atomic<uint64_t> fences_{0};
+  std::atomic<uint64_t> drains_{0};
+  std::atomic<uint64_t> errors_{0};
+};
+
+}  // namespace nestor::invq

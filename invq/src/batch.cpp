@@ -1,0 +1,245 @@
+#include "nestor/invq/batch.h"
+
+#include <algorithm>
+#include <tuple>
+
+namespace nestor::invq {
+
+namespace {
+
+int scope_rank(Scope scope) {
+  switch (scope) {
+    case Scope::kGlobal:
+      return 4;
+    case Scope::kDomain:
+    case Scope::kDevice:
+      return 3;
+    case Scope::kPasid:
+      return 2;
+    case Scope::kRange:
+      return 1;
+  }
+  return 0;
+}
+
+uint64_t range_end_page(const InvalidationOp &op) {
+  return (op.addr >> kPageShift) + op.npages;
+}
+
+// Clears the fields covers() ignores for this scope, so equivalent ops compare equal.
+InvalidationOp canonical(InvalidationOp op) {
+  const bool devtlb_only = op.caches == kCacheDevTlb;
+  const bool has_devtlb = (op.caches & kCacheDevTlb) != 0;
+  if (op.scope != Scope::kRange) {
+    op.addr = 0;
+    op.npages = 0;
+    op.leaf = false;
+    op.addr_is_gpa = false;
+  }
+  if (op.scope != Scope::kDevice) op.function_mask = 0;
+  switch (op.scope) {
+    case Scope::kGlobal:
+      op = InvalidationOp{.caches = op.caches, .scope = Scope::kGlobal};
+      break;
+    case Scope::kDomain:
+      op = InvalidationOp{.caches = op.caches, .scope = Scope::kDomain, .did = op.did};
+      break;
+    case Scope::kDevice:
+      op.did = 0;
+      op.pasid = kNoPasid;
+      break;
+    case Scope::kPasid:
+    case Scope::kRange:
+      if (op.scope == Scope::kRange && op.addr_is_gpa) {
+        op.source_id = 0;
+        op.pasid = kNoPasid;
+        break;
+      }
+      if (!has_devtlb) op.source_id = 0;
+      if (devtlb_only) op.did = 0;
+      break;
+  }
+  return op;
+}
+
+auto sort_key(const InvalidationOp &op) {
+  return std::make_tuple(op.scope, op.caches, op.did, op.source_id, op.pasid, op.addr_is_gpa,
+                         op.function_mask, op.pfsid, op.max_invs_pending, op.devtlb_global, op.addr,
+                         op.npages, op.leaf);
+}
+
+// Everything that must be equal for two ranges to merge.
+auto range_group_key(const InvalidationOp &op) {
+  return std::make_tuple(op.caches, op.did, op.source_id, op.pasid, op.addr_is_gpa,
+                         op.function_mask, op.pfsid, op.max_invs_pending, op.devtlb_global);
+}
+
+void dedupe(std::vector<InvalidationOp> &ops) {
+  std::sort(ops.begin(), ops.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
+    return sort_key(a) < sort_key(b);
+  });
+  ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
+}
+
+// Cache bits of `inner` whose effect `outer` already includes (exact subset, per cache).
+uint8_t absorbed_bits(const InvalidationOp &outer, const InvalidationOp &inner) {
+  if (scope_rank(outer.scope) <= scope_rank(inner.scope)) return 0;
+  const uint8_t shared = outer.caches & inner.caches;
+  if (shared == 0) return 0;
+  const bool inner_gpa = inner.scope == Scope::kRange && inner.addr_is_gpa;
+  const uint8_t did_tagged = shared & static_cast<uint8_t>(~kCacheDevTlb);
+  const uint8_t sid_tagged = shared & kCacheDevTlb;
+  switch (outer.scope) {
+    case Scope::kGlobal:
+      return shared;
+    case Scope::kDomain:
+      if (inner.did != outer.did) return 0;
+      // GPA ranges select by domain for every cache; other ops only for domain-tagged caches.
+      if (inner_gpa) return shared;
+      return inner.scope == Scope::kDevice ? 0 : did_tagged;
+    case Scope::kDevice:
+      if (inner_gpa || inner.scope == Scope::kDomain) return 0;
+      return source_id_matches(inner.source_id, outer.source_id, outer.function_mask) ? sid_tagged
+                                                                                      : 0;
+    case Scope::kPasid: {
+      if (inner_gpa || inner.pasid != outer.pasid) return 0;
+      uint8_t bits = 0;
+      if (inner.did == outer.did) bits |= did_tagged;
+      if (inner.source_id == outer.source_id) bits |= sid_tagged;
+      return bits;
+    }
+    case Scope::kRange:
+      return 0;
+  }
+  return 0;
+}
+
+void absorb(std::vector<InvalidationOp> &ops) {
+  std::vector<InvalidationOp> absorbers;
+  for (const InvalidationOp &op : ops) {
+    if (scope_rank(op.scope) >= 2) absorbers.push_back(op);
+  }
+  if (absorbers.empty()) return;
+  for (InvalidationOp &op : ops) {
+    uint8_t stripped = 0;
+    for (const InvalidationOp &outer : absorbers) stripped |= absorbed_bits(outer, op);
+    op.caches &= static_cast<uint8_t>(~stripped);
+  }
+  std::erase_if(ops, [](const InvalidationOp &op) { return op.caches == 0; });
+}
+
+void merge_ranges(std::vector<InvalidationOp> &ops) {
+  std::vector<InvalidationOp> ranges;
+  std::vector<InvalidationOp> others;
+  for (const InvalidationOp &op : ops) (op.scope == Scope::kRange ? ranges : others).push_back(op);
+  std::sort(ranges.begin(), ranges.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
+    return std::make_tuple(range_group_key(a), a.addr, b.npages) <
+           std::make_tuple(range_group_key(b), b.addr, a.npages);
+  });
+  std::vector<InvalidationOp> merged;
+  for (const InvalidationOp &next : ranges) {
+    if (merged.empty() || range_group_key(merged.back()) != range_group_key(next)) {
+      merged.push_back(next);
+      continue;
+    }
+    InvalidationOp &current = merged.back();
+    const uint64_t current_end = range_end_page(current);
+    const uint64_t next_start = next.addr >> kPageShift;
+    const uint64_t next_end = range_end_page(next);
+    if (next_start > current_end) {
+      merged.push_back(next);
+      continue;
+    }
+    // A leaf range leaves paging-structure caches alone; widening a non-leaf range over it
+    // would flush more than asked, so with paging caches the flags must agree unless one
+    // range contains the other.
+    const bool paging = (current.caches & kCachePaging) != 0;
+    if (!paging || current.leaf == next.leaf) {
+      const uint64_t end = std::max(current_end, next_end);
+      current.npages = end - (current.addr >> kPageShift);
+      current.leaf = current.leaf && next.leaf;
+    } else if (!current.leaf && next_end <= current_end) {
+      // next is inside a non-leaf range: nothing to add.
+    } else if (!next.leaf && next_start == (current.addr >> kPageShift) &&
+               next_end >= current_end) {
+      current = next;
+    } else {
+      merged.push_back(next);
+    }
+  }
+  others.insert(others.end(), merged.begin(), merged.end());
+  ops = std::move(others);
+}
+
+uint64_t promote(std::vector<InvalidationOp> &ops, uint64_t threshold) {
+  if (threshold == 0) return 0;
+  uint64_t promoted = 0;
+  for (InvalidationOp &op : ops) {
+    if (op.scope != Scope::kRange || op.npages <= threshold) continue;
+    op.scope = op.addr_is_gpa ? Scope::kDomain : Scope::kPasid;
+    op = canonical(op);
+    ++promoted;
+  }
+  return promoted;
+}
+
+// Ops that differ only in their cache bits become one op with the union of the bits.
+void combine_caches(std::vector<InvalidationOp> &ops) {
+  std::vector<InvalidationOp> out;
+  for (const InvalidationOp &op : ops) {
+    InvalidationOp without_caches = op;
+    without_caches.caches = 0;
+    auto same = std::find_if(out.begin(), out.end(), [&](const InvalidationOp &candidate) {
+      InvalidationOp other = candidate;
+      other.caches = 0;
+      return other == without_caches;
+    });
+    if (same != out.end()) {
+      same->caches |= op.caches;
+    } else {
+      out.push_back(op);
+    }
+  }
+  ops = std::move(out);
+}
+
+}  // namespace
+
+std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> input,
+                                     const CoalesceOptions &options, CoalesceCounters *counters) {
+  std::vector<InvalidationOp> ops;
+  ops.reserve(input.size());
+  for (const InvalidationOp &op : input) {
+    if ((op.caches & kAllCaches) == 0) continue;  // touches no cache
+    InvalidationOp cleaned = op;
+    cleaned.caches &= kAllCaches;
+    if (cleaned.scope == Scope::kRange && cleaned.npages == 0) continue;
+    ops.push_back(options.enabled ? canonical(cleaned) : cleaned);
+  }
+  uint64_t promotions = 0;
+  if (options.enabled) {
+    promotions += promote(ops, options.promote_threshold_pages);
+    dedupe(ops);
+    absorb(ops);
+    merge_ranges(ops);
+    // Merged ranges may now cross the threshold, and what they become may absorb others.
+    const uint64_t late = promote(ops, options.promote_threshold_pages);
+    if (late != 0) {
+      promotions += late;
+      dedupe(ops);
+      absorb(ops);
+    }
+    combine_caches(ops);
+    std::stable_sort(ops.begin(), ops.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
+      return scope_rank(a.scope) > scope_rank(b.scope);
+    });
+  }
+  if (counters != nullptr) {
+    counters->input_ops += input.size();
+    counters->output_ops += ops.size();
+    counters->promotions += promotions;
+  }
+  return ops;
+}
+
+}  // namespace nestor::invq

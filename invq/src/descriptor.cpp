@@ -1,0 +1,249 @@
+#include "nestor/invq/descriptor.h"
+
+#include <bit>
+
+namespace nestor::invq {
+
+namespace {
+
+constexpr uint64_t kAllOnes = ~uint64_t{0};
+
+uint64_t bits(uint64_t value, unsigned low, unsigned width) {
+  return (value >> low) & ((uint64_t{1} << width) - 1);
+}
+
+DecodeResult fail(DecodeError error, uint8_t type) {
+  DecodeResult result;
+  result.error = error;
+  result.descriptor.type = type;
+  return result;
+}
+
+DecodeResult make_op(uint8_t type, const InvalidationOp &op) {
+  DecodeResult result;
+  result.descriptor.kind = DecodedKind::kOp;
+  result.descriptor.type = type;
+  result.descriptor.op = op;
+  return result;
+}
+
+// Page-selective IOTLB / PASID-IOTLB address: ADDR 63:12, IH 6, AM 5:0 of qw1.
+DecodeError decode_page_range(uint64_t qw1, const DecodeOptions &options, InvalidationOp &op) {
+  const unsigned address_mask = static_cast<unsigned>(bits(qw1, 0, 6));
+  const unsigned mamv = options.mamv > 52 ? 52u : options.mamv;
+  if (address_mask > mamv) return DecodeError::kAddressMaskTooLarge;
+  uint64_t page = qw1 >> kPageShift;
+  const uint64_t low_pages = (uint64_t{1} << address_mask) - 1;
+  if ((page & low_pages) != 0) {
+    if (options.strict_address_alignment) return DecodeError::kMisalignedAddress;
+    page &= ~low_pages;
+  }
+  op.scope = Scope::kRange;
+  op.addr = page << kPageShift;
+  op.npages = uint64_t{1} << address_mask;
+  op.leaf = bits(qw1, 6, 1) != 0;
+  return DecodeError::kNone;
+}
+
+// Device-TLB size: S=0 is one page; S=1 means the lowest clear bit of ADDR[63:12] at position
+// k (counted from bit 12) selects 2^(k+1) pages; all ones selects the whole address space.
+// Returns false for the whole space.
+bool decode_devtlb_range(uint64_t qw1, bool size_bit, InvalidationOp &op) {
+  uint64_t page = qw1 >> kPageShift;
+  if (!size_bit) {
+    op.addr = page << kPageShift;
+    op.npages = 1;
+    return true;
+  }
+  const unsigned trailing_ones = static_cast<unsigned>(std::countr_one(page));
+  if (trailing_ones >= 51) return false;  // 2^52 pages: every address
+  const unsigned order = trailing_ones + 1;
+  page = (page >> order) << order;
+  op.addr = page << kPageShift;
+  op.npages = uint64_t{1} << order;
+  return true;
+}
+
+uint16_t decode_pfsid(uint64_t qw0) {
+  return static_cast<uint16_t>(bits(qw0, 12, 4) | (bits(qw0, 52, 12) << 4));
+}
+
+}  // namespace
+
+const char *to_string(DecodeError error) {
+  switch (error) {
+    case DecodeError::kNone:
+      return "none";
+    case DecodeError::kUnknownType:
+      return "unknown descriptor type";
+    case DecodeError::kReservedBit:
+      return "reserved bit set";
+    case DecodeError::kInvalidGranularity:
+      return "invalid granularity";
+    case DecodeError::kAddressMaskTooLarge:
+      return "address mask larger than MAMV";
+    case DecodeError::kMisalignedAddress:
+      return "address not aligned to 2^AM pages";
+  }
+  return "?";
+}
+
+uint8_t descriptor_type(uint64_t qw0) {
+  return static_cast<uint8_t>(bits(qw0, 0, 4) | (bits(qw0, 9, 3) << 4));
+}
+
+ReservedMasks reserved_masks(DescriptorType type) {
+  switch (type) {
+    case DescriptorType::kContextCache:
+      // G 5:4, DID 31:16, SID 47:32, FM 49:48.
+      return {0xFFFC00000000F1C0ull, kAllOnes};
+    case DescriptorType::kIotlb:
+      // G 5:4, DW 6, DR 7 (both ignored), DID 31:16 | AM 5:0, IH 6, ADDR 63:12.
+      return {0xFFFFFFFF0000F100ull, 0xF80ull};
+    case DescriptorType::kDevTlb:
+      // PFSID 15:12 + 63:52, MIP 20:16, SID 47:32 | S 0, ADDR 63:12.
+      return {0x000F0000FFE001F0ull, 0xFFEull};
+    case DescriptorType::kInterruptEntryCache:
+      // G 4, IM 31:27, IIDX 47:32.
+      return {0xFFFF000007FFF1E0ull, kAllOnes};
+    case DescriptorType::kWait:
+      // IF 4, SW 5, FN 6, PD 7, status data 63:32 | status address 63:2.
+      return {0x00000000FFFFF100ull, 0x3ull};
+    case DescriptorType::kPasidIotlb:
+      // G 5:4, DID 31:16, PASID 51:32 | AM 5:0, IH 6, ADDR 63:12.
+      return {0xFFF000000000F1C0ull, 0xF80ull};
+    case DescriptorType::kPasidCache:
+      // G 5:4, DID 31:16, PASID 51:32.
+      return {0xFFF000000000F1C0ull, kAllOnes};
+    case DescriptorType::kPasidDevTlb:
+      // MIP 8:4, PFSID 15:12 + 63:52, SID 31:16, PASID 51:32 | G 0, S 11, ADDR 63:12.
+      return {0, 0x7FEull};
+  }
+  return {kAllOnes, kAllOnes};
+}
+
+DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
+                               const DecodeOptions &options) {
+  const uint64_t qw0 = raw.qw[0];
+  const uint64_t qw1 = raw.qw[1];
+  const uint8_t type = descriptor_type(qw0);
+  if (type < 0x1 || type > 0x8) return fail(DecodeError::kUnknownType, type);
+  const auto kind = static_cast<DescriptorType>(type);
+  const ReservedMasks reserved = reserved_masks(kind);
+  if ((qw0 & reserved.qw0) != 0 || (qw1 & reserved.qw1) != 0) {
+    return fail(DecodeError::kReservedBit, type);
+  }
+  // No descriptor type defines fields in the upper half of a 256-bit descriptor.
+  if (width == DescriptorWidth::k256 && (raw.qw[2] != 0 || raw.qw[3] != 0)) {
+    return fail(DecodeError::kReservedBit, type);
+  }
+
+  const unsigned granularity = static_cast<unsigned>(bits(qw0, 4, 2));
+  InvalidationOp op;
+  switch (kind) {
+    case DescriptorType::kContextCache: {
+      op.caches = kCacheContext;
+      op.did = static_cast<uint16_t>(bits(qw0, 16, 16));
+      if (granularity == 1) {
+        op.scope = Scope::kGlobal;
+      } else if (granularity == 2) {
+        op.scope = Scope::kDomain;
+      } else if (granularity == 3) {
+        op.scope = Scope::kDevice;
+        op.source_id = static_cast<uint16_t>(bits(qw0, 32, 16));
+        op.function_mask = static_cast<uint8_t>(bits(qw0, 48, 2));
+      } else {
+        return fail(DecodeError::kInvalidGranularity, type);
+      }
+      return make_op(type, op);
+    }
+    case DescriptorType::kIotlb: {
+      // IOTLB invalidation also covers the paging-structure caches (unless IH on a page op).
+      op.caches = kCacheIotlb | kCachePaging;
+      op.did = static_cast<uint16_t>(bits(qw0, 16, 16));
+      if (granularity == 1) {
+        op.scope = Scope::kGlobal;
+      } else if (granularity == 2) {
+        op.scope = Scope::kDomain;
+      } else if (granularity == 3) {
+        op.addr_is_gpa = true;
+        const DecodeError error = decode_page_range(qw1, options, op);
+        if (error != DecodeError::kNone) return fail(error, type);
+      } else {
+        return fail(DecodeError::kInvalidGranularity, type);
+      }
+      return make_op(type, op);
+    }
+    case DescriptorType::kDevTlb: {
+      op.caches = kCacheDevTlb;
+      op.source_id = static_cast<uint16_t>(bits(qw0, 32, 16));
+      op.pfsid = decode_pfsid(qw0);
+      op.max_invs_pending = static_cast<uint8_t>(bits(qw0, 16, 5));
+      op.pasid = kNoPasid;
+      op.scope = decode_devtlb_range(qw1, (qw1 & 1) != 0, op) ? Scope::kRange : Scope::kPasid;
+      return make_op(type, op);
+    }
+    case DescriptorType::kInterruptEntryCache: {
+      DecodeResult result;
+      result.descriptor.kind = DecodedKind::kNoOp;
+      result.descriptor.type = type;
+      return result;
+    }
+    case DescriptorType::kWait: {
+      DecodeResult result;
+      result.descriptor.kind = DecodedKind::kWait;
+      result.descriptor.type = type;
+      WaitOp &wait = result.descriptor.wait;
+      wait.interrupt = bits(qw0, 4, 1) != 0;
+      wait.status_write = bits(qw0, 5, 1) != 0;
+      wait.fence = bits(qw0, 6, 1) != 0;
+      wait.page_request_drain = bits(qw0, 7, 1) != 0;
+      wait.status_data = static_cast<uint32_t>(qw0 >> 32);
+      wait.status_addr = qw1 & ~uint64_t{0x3};
+      return result;
+    }
+    case DescriptorType::kPasidIotlb: {
+      op.caches = kCacheIotlb | kCachePaging;
+      op.did = static_cast<uint16_t>(bits(qw0, 16, 16));
+      op.pasid = static_cast<uint32_t>(bits(qw0, 32, 20));
+      if (granularity == 2) {
+        op.scope = Scope::kPasid;
+      } else if (granularity == 3) {
+        const DecodeError error = decode_page_range(qw1, options, op);
+        if (error != DecodeError::kNone) return fail(error, type);
+      } else {
+        return fail(DecodeError::kInvalidGranularity, type);
+      }
+      return make_op(type, op);
+    }
+    case DescriptorType::kPasidCache: {
+      op.caches = kCachePasid;
+      op.did = static_cast<uint16_t>(bits(qw0, 16, 16));
+      if (granularity == 0) {
+        op.scope = Scope::kDomain;
+      } else if (granularity == 1) {
+        op.scope = Scope::kPasid;
+        op.pasid = static_cast<uint32_t>(bits(qw0, 32, 20));
+      } else if (granularity == 3) {
+        op.scope = Scope::kGlobal;
+      } else {
+        return fail(DecodeError::kInvalidGranularity, type);
+      }
+      return make_op(type, op);
+    }
+    case DescriptorType::kPasidDevTlb: {
+      op.caches = kCacheDevTlb;
+      op.source_id = static_cast<uint16_t>(bits(qw0, 16, 16));
+      op.pasid = static_cast<uint32_t>(bits(qw0, 32, 20));
+      op.pfsid = decode_pfsid(qw0);
+      op.max_invs_pending = static_cast<uint8_t>(bits(qw0, 4, 5));
+      op.devtlb_global = (qw1 & 1) != 0;
+      op.scope =
+          decode_devtlb_range(qw1, bits(qw1, 11, 1) != 0, op) ? Scope::kRange : Scope::kPasid;
+      return make_op(type, op);
+    }
+  }
+  return fail(DecodeError::kUnknownType, type);
+}
+
+}  // namespace nestor::invq

@@ -1,0 +1,157 @@
+#include "nestor/invq/processor.h"
+
+namespace nestor::invq {
+
+bool WaitTicket::done() const {
+  if (!state_) return false;
+  std::lock_guard lock(state_->mutex);
+  return state_->done;
+}
+
+void WaitTicket::wait() const {
+  if (!state_) return;
+  std::unique_lock lock(state_->mutex);
+  state_->completed.wait(lock, [&] { return state_->done; });
+}
+
+bool WaitTicket::status_ok() const {
+  if (!state_) return false;
+  std::lock_guard lock(state_->mutex);
+  return state_->status_ok;
+}
+
+InvalidationProcessor::InvalidationProcessor(InvalidationTarget &target,
+                                             StatusWriter *status_writer, ProcessorOptions options)
+    : target_(target), status_writer_(status_writer), options_(options) {}
+
+InvalidationProcessor::~InvalidationProcessor() {
+  stop();
+  // Nobody may be left blocked on a wait that was submitted but never processed.
+  process_pending();
+}
+
+void InvalidationProcessor::submit(const InvalidationOp &op) {
+  stats_.count_op_submitted();
+  {
+    std::lock_guard lock(submit_mutex_);
+    pending_.push_back(Entry{op, nullptr});
+  }
+  work_available_.notify_one();
+}
+
+WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
+  auto state = std::make_shared<detail::WaitState>();
+  state->op = std::move(wait);
+  state->submitted = std::chrono::steady_clock::now();
+  stats_.count_wait_submitted();
+  {
+    std::lock_guard lock(submit_mutex_);
+    pending_.push_back(Entry{InvalidationOp{}, state});
+  }
+  work_available_.notify_one();
+  return WaitTicket(std::move(state));
+}
+
+size_t InvalidationProcessor::process_pending() {
+  std::lock_guard processing(process_mutex_);
+  std::deque<Entry> taken;
+  {
+    std::lock_guard lock(submit_mutex_);
+    taken.swap(pending_);
+  }
+  for (Entry &entry : taken) {
+    if (!entry.wait) {
+      batch_.add(entry.op);
+      continue;
+    }
+    run_batch();
+    complete_wait(*entry.wait);
+  }
+  // Ops not yet followed by a wait are applied now rather than held back: applying early is
+  // always allowed, and it keeps the caches from serving them any longer than necessary.
+  run_batch();
+  return taken.size();
+}
+
+void InvalidationProcessor::run_batch() {
+  if (batch_.empty()) return;
+  CoalesceCounters counters;
+  const std::vector<InvalidationOp> ops = batch_.coalesce(options_.coalesce, &counters);
+  for (const InvalidationOp &op : ops) target_.apply(op);
+  stats_.count_batch(counters.input_ops, counters.output_ops, counters.promotions);
+  undrained_ops_ = true;
+  batch_.clear();
+}
+
+void InvalidationProcessor::complete_wait(detail::WaitState &wait) {
+  if (options_.drain && undrained_ops_) {
+    target_.drain();
+    stats_.count_drain();
+  }
+  undrained_ops_ = false;
+  bool status_ok = true;
+  if (wait.op.status_write) {
+    status_ok = status_writer_ != nullptr &&
+                status_writer_->write_status(wait.op.status_addr, wait.op.status_data);
+    if (!status_ok) stats_.count_error();
+  }
+  if (wait.op.callback) wait.op.callback();
+  const auto latency = std::chrono::steady_clock::now() - wait.submitted;
+  stats_.count_wait_completed(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count()),
+      wait.op.interrupt, wait.op.fence);
+  {
+    std::lock_guard lock(wait.mutex);
+    wait.done = true;
+    wait.status_ok = status_ok;
+  }
+  wait.completed.notify_all();
+}
+
+void InvalidationProcessor::fence() {
+  WaitOp wait;
+  wait.fence = true;
+  WaitTicket ticket = submit_wait(std::move(wait));
+  if (!running()) process_pending();
+  ticket.wait();
+}
+
+void InvalidationProcessor::start() {
+  std::lock_guard lock(submit_mutex_);
+  if (worker_running_) return;
+  stopping_ = false;
+  worker_running_ = true;
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+void InvalidationProcessor::stop() {
+  std::thread worker;
+  {
+    std::lock_guard lock(submit_mutex_);
+    if (!worker_running_ || stopping_) return;  // not running, or another stop() joins it
+    stopping_ = true;
+    worker = std::move(worker_);
+  }
+  work_available_.notify_all();
+  worker.join();
+  std::lock_guard lock(submit_mutex_);
+  worker_running_ = false;
+}
+
+bool InvalidationProcessor::running() const {
+  std::lock_guard lock(submit_mutex_);
+  return worker_running_ && !stopping_;
+}
+
+void InvalidationProcessor::worker_loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(submit_mutex_);
+      work_available_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (stopping_ && pending_.empty()) return;
+    }
+    process_pending();
+  }
+}
+
+}  // namespace nestor::invq

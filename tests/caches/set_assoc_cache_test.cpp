@@ -1,0 +1,140 @@
+// The generic seqlock set-associative array: geometry, fill/replace/evict, refusal rules.
+#include "nestor/caches/set_assoc_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cstdint>
+#include <set>
+#include <vector>
+
+#include "nestor/caches/hash.h"
+
+namespace nestor::caches {
+namespace {
+
+struct K {
+  uint64_t a;
+};
+struct V {
+  uint64_t x;
+  uint32_t y;
+};
+using Cache = SetAssocCache<K, V, 4>;
+
+auto always_valid() {
+  return [](uint64_t, const K &, const V &) { return true; };
+}
+
+TEST(SetAssocCache, GeometryRoundsToPowersOfTwo) {
+  Cache c(SetAssocConfig{.capacity = 1000, .shards = 3, .ways = 3});
+  EXPECT_EQ(c.ways(), 4u);
+  EXPECT_EQ(c.num_shards(), 4u);
+  EXPECT_EQ(c.capacity(), 1024u);
+  Cache tiny(SetAssocConfig{.capacity = 1, .shards = 8, .ways = 2});
+  EXPECT_EQ(tiny.ways(), 2u);
+  EXPECT_EQ(tiny.num_sets(), 8u);  // at least one set per shard
+  Cache clamp(SetAssocConfig{.capacity = 64, .shards = 1, .ways = 64});
+  EXPECT_EQ(clamp.ways(), 4u);
+}
+
+TEST(SetAssocCache, FillLookupReplace) {
+  Cache c(SetAssocConfig{.capacity = 64, .shards = 2});
+  V v{};
+  EXPECT_FALSE(c.lookup(K{7}, &v, always_valid()));
+  EXPECT_EQ(c.fill(1, K{7}, V{70, 7}, always_valid()), FillResult::kInserted);
+  ASSERT_TRUE(c.lookup(K{7}, &v, always_valid()));
+  EXPECT_EQ(v.x, 70u);
+  EXPECT_EQ(v.y, 7u);
+  EXPECT_EQ(c.fill(2, K{7}, V{71, 8}, always_valid()), FillResult::kReplaced);
+  ASSERT_TRUE(c.lookup(K{7}, &v, always_valid()));
+  EXPECT_EQ(v.x, 71u);
+  // Replacement keeps one copy of the key.
+  EXPECT_EQ(c.count_if([](uint64_t, const K &k, const V &) { return k.a == 7; }), 1u);
+}
+
+TEST(SetAssocCache, StampZeroIsRefused) {
+  Cache c;
+  EXPECT_EQ(c.fill(0, K{1}, V{}, always_valid()), FillResult::kRefused);
+}
+
+TEST(SetAssocCache, ValidPredicateFiltersHitsAndRefusesFills) {
+  Cache c(SetAssocConfig{.capacity = 64, .shards = 1});
+  ASSERT_EQ(c.fill(5, K{1}, V{1, 1}, always_valid()), FillResult::kInserted);
+  V v{};
+  auto newer_than_5 = [](uint64_t st, const K &, const V &) { return st > 5; };
+  EXPECT_FALSE(c.lookup(K{1}, &v, newer_than_5));
+  EXPECT_EQ(c.fill(5, K{2}, V{}, newer_than_5), FillResult::kRefused);
+  EXPECT_EQ(c.fill(6, K{2}, V{}, newer_than_5), FillResult::kInserted);
+}
+
+// Mirrors the cache's placement (shard from the top hash bits, set from the bottom ones) so
+// tests can build keys that collide in one set.
+bool same_set(const Cache &c, const K &x, const K &y) {
+  const uint64_t hx = Cache::hash_key(x), hy = Cache::hash_key(y);
+  const unsigned shard_bits = static_cast<unsigned>(std::countr_zero(c.num_shards()));
+  const uint64_t per_shard = c.num_sets() / c.num_shards();
+  const bool same_shard = shard_bits == 0 || (hx >> (64 - shard_bits)) == (hy >> (64 - shard_bits));
+  return same_shard && (hx & (per_shard - 1)) == (hy & (per_shard - 1));
+}
+
+std::vector<K> same_set_keys(const Cache &c, size_t n) {
+  std::vector<K> out;
+  for (uint64_t a = 0; out.size() < n; ++a) {
+    if (same_set(c, K{0}, K{a})) out.push_back(K{a});
+  }
+  return out;
+}
+
+TEST(SetAssocCache, EvictionWithinFullSet) {
+  Cache c(SetAssocConfig{.capacity = 64, .shards = 2, .ways = 4});
+  const std::vector<K> keys = same_set_keys(c, 6);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(c.fill(1, keys[i], V{keys[i].a, 0}, always_valid()), FillResult::kInserted);
+  }
+  EXPECT_EQ(c.fill(1, keys[4], V{keys[4].a, 0}, always_valid()), FillResult::kEvicted);
+  V v{};
+  ASSERT_TRUE(c.lookup(keys[4], &v, always_valid()));
+  EXPECT_EQ(v.x, keys[4].a);
+  int present = 0;
+  for (int i = 0; i < 5; ++i) present += c.lookup(keys[i], &v, always_valid());
+  EXPECT_EQ(present, 4);  // exactly one of the first four went
+  // A dead (scope-invalidated) entry is reused before a live one is evicted.
+  auto not_key5 = [&](uint64_t, const K &k, const V &) { return k.a != keys[4].a; };
+  EXPECT_EQ(c.fill(2, keys[5], V{}, not_key5), FillResult::kInserted);
+}
+
+TEST(SetAssocCache, InvalidateSetRefusesOlderFillsInThatSetOnly) {
+  Cache c(SetAssocConfig{.capacity = 1024, .shards = 4});
+  ASSERT_EQ(c.fill(3, K{1}, V{}, always_valid()), FillResult::kInserted);
+  const size_t removed = c.invalidate_set_of(K{1}, 10, [](const K &k) { return k.a == 1; });
+  EXPECT_EQ(removed, 1u);
+  V v{};
+  EXPECT_FALSE(c.lookup(K{1}, &v, always_valid()));
+  EXPECT_EQ(c.fill(10, K{1}, V{}, always_valid()), FillResult::kRefused);
+  EXPECT_EQ(c.fill(11, K{1}, V{}, always_valid()), FillResult::kInserted);
+  // A key in another set is not affected by that set's time.
+  uint64_t other = 2;
+  while (same_set(c, K{1}, K{other})) ++other;
+  EXPECT_EQ(c.fill(5, K{other}, V{}, always_valid()), FillResult::kInserted);
+}
+
+TEST(SetAssocCache, InvalidateAllSetsMatchesPredicate) {
+  Cache c(SetAssocConfig{.capacity = 1024, .shards = 4});
+  for (uint64_t a = 0; a < 100; ++a) ASSERT_TRUE(accepted(c.fill(1, K{a}, V{}, always_valid())));
+  EXPECT_EQ(c.invalidate_all_sets(2, [](const K &k) { return k.a % 2 == 0; }), 50u);
+  V v{};
+  for (uint64_t a = 0; a < 100; ++a) EXPECT_EQ(c.lookup(K{a}, &v, always_valid()), a % 2 == 1);
+}
+
+TEST(Hash, Mix64SpreadsLowBits) {
+  std::set<uint64_t> sets;
+  for (uint64_t i = 0; i < 64; ++i) sets.insert(mix64(i) & 63);
+  EXPECT_GT(sets.size(), 32u);
+  EXPECT_EQ(round_up_pow2(0), 1u);
+  EXPECT_EQ(round_up_pow2(5), 8u);
+  EXPECT_EQ(round_up_pow2(8), 8u);
+}
+
+}  // namespace
+}  // namespace nestor::caches
