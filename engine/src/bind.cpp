@@ -550,6 +550,7 @@ int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequ
   if (dev == devices_.end()) return -ENOENT;
   const uint16_t did = dev->second;
   Domain &d = domains_[did];
+  if (d.owner != owner) return -EPERM;
   if (syswide && pasid != kDefaultPasid && pasids_.owner_of(pasid) != owner) return -EPERM;
   if (!d.nesting) return -EINVAL;
   if (req.guest_pasid != PasidAllocator::kNoGuestPasid && syswide && pasid != kDefaultPasid) {
@@ -558,7 +559,7 @@ int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequ
   }
   // The root must be guest memory the domain lets the IOMMU read: anything else would make
   // every translation fault at best, or read host memory the guest was never given at worst.
-  (void)0;
+  if (!sl::walk(mem_, sl_config(d), req.fl_root_gpa, kAccessRead).ok) return -EINVAL;
 
   vtd::PasidEntry pe;
   pe.present = true;

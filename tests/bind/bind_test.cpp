@@ -257,8 +257,9 @@ TEST_F(BindTest, TableChangeIsGoneAfterCacheInvalidate) {
   GuestFl fl(*a.space, root, 4);
   ASSERT_EQ(fl.map(kIovaBase, 0x70'0000, 12, user_rw()), build::Status::kOk);  // remap
   ASSERT_EQ(fl.unmap(kIovaBase + k4K, 12), build::Status::kOk);
-  // Without an invalidation the old translation MAY still be visible once the engine caches
-  // translations (that is exactly why CACHE_INVLD is a duty); it is deliberately not asserted.
+  // Without an invalidation the old translation MAY still be visible: the engine caches
+  // translations and never snoops table writes (that is why CACHE_INVLD is a duty). Whether it
+  // is depends on cache policy, so it is deliberately not asserted.
   (void)w.translate(kSidA, true, pa, kIovaBase);
   invq::InvalidationOp op;
   op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCacheDevTlb;
