@@ -32,12 +32,20 @@ typedef struct nestor_config {
   uint8_t sagaw;              /* bit1: 39-bit, bit2: 48-bit, bit3: 57-bit second level */
   uint8_t flags;              /* NESTOR_CFG_* (0 = all features on) */
   uint32_t fault_log_entries; /* default 256 */
+  /* Cache geometry (0 = default). Capacities are rounded up to powers of two. */
+  uint32_t iotlb_entries;         /* default 65536 */
+  uint32_t iotlb_shards;          /* default 16 */
+  uint32_t iotlb_ways;            /* default 8 (the maximum) */
+  uint32_t context_cache_entries; /* default 1024 */
+  uint32_t pasid_cache_entries;   /* default 4096 */
+  uint32_t psc_entries;           /* default 4096 per paging-structure cache */
 } nestor_config;
 
 #define NESTOR_CFG_NO_FL5 0x01      /* no 5-level first-level tables */
 #define NESTOR_CFG_NO_FL1G 0x02     /* no 1G first-level pages */
 #define NESTOR_CFG_NO_SL_LARGE 0x04 /* no 2M/1G second-level pages */
 #define NESTOR_CFG_NO_FL_AD 0x08    /* do not update first-level A/D bits */
+#define NESTOR_CFG_NO_CACHES 0x10   /* uncached reference engine: every translation walks */
 
 #define NESTOR_ACCESS_READ 1
 #define NESTOR_ACCESS_WRITE 2
@@ -150,6 +158,34 @@ NESTOR_API int nestor_fault_log_drain(nestor_engine *e, nestor_fault_record *out
                                       int *overflow);
 NESTOR_API int nestor_fault_log_clear_overflow(nestor_engine *e);
 
+/* ==== Address spaces, batch translation, statistics ======================================
+ * A handle pre-resolves (source-id, PASID): translations through it skip the context and
+ * PASID-cache lookups until an invalidation is applied. A handle is used by one thread at a
+ * time; open as many as needed (one per device per thread). Close before destroying the engine. */
+typedef struct nestor_handle nestor_handle;
+NESTOR_API nestor_handle *nestor_handle_open(nestor_engine *e, uint16_t source_id, uint8_t has_pasid,
+                                             uint32_t pasid, uint8_t privileged);
+NESTOR_API void nestor_handle_close(nestor_handle *h);
+NESTOR_API int nestor_handle_translate(nestor_handle *h, uint64_t iova, uint8_t access,
+                                       nestor_result *res);
+/* n requests -> n results (same as n nestor_translate calls); thread-safe like nestor_translate. */
+NESTOR_API int nestor_translate_batch(nestor_engine *e, const nestor_request *reqs,
+                                      nestor_result *res, size_t n);
+
+typedef struct nestor_cache_stats {
+  uint64_t hits, misses, fills, refused_fills, evictions;
+  uint64_t inv_global, inv_domain, inv_pasid, inv_device, inv_page, inv_range, inv_gpa;
+  uint64_t inv_promoted, over_invalidations, entries_removed;
+} nestor_cache_stats;
+
+/* Versioned: set size = sizeof(nestor_stats); counters are summed over threads on demand. */
+typedef struct nestor_stats {
+  uint32_t size;
+  uint32_t reserved;
+  nestor_cache_stats context, pasid, iotlb, psc_first_level, psc_second_level, psc_nested_table;
+} nestor_stats;
+NESTOR_API int nestor_get_stats(nestor_engine *e, nestor_stats *out);
+
 NESTOR_API const char *nestor_fault_name(int reason);
 NESTOR_API const char *nestor_strerror(int err);
 
@@ -179,9 +215,110 @@ typedef struct nestor_inv_op {
   uint8_t  leaf;      /* invalidation hint: paging-structure caches may be kept */
 } nestor_inv_op;
 
-/* -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
+/* Enqueues (see "Invalidation queue" below); nestor_inv_wait makes it take effect.
+ * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
 NESTOR_API int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op);
 NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
+
+/* ==== Invalidation queue (engine/src/c_api_invalidation.cpp; C++: nestor/invalidation.h) ====
+ * Every front end below (typed ops above, VT-d queued invalidation, uAPI-style calls) feeds one
+ * queue per engine: operations are batched up to the next wait, coalesced, applied to the
+ * caches, drained (with NESTOR_CFG_DRAIN), then the wait completes. nestor_inv_submit and the
+ * uAPI calls only enqueue; nestor_inv_wait (or a QI wait descriptor) makes them take effect.
+ * Without NESTOR_CFG_BACKGROUND_INV the thread that waits (or writes the QI tail) does the
+ * processing; with it, a worker thread does. Never call nestor_inv_wait or nestor_qi_write_tail
+ * from an I/O callback of a translation (with drain on, the wait would wait for itself). */
+
+/* nestor_config.flags bits for invalidation. */
+#define NESTOR_CFG_DRAIN 0x10          /* waits also wait for translations already in flight */
+#define NESTOR_CFG_NO_COALESCE 0x20    /* apply every queued op as submitted */
+#define NESTOR_CFG_BACKGROUND_INV 0x40 /* a worker thread processes the queue */
+
+/* VT-d queued invalidation (QI): descriptors (128- or 256-bit, VT-d 6.5.2 formats) live in
+ * machine memory at base_pa, `entries` of them (entries * descriptor size must be 2^n 4K pages,
+ * n <= 7). Configuring resets head and tail to 0 and clears any error. */
+#define NESTOR_QI_ERR_NONE 0
+#define NESTOR_QI_ERR_IQE 1 /* invalid descriptor, unreadable descriptor or bad tail */
+#define NESTOR_QI_ERR_ITE 2 /* device-TLB invalidation time-out (never raised here) */
+#define NESTOR_QI_ERR_ICE 3 /* invalidation completion error (never raised here) */
+NESTOR_API int nestor_qi_configure(nestor_engine *e, uint64_t base_pa, uint64_t entries,
+                                   unsigned descriptor_bits /* 128 or 256 */);
+/* Tail-register write (descriptor index): fetches, decodes and queues [head, tail), stopping on
+ * the first bad descriptor (head stays on it; nothing after it is applied until
+ * nestor_qi_clear_error and the next tail write). Without a worker it also processes the
+ * queue, so wait-descriptor status writes have landed in machine memory when it returns.
+ * Returns 0, -EINVAL (not configured) or -EBUSY (the queue is stopped on an error). */
+NESTOR_API int nestor_qi_write_tail(nestor_engine *e, uint64_t tail_index);
+/* head_index: next descriptor to fetch; error: NESTOR_QI_ERR_*. Either pointer may be NULL. */
+NESTOR_API int nestor_qi_state(nestor_engine *e, uint64_t *head_index, int *error);
+NESTOR_API int nestor_qi_clear_error(nestor_engine *e);
+
+/* uAPI-style cache invalidation (Linux iommu_cache_invalidate_info-like), for (did, source_id).
+ * Valid cache x granularity: IOTLB: DOMAIN, PASID, ADDR; DEV_IOTLB: PASID, ADDR; PASID cache:
+ * DOMAIN, PASID. Every type in the mask must be valid for the granularity. ADDR: granule_size
+ * 4K, 2M or 1G, addr aligned to it, nb_granules >= 1, no overflow. Else -EINVAL, nothing queued. */
+#define NESTOR_UAPI_CACHE_IOTLB 0x1u
+#define NESTOR_UAPI_CACHE_DEV_IOTLB 0x2u
+#define NESTOR_UAPI_CACHE_PASID 0x4u
+#define NESTOR_UAPI_GRAN_DOMAIN 0u
+#define NESTOR_UAPI_GRAN_PASID 1u
+#define NESTOR_UAPI_GRAN_ADDR 2u
+#define NESTOR_UAPI_FLAG_LEAF 0x1u
+typedef struct nestor_uapi_cache_inv {
+  uint32_t size;        /* sizeof(nestor_uapi_cache_inv) */
+  uint32_t cache;       /* NESTOR_UAPI_CACHE_* mask */
+  uint32_t granularity; /* NESTOR_UAPI_GRAN_* */
+  uint32_t flags;       /* NESTOR_UAPI_FLAG_* */
+  uint16_t did;         /* domain of the IOTLB / PASID-cache entries */
+  uint16_t source_id;   /* device of the device-TLB entries */
+  uint32_t pasid;
+  uint64_t addr;         /* ADDR: first byte, aligned to granule_size */
+  uint64_t granule_size; /* ADDR: 4K, 2M or 1G */
+  uint64_t nb_granules;  /* ADDR: >= 1 */
+} nestor_uapi_cache_inv;
+NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *inv);
+
+/* iommufd IOMMU_HWPT_INVALIDATE_DATA_VTD_S1-like array of first-level IOTLB ranges for
+ * (did, pasid). addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
+ * of entries queued before the first invalid one (== count on success), or -EINVAL for NULL
+ * arguments; *error (if non-NULL) is 0 or -EINVAL for entry [return value]. */
+#define NESTOR_UAPI_IOTLB_LEAF 0x1u
+#define NESTOR_UAPI_ALL_PAGES UINT64_MAX
+typedef struct nestor_uapi_iotlb_entry {
+  uint64_t addr;   /* 4K aligned */
+  uint64_t npages; /* >= 1 */
+  uint32_t flags;  /* NESTOR_UAPI_IOTLB_LEAF */
+  uint32_t reserved; /* must be 0 */
+} nestor_uapi_iotlb_entry;
+NESTOR_API int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did, uint32_t pasid,
+                                                  const nestor_uapi_iotlb_entry *entries,
+                                                  uint32_t count, int *error);
+
+/* Statistics, versioned by size: the engine fills min(size, what it knows) bytes and reports
+ * what it knows in out->size. -EINVAL if out is NULL or size < 8. */
+#define NESTOR_INV_STATS_VERSION 1u
+#define NESTOR_INV_STATS_TYPES 16 /* descriptor types 0x0..0xF */
+typedef struct nestor_inv_stats {
+  uint32_t size;    /* in: sizeof(nestor_inv_stats); out: bytes the engine filled */
+  uint32_t version; /* out: NESTOR_INV_STATS_VERSION */
+  uint64_t descriptors_by_type[NESTOR_INV_STATS_TYPES]; /* QI descriptors decoded, by type */
+  uint64_t ops_submitted;       /* from every front end */
+  uint64_t waits_submitted;
+  uint64_t batches;             /* batches applied (ops between two waits) */
+  uint64_t batch_ops_sum;       /* ops entering coalescing, summed over batches */
+  uint64_t batch_ops_max;       /* largest batch */
+  uint64_t ops_applied;         /* ops applied to the caches after coalescing */
+  uint64_t coalesced_away;      /* batch_ops_sum - ops_applied */
+  uint64_t promotions;          /* ranges widened to PASID/domain scope */
+  uint64_t waits_completed;
+  uint64_t wait_latency_sum_ns; /* submission to completion */
+  uint64_t wait_latency_max_ns;
+  uint64_t interrupts;          /* waits with IF set */
+  uint64_t drains;              /* grace periods waited for */
+  uint64_t errors;              /* queue errors and failed status writes */
+} nestor_inv_stats;
+NESTOR_API int nestor_inv_get_stats(nestor_engine *e, nestor_inv_stats *out);
+/* ==== end of Invalidation queue ============================================================ */
 
 /* ==== Bind layer (engine/src/bind_c_api.cpp; C++: nestor/bind.h) ============================
  * The host side that feeds the engine: second-level domains, devices, system-wide PASIDs,

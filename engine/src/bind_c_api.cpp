@@ -5,17 +5,9 @@
 #include <cstring>
 #include <memory>
 
+#include "c_api_internal.h"
 #include "nestor.h"
 #include "nestor/bind.h"
-
-// The engine handle is defined in c_api.cpp, which this layer does not own. This definition
-// must stay token-for-token identical to it (the one-definition rule allows that); the
-// asserts catch the likely drift. TODO(lead): move it to an internal header both include.
-struct nestor_engine {
-  explicit nestor_engine(const nestor::EngineConfig &cfg) : engine(cfg) {}
-  nestor::Engine engine;
-};
-static_assert(sizeof(nestor_engine) == sizeof(nestor::Engine));
 
 struct nestor_bind {
   std::unique_ptr<nestor::BindLayer> layer;

@@ -4,13 +4,9 @@
 #include <memory>
 #include <new>
 
+#include "c_api_internal.h"
 #include "nestor.h"
 #include "nestor/engine.h"
-
-struct nestor_engine {
-  explicit nestor_engine(const nestor::EngineConfig &cfg) : engine(cfg) {}
-  nestor::Engine engine;
-};
 
 namespace {
 
@@ -29,6 +25,16 @@ nestor::EngineConfig to_config(const nestor_config *c) {
   cfg.second_level_2m = cfg.second_level_1g = !(in.flags & NESTOR_CFG_NO_SL_LARGE);
   cfg.first_level_ad = !(in.flags & NESTOR_CFG_NO_FL_AD);
   if (in.fault_log_entries) cfg.fault_log_entries = in.fault_log_entries;
+  cfg.caching = !(in.flags & NESTOR_CFG_NO_CACHES);
+  if (in.iotlb_entries) cfg.iotlb_entries = in.iotlb_entries;
+  if (in.iotlb_shards) cfg.iotlb_shards = in.iotlb_shards;
+  if (in.iotlb_ways) cfg.iotlb_ways = in.iotlb_ways;
+  if (in.context_cache_entries) cfg.context_cache_entries = in.context_cache_entries;
+  if (in.pasid_cache_entries) cfg.pasid_cache_entries = in.pasid_cache_entries;
+  if (in.psc_entries) cfg.psc_entries = in.psc_entries;
+  cfg.drain = (in.flags & NESTOR_CFG_DRAIN) != 0;
+  cfg.coalesce = !(in.flags & NESTOR_CFG_NO_COALESCE);
+  cfg.background_invalidation = (in.flags & NESTOR_CFG_BACKGROUND_INV) != 0;
   return cfg;
 }
 
@@ -77,17 +83,22 @@ int nestor_set_root_table(nestor_engine *e, uint64_t root_table_pa) {
   return e->engine.set_root_table(root_table_pa);
 }
 
-int nestor_translate(nestor_engine *e, const nestor_request *req, nestor_result *res) {
-  if (!e || !req || !res) return -EINVAL;
-  if (req->access == 0 || (req->access & ~7u)) return -EINVAL;
+namespace {
+
+bool valid_access(uint8_t access) { return access != 0 && !(access & ~7u); }
+
+nestor::Request to_request(const nestor_request &req) {
   nestor::Request r;
-  r.source_id = req->source_id;
-  r.has_pasid = req->has_pasid;
-  r.pasid = req->pasid;
-  r.iova = req->iova;
-  r.access = req->access;
-  r.privileged = req->privileged;
-  const nestor::Result out = e->engine.translate(r);
+  r.source_id = req.source_id;
+  r.has_pasid = req.has_pasid;
+  r.pasid = req.pasid;
+  r.iova = req.iova;
+  r.access = req.access;
+  r.privileged = req.privileged;
+  return r;
+}
+
+void to_result(const nestor::Result &out, nestor_result *res) {
   if (out.ok) {
     res->fault = 0;
     res->hpa = out.t.out;
@@ -101,6 +112,13 @@ int nestor_translate(nestor_engine *e, const nestor_request *req, nestor_result 
     res->perms = 0;
     res->level = out.fault.level;
   }
+}
+
+}  // namespace
+
+int nestor_translate(nestor_engine *e, const nestor_request *req, nestor_result *res) {
+  if (!e || !req || !res || !valid_access(req->access)) return -EINVAL;
+  to_result(e->engine.translate(to_request(*req)), res);
   return 0;
 }
 
@@ -136,30 +154,84 @@ int nestor_fault_log_clear_overflow(nestor_engine *e) {
   return 0;
 }
 
-int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op) {
-  if (!e || !op) return -EINVAL;
-  if (!op->cache || (op->cache & ~0x1Fu) || op->scope > NESTOR_SCOPE_RANGE) return -EINVAL;
-  nestor::invq::InvalidationOp o;
-  o.caches = op->cache;
-  o.scope = nestor::invq::Scope(op->scope);
-  o.did = op->did;
-  o.source_id = op->source_id;
-  o.pasid = op->pasid;
-  o.leaf = op->leaf;
-  if (o.scope == nestor::invq::Scope::kRange) {
-    if (op->npages == 0 || op->npages > (~uint64_t{0} >> 12) ||
-        (op->addr >> 12) + op->npages < (op->addr >> 12))
-      return -EINVAL;
-    o.addr = op->addr & ~uint64_t{0xFFF};
-    o.npages = op->npages;
+// nestor_inv_* and nestor_qi_*: c_api_invalidation.cpp
+
+struct nestor_handle {
+  nestor::AddressSpace as;
+};
+
+nestor_handle *nestor_handle_open(nestor_engine *e, uint16_t source_id, uint8_t has_pasid,
+                                  uint32_t pasid, uint8_t privileged) {
+  if (!e) return nullptr;
+  try {
+    auto h = std::make_unique<nestor_handle>();
+    h->as = e->engine.open(source_id, has_pasid, pasid, privileged);
+    return h.release();
+  } catch (...) {
+    return nullptr;
   }
-  e->engine.invalidate(o);
+}
+
+void nestor_handle_close(nestor_handle *h) { std::unique_ptr<nestor_handle> owned(h); }
+
+int nestor_handle_translate(nestor_handle *h, uint64_t iova, uint8_t access, nestor_result *res) {
+  if (!h || !res || !valid_access(access)) return -EINVAL;
+  to_result(h->as.translate(iova, access), res);
   return 0;
 }
 
-int nestor_inv_wait(nestor_engine *e) {
-  if (!e) return -EINVAL;
-  e->engine.invalidate_wait();
+int nestor_translate_batch(nestor_engine *e, const nestor_request *reqs, nestor_result *res,
+                           size_t n) {
+  if (!e || (n && (!reqs || !res))) return -EINVAL;
+  for (size_t i = 0; i < n; ++i)
+    if (!valid_access(reqs[i].access)) return -EINVAL;
+  constexpr size_t kChunk = 64;
+  nestor::Request in[kChunk];
+  nestor::Result out[kChunk];
+  for (size_t base = 0; base < n; base += kChunk) {
+    const size_t m = std::min(kChunk, n - base);
+    for (size_t i = 0; i < m; ++i) in[i] = to_request(reqs[base + i]);
+    e->engine.translate_batch(in, out, m);
+    for (size_t i = 0; i < m; ++i) to_result(out[i], &res[base + i]);
+  }
+  return 0;
+}
+
+static void copy_stats(const nestor::caches::CacheStats &s, nestor_cache_stats *o) {
+  o->hits = s.hits;
+  o->misses = s.misses;
+  o->fills = s.fills;
+  o->refused_fills = s.refused_fills;
+  o->evictions = s.evictions;
+  o->inv_global = s.inv_global;
+  o->inv_domain = s.inv_domain;
+  o->inv_pasid = s.inv_pasid;
+  o->inv_device = s.inv_device;
+  o->inv_page = s.inv_page;
+  o->inv_range = s.inv_range;
+  o->inv_gpa = s.inv_gpa;
+  o->inv_promoted = s.inv_promoted;
+  o->over_invalidations = s.over_invalidations;
+  o->entries_removed = s.entries_removed;
+}
+
+int nestor_get_stats(nestor_engine *e, nestor_stats *out) {
+  if (!e || !out || out->size < sizeof(uint32_t)) return -EINVAL;
+  const nestor::EngineStats s = e->engine.stats();
+  nestor_stats full{};
+  full.size = sizeof full;
+  copy_stats(s.context, &full.context);
+  copy_stats(s.pasid, &full.pasid);
+  copy_stats(s.iotlb, &full.iotlb);
+  copy_stats(s.psc_first_level, &full.psc_first_level);
+  copy_stats(s.psc_second_level, &full.psc_second_level);
+  copy_stats(s.psc_nested_table, &full.psc_nested_table);
+  // Older callers get the prefix they know; newer ones get the unknown tail zeroed.
+  const uint32_t want = out->size;
+  const size_t n = std::min<size_t>(want, sizeof full);
+  std::memcpy(out, &full, n);
+  if (want > sizeof full) std::memset(reinterpret_cast<char *>(out) + sizeof full, 0, want - sizeof full);
+  out->size = want;
   return 0;
 }
 

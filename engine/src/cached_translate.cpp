@@ -111,8 +111,11 @@ class CachedTables {
 };
 
 Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
-                           const Request &req, bool privileged) {
-  if (pe.pgtt == vtd::Pgtt::kPassThrough) return walk(pe, req, privileged);
+                           const Request &req, bool privileged, bool *write_ready) {
+  if (pe.pgtt == vtd::Pgtt::kPassThrough) {
+    if (write_ready) *write_ready = true;
+    return walk(pe, req, privileged);
+  }
   // Second-level-only translations depend on (DID, GPA) alone, so all PASIDs share them.
   const uint32_t key_pasid =
       pe.pgtt == vtd::Pgtt::kSecondLevel ? caches::Iotlb::kSecondLevelPasid : pasid;
@@ -122,6 +125,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
     // A denied or first-write access walks again: the walk decides the fault or sets D.
     if ((req.access & ~perms) == 0 && !needs_dirty) {
+      if (write_ready) *write_ready = hit.flags & caches::kIotlbDirty;
       Result r;
       r.ok = true;
       r.t.out = hit.hpa_base | (req.iova & ~page_mask(hit.page_shift));
@@ -192,6 +196,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     if ((fl_attrs & fl::kAttrDirty) && sl_dirty) fill.flags |= caches::kIotlbDirty;
   }
   iotlb_->fill(stamp, pe.did, key_pasid, req.iova, fill);
+  if (write_ready) *write_ready = fill.flags & caches::kIotlbDirty;
   return r;
 }
 
@@ -246,6 +251,8 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
     else
       psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
   }
+  // After the caches: a handle that sees the new generation re-resolves from them.
+  generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 }  // namespace nestor

@@ -1,7 +1,9 @@
 #include "nestor/engine.h"
 
 #include <cerrno>
+#include <optional>
 
+#include "nestor/invalidation.h"
 #include "nestor/walkers/first_level.h"
 #include "nestor/walkers/nested.h"
 #include "nestor/walkers/second_level.h"
@@ -61,6 +63,7 @@ Engine::Engine(const EngineConfig &cfg) : cfg_(cfg), faults_(cfg.fault_log_entri
       cfg_.psc_entries;
   psc_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
   psc_ = std::make_unique<caches::PagingStructureCaches>(*clock_, psc_cfg);
+  inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
 
 Engine::~Engine() = default;
@@ -137,36 +140,174 @@ Result Engine::fail(const Request &req, Fault f, bool fpd) {
   return r;
 }
 
-Result Engine::translate(const Request &req) {
-  // Taken before anything is read: a fill is refused if an invalidation of its key was issued
-  // after this point, so a walk racing an invalidation never leaves a stale entry behind.
-  const uint64_t stamp = clock_->now();
+bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out) {
   const bool caching = cfg_.caching;
   vtd::ContextEntry ctx;
   Fault f;
   bool fpd = false;
   if (!caching || !context_cache_->lookup(req.source_id, &ctx)) {
-    if (!read_context(req.source_id, &ctx, &f, &fpd)) return fail(req, f, fpd);
+    if (!read_context(req.source_id, &ctx, &f, &fpd)) {
+      *fault_out = fail(req, f, fpd);
+      return false;
+    }
     if (caching) context_cache_->fill(stamp, req.source_id, ctx);
   }
   // FPD in the context entry (and in the PASID directory entry) covers every structure and
   // paging entry reached through it, not just the entry itself.
   const bool ctx_fpd = ctx.fpd;
-  if (req.has_pasid && !ctx.pasid_enable)
-    return fail(req, {FaultReason::kContextPasidDisabled, FaultStage::kStructures, 0, req.iova},
-                ctx_fpd);
-  const uint32_t pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
-  const bool privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
-  vtd::PasidEntry pe;
-  if (!caching || !pasid_cache_->lookup(req.source_id, pasid, &pe)) {
-    fpd = false;
-    if (!read_pasid_entry(ctx, pasid, &pe, &f, &fpd)) return fail(req, f, ctx_fpd || fpd);
-    pe.fpd = pe.fpd || fpd;  // the directory entry's FPD travels with the cached PASID entry
-    if (caching) pasid_cache_->fill(stamp, req.source_id, pasid, pe.did, pe);
+  if (req.has_pasid && !ctx.pasid_enable) {
+    *fault_out = fail(
+        req, {FaultReason::kContextPasidDisabled, FaultStage::kStructures, 0, req.iova}, ctx_fpd);
+    return false;
   }
-  Result r = caching ? cached_walk(stamp, pe, pasid, req, privileged) : walk(pe, req, privileged);
-  if (!r.ok) return fail(req, r.fault, ctx_fpd || pe.fpd);
+  out->pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
+  out->privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
+  vtd::PasidEntry &pe = out->pe;
+  if (!caching || !pasid_cache_->lookup(req.source_id, out->pasid, &pe)) {
+    fpd = false;
+    if (!read_pasid_entry(ctx, out->pasid, &pe, &f, &fpd)) {
+      *fault_out = fail(req, f, ctx_fpd || fpd);
+      return false;
+    }
+    pe.fpd = pe.fpd || fpd;  // the directory entry's FPD travels with the cached PASID entry
+    if (caching) pasid_cache_->fill(stamp, req.source_id, out->pasid, pe.did, pe);
+  }
+  out->fpd = ctx_fpd || pe.fpd;
+  return true;
+}
+
+Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
+                                  bool *write_ready) {
+  Result r = cfg_.caching ? cached_walk(stamp, rs.pe, rs.pasid, req, rs.privileged, write_ready)
+                          : walk(rs.pe, req, rs.privileged);
+  if (!r.ok) return fail(req, r.fault, rs.fpd);
   return r;
+}
+
+Result Engine::translate(const Request &req) {
+  // Drain needs every translation bracketed in the epoch domain; without it, this predictable
+  // branch is the whole cost.
+  if (cfg_.drain) [[unlikely]] return translate_drained(req);
+  return translate_undrained(req);
+}
+
+Result Engine::translate_undrained(const Request &req) {
+  // Taken before anything is read: a fill is refused if an invalidation of its key was issued
+  // after this point, so a walk racing an invalidation never leaves a stale entry behind.
+  const uint64_t stamp = clock_->now();
+  Resolved rs;
+  Result fault;
+  if (!resolve(stamp, req, &rs, &fault)) return fault;
+  return translate_resolved(stamp, rs, req);
+}
+
+AddressSpace Engine::open(uint16_t source_id, bool has_pasid, uint32_t pasid, bool privileged) {
+  AddressSpace as;
+  as.engine_ = this;
+  as.base_.source_id = source_id;
+  as.base_.has_pasid = has_pasid;
+  as.base_.pasid = pasid;
+  as.base_.privileged = privileged;
+  return as;
+}
+
+Result Engine::translate_in(AddressSpace &as, const Request &req) {
+  if (!cfg_.caching) return translate(req);
+  // Drain: bracketed like translate() so waits also cover handle translations.
+  std::optional<EngineInvalidation::TranslationGuard> drain_guard;
+  if (cfg_.drain) [[unlikely]] drain_guard.emplace(*inv_);
+  // Read before resolving: an invalidation that lands after this read bumps the generation
+  // again once applied, so the next translation re-resolves.
+  const uint64_t gen = generation_.load(std::memory_order_acquire);
+  if (as.generation_ != gen) {
+    const uint64_t stamp = clock_->now();
+    Result fault;
+    if (!resolve(stamp, req, &as.resolved_, &fault)) {
+      as.generation_ = kStaleGeneration;
+      return fault;
+    }
+    as.stamp_ = stamp;
+    as.generation_ = gen;
+  }
+  const uint64_t page = req.iova >> 12;
+  AddressSpace::MicroEntry &m = as.micro_[page & (AddressSpace::kMicroEntries - 1)];
+  if (m.page == page && m.generation == gen && (req.access & ~m.allowed) == 0) {
+    Result r;
+    r.ok = true;
+    r.t.out = m.out_page | (req.iova & 0xFFF);
+    r.t.page_shift = m.page_shift;
+    r.t.perms = m.perms;
+    r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
+    return r;
+  }
+  // Fills use the resolution's stamp: every invalidation since it advanced the generation, so
+  // this stamp is older than any invalidation the handle has not yet seen and those refuse it.
+  bool write_ready = false;
+  Result r = translate_resolved(as.stamp_, as.resolved_, req, &write_ready);
+  if (r.ok) {
+    // Tagged with the generation read before the lookup: an invalidation applied meanwhile has
+    // moved it on, so this entry can never outlive it.
+    m.page = page;
+    m.out_page = r.t.out & ~uint64_t{0xFFF};
+    m.generation = gen;
+    m.page_shift = r.t.page_shift;
+    m.perms = r.t.perms;
+    m.allowed = write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
+  }
+  return r;
+}
+
+void Engine::translate_batch(const Request *reqs, Result *out, size_t n) {
+  // Drain: the whole batch is one announced translation (see translate()).
+  std::optional<EngineInvalidation::TranslationGuard> drain_guard;
+  if (cfg_.drain) [[unlikely]] drain_guard.emplace(*inv_);
+  // Resolve a group and prefetch each request's IOTLB set, then look them up: the set loads
+  // of a group overlap instead of serialising on cache misses.
+  constexpr size_t kGroup = 8;
+  Resolved rs[kGroup];
+  bool ok[kGroup];
+  for (size_t base = 0; base < n; base += kGroup) {
+    const size_t m = std::min(kGroup, n - base);
+    const uint64_t stamp = clock_->now();
+    for (size_t i = 0; i < m; ++i) {
+      ok[i] = resolve(stamp, reqs[base + i], &rs[i], &out[base + i]);
+      if (ok[i] && cfg_.caching)
+        iotlb_->prefetch(rs[i].pe.did,
+                         rs[i].pe.pgtt == vtd::Pgtt::kSecondLevel
+                             ? caches::Iotlb::kSecondLevelPasid
+                             : rs[i].pasid,
+                         reqs[base + i].iova);
+    }
+    for (size_t i = 0; i < m; ++i)
+      if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
+  }
+}
+
+Result AddressSpace::translate(uint64_t iova, uint8_t access) {
+  Request req = base_;
+  req.iova = iova;
+  req.access = access;
+  return engine_->translate_in(*this, req);
+}
+
+void AddressSpace::translate_batch(const uint64_t *iovas, uint8_t access, Result *out, size_t n) {
+  Request req = base_;
+  req.access = access;
+  if (n && engine_->config().caching) {
+    // Resolve once up front so the prefetches below use the right tags.
+    req.iova = iovas[0];
+    out[0] = engine_->translate_in(*this, req);
+  }
+  const uint32_t key_pasid = resolved_.pe.pgtt == vtd::Pgtt::kSecondLevel
+                                 ? caches::Iotlb::kSecondLevelPasid
+                                 : resolved_.pasid;
+  constexpr size_t kAhead = 4;
+  for (size_t i = engine_->config().caching ? 1 : 0; i < n; ++i) {
+    if (i + kAhead < n && generation_ != Engine::kStaleGeneration)
+      engine_->iotlb_->prefetch(resolved_.pe.did, key_pasid, iovas[i + kAhead]);
+    req.iova = iovas[i];
+    out[i] = engine_->translate_in(*this, req);
+  }
 }
 
 EngineStats Engine::stats() const {
@@ -179,8 +320,6 @@ EngineStats Engine::stats() const {
   s.psc_nested_table = psc_->nested_table_stats();
   return s;
 }
-
-void Engine::invalidate_wait() {}
 
 sl::Config Engine::sl_config(const vtd::PasidEntry &pe) const {
   sl::Config slc;

@@ -86,7 +86,7 @@ struct BindingInfo {
   BindRequest request;
 };
 
-class BindLayer {
+class NESTOR_CXX_API BindLayer {
   struct Key {
     explicit Key() = default;
   };

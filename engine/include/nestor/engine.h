@@ -2,12 +2,14 @@
 // translates device requests through them.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "nestor/caches/caches.h"
+#include "nestor/export.h"
 #include "nestor/invq/op.h"
 #include "nestor/machine_memory.h"
 #include "nestor/vtd_structures.h"
@@ -16,6 +18,8 @@
 #include "nestor/walkers/types.h"
 
 namespace nestor {
+
+class EngineInvalidation;
 
 struct EngineConfig {
   uint8_t host_address_width = 48;  // HAW: physical address bits
@@ -36,6 +40,11 @@ struct EngineConfig {
   uint32_t pasid_cache_entries = 4096;
   uint32_t psc_entries = 4096;  // each of: first-level, second-level, nested-table caches
   uint64_t promote_threshold_pages = 1024;  // ranges above this become PASID/domain scope
+  // Invalidation (nestor/invalidation.h). Drain: translations announce themselves so a wait
+  // also covers those already in flight (costs a fence per translation; off by default).
+  bool drain = false;
+  bool coalesce = true;                  // coalesce the ops between two waits
+  bool background_invalidation = false;  // a worker thread processes queued invalidations
 };
 
 // Per-cache statistics summed over threads.
@@ -65,7 +74,7 @@ struct FaultRecord {
 
 // A bounded log of faults, as hardware's fault-recording registers: when full, new faults
 // are dropped and the overflow flag is set until the log is drained.
-class FaultLog {
+class NESTOR_CXX_API FaultLog {
  public:
   explicit FaultLog(uint32_t capacity) : capacity_(capacity ? capacity : 1) {}
   void record(const FaultRecord &r);
@@ -82,7 +91,49 @@ class FaultLog {
   bool overflow_ = false;
 };
 
-class Engine {
+class Engine;
+
+// A device's address space (source-id + PASID) resolved once: translations through it skip the
+// context and PASID-cache lookups until an invalidation changes the engine's generation. Cheap
+// to copy; one per thread (not safe to share between threads without external locking).
+class NESTOR_CXX_API AddressSpace {
+ public:
+  AddressSpace() = default;
+  Result translate(uint64_t iova, uint8_t access);
+  // Translates n addresses with one access type; prefetches IOTLB sets a few requests ahead.
+  void translate_batch(const uint64_t *iovas, uint8_t access, Result *out, size_t n);
+  uint16_t source_id() const { return base_.source_id; }
+  bool valid() const { return engine_ != nullptr; }
+
+ private:
+  friend class Engine;
+  struct Resolved {
+    vtd::PasidEntry pe;
+    uint32_t pasid = 0;
+    bool privileged = false;
+    bool fpd = false;
+  };
+  // A small direct-mapped translation cache private to the handle (what a device's ATC is to
+  // the IOMMU). Entries carry the engine generation they were filled under; every applied
+  // invalidation advances it, so a stale entry is never served after an invalidation returns.
+  struct MicroEntry {
+    uint64_t page = ~uint64_t{0};  // iova >> 12
+    uint64_t out_page = 0;         // output address of that 4K page
+    uint64_t generation = ~uint64_t{0};
+    uint8_t page_shift = 12;
+    uint8_t perms = 0;
+    uint8_t allowed = 0;  // accesses a hit may serve (W only once D is known to be set)
+  };
+  static constexpr size_t kMicroEntries = 64;
+  Engine *engine_ = nullptr;
+  Request base_;
+  uint64_t generation_ = ~uint64_t{0};
+  uint64_t stamp_ = 0;
+  Resolved resolved_;
+  std::array<MicroEntry, kMicroEntries> micro_{};
+};
+
+class NESTOR_CXX_API Engine {
  public:
   explicit Engine(const EngineConfig &cfg = {});
   ~Engine();
@@ -101,6 +152,12 @@ class Engine {
 
   EngineStats stats() const;
 
+  // Address-space handle: the fastest path for repeated translations of one device/PASID.
+  // `privileged` applies to requests with PASID; without PASID the context's RID_PRIV does.
+  AddressSpace open(uint16_t source_id, bool has_pasid, uint32_t pasid, bool privileged = false);
+  // Translates n requests; results are the same as n translate() calls.
+  void translate_batch(const Request *reqs, Result *out, size_t n);
+
   // Invalidation entry point for software that changed structures or tables: applies `op`
   // to every cache it names. Completion (and drain) is `invalidate_wait()`; together they are
   // the typed equivalent of queueing descriptors followed by a wait descriptor.
@@ -108,6 +165,8 @@ class Engine {
   // Returns once every earlier invalidation is applied (and, with drain on, every translation
   // that began before it has finished).
   void invalidate_wait();
+  // Queued invalidation, QI registers, uAPI front ends, drain (nestor/invalidation.h).
+  EngineInvalidation &invalidation() { return *inv_; }
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd);
@@ -115,9 +174,19 @@ class Engine {
                         Fault *fault, bool *fpd);
 
  private:
+  using Resolved = AddressSpace::Resolved;
+  static constexpr uint64_t kStaleGeneration = ~uint64_t{0};
+  friend class AddressSpace;
+  bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
+  // *write_ready (optional): whether a later write may reuse this result without a walk.
+  Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
+                            bool *write_ready = nullptr);
+  Result translate_in(AddressSpace &as, const Request &req);
   Result walk(const vtd::PasidEntry &pe, const Request &req, bool privileged);
+  Result translate_undrained(const Request &req);
+  Result translate_drained(const Request &req);  // invalidation.cpp
   Result cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
-                     const Request &req, bool privileged);
+                     const Request &req, bool privileged, bool *write_ready = nullptr);
   sl::Config sl_config(const vtd::PasidEntry &pe) const;
   fl::Config fl_config(const vtd::PasidEntry &pe) const;
   friend class CachedTables;
@@ -131,8 +200,12 @@ class Engine {
   std::unique_ptr<caches::PasidCache<vtd::PasidEntry>> pasid_cache_;
   std::unique_ptr<caches::Iotlb> iotlb_;
   std::unique_ptr<caches::PagingStructureCaches> psc_;
+  // Advanced after every applied invalidation: address-space handles re-resolve when it moves.
+  alignas(64) std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> root_table_{0};
   std::atomic<bool> root_set_{false};
+  // Last: destroyed first, so its worker stops before the caches it applies to go away.
+  std::unique_ptr<EngineInvalidation> inv_;
 };
 
 }  // namespace nestor

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "nestor/export.h"
 #include "nestor/walkers/memory.h"
 
 namespace nestor {
@@ -20,7 +21,7 @@ using IoWriteFn = int (*)(void *ctx, uint64_t pa, const void *buf, size_t len);
 // Fault injection: return true to make the access at `pa` fail.
 using FailFn = bool (*)(void *ctx, uint64_t pa, bool is_write);
 
-class MachineMemory {
+class NESTOR_CXX_API MachineMemory {
  public:
   static constexpr int kMaxRegions = 64;
 
@@ -127,7 +128,7 @@ class MachineMemory {
 static_assert(PhysicalMemory<MachineMemory>);
 
 // Hands out zeroed 4K pages for tables from a RAM range, thread-safe (not a hot path).
-class PageAllocator {
+class NESTOR_CXX_API PageAllocator {
  public:
   PageAllocator(MachineMemory &mem, uint64_t base, uint64_t size)
       : mem_(mem), next_(base), end_(base + size) {}

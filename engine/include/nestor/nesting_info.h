@@ -98,14 +98,14 @@ constexpr uint8_t max_guest_address_width(uint8_t sagaw) {
 }
 
 // `max_domain_id`: highest DID the host may allocate (ND covers it).
-uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id = 0xFFFF);
-uint64_t vtd_ecap(const EngineConfig &cfg);
-NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features,
+NESTOR_CXX_API uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id = 0xFFFF);
+NESTOR_CXX_API uint64_t vtd_ecap(const EngineConfig &cfg);
+NESTOR_CXX_API NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features,
                               uint16_t max_domain_id = 0xFFFF);
 
 // Copies `info` into a caller buffer of `size` bytes: the prefix the caller knows, and zeroes
 // past sizeof(NestingInfo). The copied `size` field says how many bytes the engine knows.
 // Returns 0, or -EINVAL for a null buffer or one too small for the `size` field.
-int copy_nesting_info(const NestingInfo &info, void *out, uint32_t size);
+NESTOR_CXX_API int copy_nesting_info(const NestingInfo &info, void *out, uint32_t size);
 
 }  // namespace nestor

@@ -8,12 +8,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "nestor/export.h"
+
 namespace nestor {
 
 // A bitmap with 64-ary summary levels: level 0 holds one bit per item (1 = set), each higher
 // level one bit per word below (1 = that word has a set bit). Finding the next set bit costs
 // one word per level (4 words for 2^20 items) instead of a linear scan. Not thread-safe.
-class HierarchicalBitmap {
+class NESTOR_CXX_API HierarchicalBitmap {
  public:
   static constexpr uint32_t kNone = UINT32_MAX;
 
@@ -31,7 +33,7 @@ class HierarchicalBitmap {
   std::vector<std::vector<uint64_t>> levels_;  // levels_[0]: the items; back(): one word
 };
 
-class PasidAllocator {
+class NESTOR_CXX_API PasidAllocator {
  public:
   static constexpr uint32_t kAnyPasid = 0;  // alloc(): any free PASID
   static constexpr uint32_t kNoGuestPasid = UINT32_MAX;

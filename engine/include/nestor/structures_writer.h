@@ -14,7 +14,7 @@
 namespace nestor {
 
 // Host-physical table space: tables come from a PageAllocator in machine memory.
-class HostTableSpace {
+class NESTOR_CXX_API HostTableSpace {
  public:
   HostTableSpace(MachineMemory &mem, PageAllocator &pages) : mem_(mem), pages_(pages) {}
   uint64_t alloc_table() { return pages_.alloc(); }
@@ -30,7 +30,7 @@ static_assert(build::TableSpace<HostTableSpace>);
 // A guest's physical address space as seen through its second level: table addresses are
 // GPAs, accesses are resolved with a second-level walk. Tables are carved from a guest-physical
 // range the caller reserves for them.
-class GuestTableSpace {
+class NESTOR_CXX_API GuestTableSpace {
  public:
   GuestTableSpace(MachineMemory &mem, const sl::Config &slc, uint64_t gpa_base, uint64_t gpa_size)
       : mem_(mem), slc_(slc), next_(gpa_base), end_(gpa_base + gpa_size) {}
@@ -50,7 +50,7 @@ static_assert(build::TableSpace<GuestTableSpace>);
 
 // Owns the root table and allocates context tables, PASID directories and PASID tables on
 // demand. Not thread-safe: callers serialise configuration.
-class StructuresWriter {
+class NESTOR_CXX_API StructuresWriter {
  public:
   StructuresWriter(MachineMemory &mem, PageAllocator &pages);
 

@@ -83,6 +83,11 @@ class Iotlb {
     return false;
   }
 
+  // Prefetches the set a 4K lookup of iova would read first (the common page size).
+  void prefetch(uint16_t did, uint32_t pasid, uint64_t iova) const {
+    cache_.prefetch(make_key(did, pasid, iova >> kPageShift4K, PageSize::k4K));
+  }
+
   // stamp: clock().now() read before the walk began. Returns false (refused) if any
   // invalidation that applies to this entry was issued at or after the stamp.
   bool fill(uint64_t stamp, uint16_t did, uint32_t pasid, uint64_t iova, const IotlbEntry &e) {
@@ -104,17 +109,23 @@ class Iotlb {
   }
 
   void invalidate_global() {
-    detail::raise_to(global_time_, clock_.advance());
+    const uint64_t t = clock_.advance();
+    detail::raise_to(any_scope_time_, t);
+    detail::raise_to(global_time_, t);
     stats_.add(Counter::kInvGlobal);
   }
 
   void invalidate_domain(uint16_t did) {
-    did_times_.raise(did, clock_.advance());
+    const uint64_t t = clock_.advance();
+    detail::raise_to(any_scope_time_, t);
+    did_times_.raise(did, t);
     stats_.add(Counter::kInvDomain);
   }
 
   void invalidate_pasid(uint16_t did, uint32_t pasid) {
-    pasid_times_.raise(detail::did_pasid_key(did, pasid), clock_.advance());
+    const uint64_t t = clock_.advance();
+    detail::raise_to(any_scope_time_, t);
+    pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
     stats_.add(Counter::kInvPasid);
   }
 
@@ -155,11 +166,13 @@ class Iotlb {
     const uint64_t last = last_byte(gpa, npages);
     const uint64_t first_region = gpa >> 30, last_region = last >> 30;
     if (last_region - first_region >= cfg_.max_gpa_regions) {
+      detail::raise_to(any_scope_time_, t);
       nested_did_times_.raise(did, t);
       stats_.add(Counter::kOverInvalidations);
       return;
     }
     for (uint64_t r = first_region;; ++r) {
+      detail::raise_to(any_scope_time_, t);
       gpa_region_times_.raise(region_key(did, r), t);
       if (r == last_region) break;
     }
@@ -211,6 +224,9 @@ class Iotlb {
   struct Valid {
     const Iotlb *self;
     bool operator()(uint64_t stamp, const Key &k, const IotlbEntry &v) const {
+      // Fast path: filled after the newest scope invalidation of any kind, so no scope table
+      // can reject it. Scope invalidations are rare next to hits, so this is the usual case.
+      if (stamp > self->any_scope_time_.load(std::memory_order_acquire)) return true;
       if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
       if (stamp <= self->did_times_.get(k.did)) return false;
       if (stamp <= self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid))) return false;
@@ -231,6 +247,7 @@ class Iotlb {
   void remove_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages, uint64_t t) {
     addr &= ~((uint64_t{1} << kPageShift4K) - 1);
     if (npages > cfg_.promote_threshold_pages) {
+      detail::raise_to(any_scope_time_, t);
       pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
       stats_.add(Counter::kInvPromoted);
       stats_.add(Counter::kOverInvalidations);
@@ -270,7 +287,9 @@ class Iotlb {
   InvalidationClock &clock_;
   IotlbConfig cfg_;
   Cache cache_;
-  alignas(64) std::atomic<uint64_t> global_time_{0};
+  // Newest time raised in any scope table below (a max over all of them).
+  alignas(64) std::atomic<uint64_t> any_scope_time_{0};
+  std::atomic<uint64_t> global_time_{0};
   detail::ScopeTable did_times_;
   detail::ScopeTable pasid_times_;
   detail::ScopeTable nested_did_times_;

@@ -1,0 +1,215 @@
+// Google Benchmark suite: the cached translation paths and the cost of invalidation.
+// Rates are translations/s (or invalidations/s); ratios are taken within one run.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "nestor.h"
+#include "testbed.h"
+
+using namespace nestor;
+
+namespace {
+
+struct BedKey {
+  int mode;
+  uint64_t pages;
+  bool caching;
+  uint32_t iotlb;
+  bool operator<(const BedKey &o) const {
+    return std::tie(mode, pages, caching, iotlb) < std::tie(o.mode, o.pages, o.caching, o.iotlb);
+  }
+};
+
+// Testbeds are built once per shape and reused: table building is not what is measured.
+// The IOTLB is sized like the engine default (64K entries) unless the working set needs more.
+bench::Testbed &bed(bench::Mode mode, uint64_t pages, bool caching = true,
+                    uint32_t iotlb_entries = 0) {
+  if (iotlb_entries == 0) iotlb_entries = pages > 32768 ? 1u << 21 : 1u << 16;
+  static std::map<BedKey, std::unique_ptr<bench::Testbed>> beds;
+  auto &slot = beds[{int(mode), pages, caching, iotlb_entries}];
+  if (!slot) {
+    bench::TestbedConfig tc;
+    tc.mode = mode;
+    tc.vms = 1;
+    tc.working_set_pages = pages;
+    tc.guest_ram = std::max<uint64_t>(256ull << 20, ((pages * 4096) + (32ull << 20)) & ~((2ull << 20) - 1));
+    EngineConfig ec;
+    ec.caching = caching;
+    ec.iotlb_entries = iotlb_entries;
+    ec.psc_entries = 1u << 16;
+    slot = std::make_unique<bench::Testbed>(tc, ec);
+  }
+  return *slot;
+}
+
+std::vector<uint64_t> shuffled_iovas(uint64_t pages) {
+  std::vector<uint64_t> v(pages);
+  for (uint64_t p = 0; p < pages; ++p) v[p] = bench::kIovaBase + p * 4096;
+  std::shuffle(v.begin(), v.end(), std::mt19937_64(42));
+  return v;
+}
+
+void rate(benchmark::State &state, uint64_t faults) {
+  if (faults) state.SkipWithError("translation faulted");
+  state.counters["translations/s"] =
+      benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void warm(bench::Testbed &b, uint64_t pages) {
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  for (uint64_t p = 0; p < pages; ++p) h.translate(bench::kIovaBase + p * 4096, kAccessRead);
+}
+
+// IOTLB hits through an address-space handle (the fastest path). Threads share the engine.
+void BM_Hit_Handle(benchmark::State &state) {
+  const uint64_t pages = uint64_t(state.range(0));
+  bench::Testbed &b = bed(bench::Mode::kNested, pages);
+  if (state.thread_index() == 0) warm(b, pages);
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  uint64_t i = uint64_t(state.thread_index()) * 7, faults = 0;
+  for (auto _ : state) {
+    const Result r = h.translate(iovas[i++ & (pages - 1)], kAccessRead);
+    faults += !r.ok;
+    benchmark::DoNotOptimize(r);
+  }
+  rate(state, faults);
+}
+BENCHMARK(BM_Hit_Handle)->Arg(64)->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
+
+// IOTLB hits through the C++ request path (context + PASID cache + IOTLB lookups).
+void BM_Hit_Request(benchmark::State &state) {
+  const uint64_t pages = uint64_t(state.range(0));
+  bench::Testbed &b = bed(bench::Mode::kNested, pages);
+  warm(b, pages);
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  Request req;
+  req.source_id = b.devices()[0].source_id;
+  req.has_pasid = true;
+  req.pasid = b.devices()[0].pasid;
+  uint64_t i = 0, faults = 0;
+  for (auto _ : state) {
+    req.iova = iovas[i++ & (pages - 1)];
+    const Result r = b.engine().translate(req);
+    faults += !r.ok;
+    benchmark::DoNotOptimize(r);
+  }
+  rate(state, faults);
+}
+BENCHMARK(BM_Hit_Request)->Arg(64)->Arg(4096);
+
+// Batch API vs the single-request loop on a working set far beyond the last-level cache.
+void BM_Hit_HandleLoop_Large(benchmark::State &state) {
+  const uint64_t pages = 1u << 19;
+  bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
+  warm(b, pages);
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  uint64_t i = 0, faults = 0;
+  std::vector<Result> out(64);
+  for (auto _ : state) {
+    for (size_t k = 0; k < 64; ++k) out[k] = h.translate(iovas[(i + k) & (pages - 1)], 1);
+    for (auto &r : out) faults += !r.ok;
+    i += 64;
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * 64);
+  if (faults) state.SkipWithError("translation faulted");
+  state.counters["translations/s"] =
+      benchmark::Counter(double(state.iterations()) * 64, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Hit_HandleLoop_Large);
+
+void BM_Hit_HandleBatch_Large(benchmark::State &state) {
+  const uint64_t pages = 1u << 19;
+  bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
+  warm(b, pages);
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  uint64_t i = 0, faults = 0;
+  std::vector<Result> out(64);
+  std::vector<uint64_t> chunk(64);
+  for (auto _ : state) {
+    for (size_t k = 0; k < 64; ++k) chunk[k] = iovas[(i + k) & (pages - 1)];
+    h.translate_batch(chunk.data(), 1, out.data(), 64);
+    for (auto &r : out) faults += !r.ok;
+    i += 64;
+  }
+  if (faults) state.SkipWithError("translation faulted");
+  state.counters["translations/s"] =
+      benchmark::Counter(double(state.iterations()) * 64, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Hit_HandleBatch_Large);
+
+// Nested 4x4 misses: IOTLB too small to hold anything (every access misses), paging-structure
+// caches warm; versus the uncached engine walking everything; on a 16K-page working set.
+void nested_miss(benchmark::State &state, bool caching, uint32_t iotlb_entries) {
+  const uint64_t pages = 16384;
+  bench::Testbed &b = bed(bench::Mode::kNested, pages, caching, iotlb_entries);
+  warm(b, pages);
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  uint64_t i = 0, faults = 0;
+  for (auto _ : state) {
+    const Result r = h.translate(iovas[i++ & (pages - 1)], kAccessRead);
+    faults += !r.ok;
+    benchmark::DoNotOptimize(r);
+  }
+  rate(state, faults);
+}
+void BM_Nested16K_Cached(benchmark::State &s) { nested_miss(s, true, 1u << 16); }
+void BM_Nested16K_WarmPscIotlbMiss(benchmark::State &s) { nested_miss(s, true, 16); }
+void BM_Nested16K_Uncached(benchmark::State &s) { nested_miss(s, false, 1u << 16); }
+BENCHMARK(BM_Nested16K_Cached);
+BENCHMARK(BM_Nested16K_WarmPscIotlbMiss);
+BENCHMARK(BM_Nested16K_Uncached);
+
+// Scope invalidation cost at low and high occupancy: O(1) generation bumps.
+void scope_invalidation(benchmark::State &state, invq::Scope scope) {
+  const uint64_t pages = uint64_t(state.range(0));
+  bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
+  warm(b, pages);
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.scope = scope;
+  op.did = 1;
+  op.pasid = b.devices()[0].pasid;
+  for (auto _ : state) b.engine().invalidate(op);
+  state.counters["invalidations/s"] =
+      benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+}
+void BM_Invalidate_Global(benchmark::State &s) { scope_invalidation(s, invq::Scope::kGlobal); }
+void BM_Invalidate_Domain(benchmark::State &s) { scope_invalidation(s, invq::Scope::kDomain); }
+void BM_Invalidate_Pasid(benchmark::State &s) { scope_invalidation(s, invq::Scope::kPasid); }
+BENCHMARK(BM_Invalidate_Global)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(BM_Invalidate_Domain)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(BM_Invalidate_Pasid)->Arg(1024)->Arg(1 << 20);
+
+// Page-selective invalidation (one 4K page, leaf hint) at low and high occupancy.
+void BM_Invalidate_Page(benchmark::State &state) {
+  const uint64_t pages = uint64_t(state.range(0));
+  bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
+  warm(b, pages);
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.scope = invq::Scope::kRange;
+  op.did = 1;
+  op.pasid = b.devices()[0].pasid;
+  op.npages = 1;
+  op.leaf = true;
+  uint64_t p = 0;
+  for (auto _ : state) {
+    op.addr = bench::kIovaBase + (p++ & (pages - 1)) * 4096;
+    b.engine().invalidate(op);
+  }
+  state.counters["invalidations/s"] =
+      benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_Invalidate_Page)->Arg(1024)->Arg(1 << 20);
+
+}  // namespace

@@ -1,0 +1,98 @@
+// The engine's invalidation machinery: it owns an invq::InvalidationProcessor, the VT-d
+// invalidation queue registers and the drain epoch domain, and plugs the engine's caches in as
+// the processor's target. Every invalidation front end (QI descriptors in machine memory, the
+// typed C/C++ calls, the uAPI-style calls) ends up in the same processor, so batching,
+// coalescing, drain and wait completion behave identically for all of them.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "nestor/export.h"
+#include "nestor/invq/epoch.h"
+#include "nestor/invq/processor.h"
+#include "nestor/invq/queue.h"
+#include "nestor/invq/stats.h"
+#include "nestor/invq/uapi.h"
+
+namespace nestor {
+
+class Engine;
+struct EngineConfig;
+
+class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
+                                                public invq::StatusWriter {
+ public:
+  // Shared with per-thread reader bookkeeping (see invalidation.cpp), so a thread that exits
+  // after the engine is gone can tell, instead of touching freed memory.
+  struct DrainState;
+
+  EngineInvalidation(Engine &engine, const EngineConfig &cfg);
+  ~EngineInvalidation() override;
+  EngineInvalidation(const EngineInvalidation &) = delete;
+  EngineInvalidation &operator=(const EngineInvalidation &) = delete;
+
+  // InvalidationTarget: apply = Engine::invalidate; drain = one grace period of the engine's
+  // translating threads (only when EngineConfig::drain is on; otherwise nothing to wait for).
+  void apply(const invq::InvalidationOp &op) override;
+  void drain() override;
+  // StatusWriter: the 32-bit wait status goes to machine memory like any DMA write.
+  bool write_status(uint64_t pa, uint32_t data) override;
+
+  // Typed front end. submit() only queues; wait() returns once every earlier op (queued here,
+  // through the QI or applied directly with Engine::invalidate) is applied and, with drain on,
+  // every translation that began before the call has finished. Without a background worker
+  // the caller processes the queue itself.
+  void submit(const invq::InvalidationOp &op);
+  void wait();
+
+  // uAPI front ends: converted ops are queued like submit(); nothing is queued for an invalid
+  // request, and for the array only the entries before the first invalid one.
+  invq::UapiError submit_user(const invq::UserCacheInvalidate &request,
+                              const invq::UserTarget &target);
+  invq::UapiArrayResult submit_iotlb_array(std::span<const invq::IotlbInvalidateEntry> entries,
+                                           uint16_t did, uint32_t pasid);
+
+  // Queued invalidation (VT-d QI). configure() programs IQA (base 4K aligned, entries * width
+  // a power-of-two number of 4K pages, at most 128). write_tail() fetches and decodes
+  // [head, tail) from machine memory, queues the ops and waits, and (without a worker)
+  // processes them before returning, so status writes have landed. Returns 0, -EINVAL (not
+  // configured / bad arguments) or -EBUSY (the queue is stopped on an error; see queue()).
+  int qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits);
+  int qi_write_tail(uint64_t tail_index);
+
+  invq::InvalidationProcessor &processor() { return processor_; }
+  invq::InvalidationQueue &queue() { return queue_; }
+  invq::EpochDomain &epoch();
+
+  // Processor counters plus the queue's per-type descriptor counts and queue errors.
+  invq::StatsSnapshot stats() const;
+
+  // Per-thread announcement of a translation (drain on). Cheap after the first call on a
+  // thread: a thread-local lookup and EpochDomain::Reader::enter/exit.
+  class TranslationGuard {
+   public:
+    explicit TranslationGuard(EngineInvalidation &inv);
+    ~TranslationGuard();
+    TranslationGuard(const TranslationGuard &) = delete;
+    TranslationGuard &operator=(const TranslationGuard &) = delete;
+
+   private:
+    DrainState *state_;
+    invq::EpochDomain::Reader *reader_;  // null: the state's overflow counter is used
+  };
+
+ private:
+  Engine &engine_;
+  const bool drain_enabled_;
+  std::shared_ptr<DrainState> drain_state_;
+  invq::InvalidationQueue queue_;
+  std::atomic<bool> qi_configured_{false};
+  // Declared last: destroyed first, so its worker stops before anything it uses goes away.
+  invq::InvalidationProcessor processor_;
+};
+
+}  // namespace nestor

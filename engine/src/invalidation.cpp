@@ -1,0 +1,232 @@
+// Engine wiring of invq: processor target (caches), status writer (machine memory), the QI
+// registers, and drain (translations announce themselves in an EpochDomain).
+#include "nestor/invalidation.h"
+
+#include <cerrno>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "nestor/engine.h"
+
+namespace nestor {
+
+namespace {
+
+// Serial numbers identify drain states in thread-local caches. Unlike addresses they are
+// never reused, so a cache entry of a destroyed engine can never match a new one.
+std::atomic<uint64_t> g_next_drain_serial{1};
+
+invq::ProcessorOptions processor_options(const EngineConfig &cfg) {
+  invq::ProcessorOptions options;
+  options.coalesce.enabled = cfg.coalesce;
+  options.coalesce.promote_threshold_pages = cfg.promote_threshold_pages;
+  options.drain = cfg.drain;
+  return options;
+}
+
+}  // namespace
+
+struct EngineInvalidation::DrainState {
+  const uint64_t serial = g_next_drain_serial.fetch_add(1, std::memory_order_relaxed);
+  invq::EpochDomain domain;
+  // Threads beyond EpochDomain::kMaxReaders count themselves here instead: correct, but a
+  // drain then waits for a moment with none of them inside, which may take longer.
+  std::atomic<uint64_t> overflow_inside{0};
+  std::mutex mutex;
+  // Readers are owned here, not by the threads, so they die with the domain (after it in
+  // declaration order: destroyed first) and never outlive it. Keyed by the owning thread's
+  // bookkeeping object.
+  std::unordered_map<const void *, std::unique_ptr<invq::EpochDomain::Reader>> readers;
+
+  // Null when every slot is taken (the caller falls back to overflow_inside).
+  invq::EpochDomain::Reader *register_thread(const void *thread_key) {
+    std::lock_guard lock(mutex);
+    auto it = readers.find(thread_key);
+    if (it != readers.end()) return it->second.get();
+    std::optional<invq::EpochDomain::Reader> reader = domain.register_reader();
+    if (!reader) return nullptr;
+    auto owned = std::make_unique<invq::EpochDomain::Reader>(std::move(*reader));
+    invq::EpochDomain::Reader *raw = owned.get();
+    readers.emplace(thread_key, std::move(owned));
+    return raw;
+  }
+
+  void release_thread(const void *thread_key) {
+    std::lock_guard lock(mutex);
+    readers.erase(thread_key);  // frees the slot for other threads
+  }
+
+  void synchronize() {
+    domain.synchronize();
+    // seq_cst pairs with the seq_cst increment in TranslationGuard: a translation this load
+    // misses started after the removals and so cannot see what they removed.
+    while (overflow_inside.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  }
+};
+
+namespace {
+
+// A thread's readers, one per engine it translated on. On thread exit the slots go back to
+// engines that still exist (the weak pointer says which do).
+struct ThreadReaders {
+  struct Entry {
+    uint64_t serial;
+    std::weak_ptr<EngineInvalidation::DrainState> state;
+    invq::EpochDomain::Reader *reader;
+  };
+  std::vector<Entry> entries;
+  // One-entry cache for the common case of a thread serving a single engine.
+  uint64_t last_serial = 0;
+  invq::EpochDomain::Reader *last_reader = nullptr;
+
+  ~ThreadReaders() {
+    for (Entry &entry : entries)
+      if (std::shared_ptr<EngineInvalidation::DrainState> state = entry.state.lock())
+        state->release_thread(this);
+  }
+};
+
+thread_local ThreadReaders t_readers;
+
+}  // namespace
+
+EngineInvalidation::TranslationGuard::TranslationGuard(EngineInvalidation &inv)
+    : state_(inv.drain_state_.get()), reader_(nullptr) {
+  ThreadReaders &mine = t_readers;
+  if (mine.last_serial == state_->serial && mine.last_reader != nullptr) {
+    reader_ = mine.last_reader;
+  } else {
+    for (const ThreadReaders::Entry &entry : mine.entries)
+      if (entry.serial == state_->serial) reader_ = entry.reader;
+    if (reader_ == nullptr) {
+      // First translation of this thread on this engine: forget engines that are gone, then
+      // claim a slot.
+      std::erase_if(mine.entries, [](const ThreadReaders::Entry &e) { return e.state.expired(); });
+      reader_ = state_->register_thread(&mine);
+      if (reader_ != nullptr) mine.entries.push_back({state_->serial, inv.drain_state_, reader_});
+    }
+    if (reader_ != nullptr) {
+      mine.last_serial = state_->serial;
+      mine.last_reader = reader_;
+    }
+  }
+  if (reader_ != nullptr) {
+    reader_->enter();
+  } else {
+    state_->overflow_inside.fetch_add(1, std::memory_order_seq_cst);
+  }
+}
+
+EngineInvalidation::TranslationGuard::~TranslationGuard() {
+  if (reader_ != nullptr) {
+    reader_->exit();
+  } else {
+    state_->overflow_inside.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+EngineInvalidation::EngineInvalidation(Engine &engine, const EngineConfig &cfg)
+    : engine_(engine),
+      drain_enabled_(cfg.drain),
+      drain_state_(std::make_shared<DrainState>()),
+      processor_(*this, this, processor_options(cfg)) {
+  if (cfg.background_invalidation) processor_.start();
+}
+
+// The processor member's destructor stops the worker and completes what is pending while the
+// engine's caches still exist (Engine destroys this object before its caches).
+EngineInvalidation::~EngineInvalidation() = default;
+
+invq::EpochDomain &EngineInvalidation::epoch() { return drain_state_->domain; }
+
+void EngineInvalidation::apply(const invq::InvalidationOp &op) { engine_.invalidate(op); }
+
+void EngineInvalidation::drain() {
+  if (drain_enabled_) drain_state_->synchronize();
+}
+
+bool EngineInvalidation::write_status(uint64_t pa, uint32_t data) {
+  // Little-endian host, like the architectural layout: the 32-bit value lands as the device
+  // would write it.
+  return engine_.memory().write(pa, &data, sizeof data) == 0;
+}
+
+void EngineInvalidation::submit(const invq::InvalidationOp &op) { processor_.submit(op); }
+
+void EngineInvalidation::wait() {
+  processor_.fence();
+  // Engine::invalidate() applies directly, bypassing the processor, which therefore does not
+  // know that a drain is owed; one extra grace period covers those ops.
+  drain();
+}
+
+invq::UapiError EngineInvalidation::submit_user(const invq::UserCacheInvalidate &request,
+                                                const invq::UserTarget &target) {
+  const invq::UapiOps converted = invq::cache_invalidate_user(request, target);
+  if (!converted.ok()) return converted.error;
+  for (const invq::InvalidationOp &op : converted.ops) processor_.submit(op);
+  return invq::UapiError::kNone;
+}
+
+invq::UapiArrayResult EngineInvalidation::submit_iotlb_array(
+    std::span<const invq::IotlbInvalidateEntry> entries, uint16_t did, uint32_t pasid) {
+  invq::UapiArrayResult result = invq::invalidate_iotlb_array(entries, did, pasid);
+  for (const invq::InvalidationOp &op : result.ops) processor_.submit(op);
+  return result;
+}
+
+int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries,
+                                     unsigned descriptor_bits) {
+  if (descriptor_bits != 128 && descriptor_bits != 256) return -EINVAL;
+  if ((base_pa & 0xFFF) != 0 || (base_pa >> engine_.config().host_address_width) != 0)
+    return -EINVAL;
+  const uint64_t width_bytes = descriptor_bits / 8;
+  if (entries == 0 || entries > (uint64_t{4096} << 7) / width_bytes) return -EINVAL;
+  const uint64_t bytes = entries * width_bytes;
+  unsigned qs = 0;
+  while ((uint64_t{4096} << qs) < bytes) ++qs;
+  if ((uint64_t{4096} << qs) != bytes) return -EINVAL;  // IQA can only express 2^QS pages
+  queue_.write_iqa(base_pa | (descriptor_bits == 256 ? invq::InvalidationQueue::kIqaDw256 : 0) |
+                   qs);
+  qi_configured_.store(true, std::memory_order_release);
+  return 0;
+}
+
+int EngineInvalidation::qi_write_tail(uint64_t tail_index) {
+  if (!qi_configured_.load(std::memory_order_acquire)) return -EINVAL;
+  MachineMemory &mem = engine_.memory();
+  const bool ok = queue_.write_tail(
+      static_cast<size_t>(tail_index),
+      [&mem](uint64_t pa, void *buf, size_t len) { return mem.read(pa, buf, len) == 0; },
+      [this](const invq::DecodedDescriptor &d) {
+        switch (d.kind) {
+          case invq::DecodedKind::kOp: processor_.submit(d.op); break;
+          case invq::DecodedKind::kWait: processor_.submit_wait(d.wait); break;
+          case invq::DecodedKind::kNoOp: break;  // interrupt-entry cache: nothing cached here
+        }
+      });
+  // Descriptors before an error were accepted and must take effect, as on hardware.
+  if (!processor_.running()) processor_.process_pending();
+  return ok ? 0 : -EBUSY;
+}
+
+invq::StatsSnapshot EngineInvalidation::stats() const {
+  invq::StatsSnapshot out = processor_.stats().snapshot();
+  const invq::StatsSnapshot q = queue_.stats().snapshot();
+  out.descriptors_by_type = q.descriptors_by_type;
+  out.errors += q.errors;
+  return out;
+}
+
+// --- Engine members that belong to the invalidation wiring ---------------------------------
+
+void Engine::invalidate_wait() { inv_->wait(); }
+
+Result Engine::translate_drained(const Request &req) {
+  EngineInvalidation::TranslationGuard guard(*inv_);
+  return translate_undrained(req);
+}
+
+}  // namespace nestor

@@ -1,0 +1,178 @@
+// The cached engine against the uncached reference engine over the same memory: after every
+// invalidation the two must agree, through the request path, handles and the batch API.
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "machine.h"
+
+namespace nestor::test {
+namespace {
+
+constexpr uint64_t kPages = 512;  // iova pages [0, 512) in play
+
+class CachedEngineModel : public ::testing::TestWithParam<Mode> {};
+
+// Compares `n` random translations (plus the ones at `focus`) through every cached path.
+void compare(Machine &m, AddressSpace &handle, std::mt19937_64 &rng, uint64_t focus, int n,
+             const char *after) {
+  std::vector<Request> reqs;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t page = i == 0 ? focus : rng() % kPages;
+    const uint8_t access = (rng() & 3) == 0 ? kAccessWrite : kAccessRead;
+    reqs.push_back(Machine::request(page, access, (rng() % 512) * 8));
+  }
+  std::vector<Result> batch(reqs.size());
+  m.cached->translate_batch(reqs.data(), batch.data(), reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const Result ref = m.reference->translate(reqs[i]);
+    ASSERT_TRUE(same(m.cached->translate(reqs[i]), ref))
+        << "request path after " << after << ", iova 0x" << std::hex << reqs[i].iova;
+    ASSERT_TRUE(same(handle.translate(reqs[i].iova, reqs[i].access), ref))
+        << "handle after " << after << ", iova 0x" << std::hex << reqs[i].iova;
+    ASSERT_TRUE(same(batch[i], ref)) << "batch after " << after << ", iova 0x" << std::hex
+                                     << reqs[i].iova;
+  }
+}
+
+TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
+  const Mode mode = GetParam();
+  EngineConfig cfg;
+  cfg.iotlb_entries = 256;  // small: evictions and set conflicts happen too
+  cfg.psc_entries = 64;
+  Machine m(mode, cfg);
+  const uint64_t seed = 0x5eed0000u + uint64_t(mode);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const uint64_t targets = mode == Mode::kNested ? (kGuestTables >> 12) : 4096;
+  for (uint64_t p = 0; p < kPages; p += 2) ASSERT_EQ(m.map(p, p, 12, true), build::Status::kOk);
+  AddressSpace handle = m.cached->open(kSid, true, kPasid);
+  for (int step = 0; step < 600; ++step) {
+    const uint64_t page = rng() % kPages;
+    const int what = int(rng() % 6);
+    const char *after = "";
+    if (what == 0) {
+      (void)m.map(page, rng() % targets, 12, rng() & 1);  // remap or new mapping
+      m.invalidate_pages(page, 1, true);
+      after = "remap + page invalidation (leaf hint)";
+    } else if (what == 1) {
+      (void)m.unmap(page, 12);
+      m.invalidate_pages(page, 1, false);
+      after = "unmap + page invalidation";
+    } else if (what == 2) {
+      // A range that covers the page among others, unaligned start.
+      const uint64_t first = page >= 3 ? page - 3 : 0;
+      for (uint64_t p = first; p < first + 7 && p < kPages; ++p)
+        (void)m.map(p, rng() % targets, 12, true);
+      m.invalidate_pages(first, 7, false);
+      after = "range remap + range invalidation";
+    } else if (what == 3 && mode == Mode::kNested) {
+      // The host moves a guest page: a GPA-addressed (type 0x2) invalidation must reach the
+      // combined nested entries that depend on it.
+      const uint64_t gpa_page = rng() % (kGuestTables >> 12);
+      ASSERT_EQ(m.map(page, gpa_page, 12, true), build::Status::kOk);
+      m.invalidate_pages(page, 1, true);
+      ASSERT_TRUE(m.cached->translate(Machine::request(page, kAccessRead)).ok);  // cache it
+      ASSERT_EQ(m.remap_guest_page(gpa_page, (kGuestRam >> 12) + rng() % 1024),
+                build::Status::kOk);
+      m.invalidate_gpa(gpa_page, 1);
+      after = "second-level remap + GPA invalidation";
+    } else if (what == 4) {
+      // PASID entry rewrite (flags change) + PASID-cache and PASID-scope IOTLB invalidation.
+      vtd::PasidEntry pe = m.pasid_entry;
+      pe.wpe = !pe.wpe;
+      ASSERT_EQ(m.rewrite_pasid_entry(pe), 0);
+      m.invalidate_scope(invq::Scope::kPasid, invq::kCachePasid);
+      m.invalidate_scope(invq::Scope::kDomain, invq::kCacheIotlb | invq::kCachePaging);
+      after = "PASID entry rewrite + PASID-cache/domain invalidation";
+    } else {
+      (void)m.map(page, rng() % targets, 12, rng() & 1);
+      m.invalidate_scope(invq::Scope::kGlobal, invq::kAllCaches);
+      after = "remap + global invalidation";
+    }
+    compare(m, handle, rng, page, 8, after);
+    if (HasFatalFailure()) return;
+  }
+  const EngineStats st = m.cached->stats();
+  EXPECT_GT(st.iotlb.hits, 0u);
+  EXPECT_GT(st.iotlb.fills, 0u);
+  EXPECT_GT(st.iotlb.entries_removed + st.iotlb.inv_global, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, CachedEngineModel,
+                         ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
+                         [](const auto &info) {
+                           switch (info.param) {
+                             case Mode::kFirstLevel: return std::string("FirstLevel");
+                             case Mode::kSecondLevel: return std::string("SecondLevel");
+                             default: return std::string("Nested");
+                           }
+                         });
+
+// CACHE_INVLD: the engine never snoops table writes. Without an invalidation the cached
+// engine may keep serving the old mapping; after it, the new one must be served.
+TEST(CachedEngine, TableChangeNeedsInvalidation) {
+  Machine m(Mode::kFirstLevel);
+  ASSERT_EQ(m.map(1, 10, 12, true), build::Status::kOk);
+  const Result before = m.cached->translate(Machine::request(1, kAccessRead));
+  ASSERT_TRUE(before.ok);
+  ASSERT_EQ(m.map(1, 20, 12, true), build::Status::kOk);
+  const Result stale = m.cached->translate(Machine::request(1, kAccessRead));
+  EXPECT_EQ(stale.t.out, before.t.out) << "a hit is served from the IOTLB until invalidated";
+  m.invalidate_pages(1, 1, true);
+  const Result after = m.cached->translate(Machine::request(1, kAccessRead));
+  ASSERT_TRUE(after.ok);
+  EXPECT_EQ(after.t.out, kDataBase + 20 * 4096);
+}
+
+TEST(CachedEngine, HitsAreCountedAndWarmNestedMissesSkipUpperLevels) {
+  Machine m(Mode::kNested);
+  for (uint64_t p = 0; p < 64; ++p) ASSERT_EQ(m.map(p, p, 12, true), build::Status::kOk);
+  for (uint64_t p = 0; p < 64; ++p) ASSERT_TRUE(m.cached->translate(Machine::request(p, 1)).ok);
+  EngineStats s1 = m.cached->stats();
+  for (uint64_t p = 0; p < 64; ++p) ASSERT_TRUE(m.cached->translate(Machine::request(p, 1)).ok);
+  EngineStats s2 = m.cached->stats();
+  EXPECT_EQ(s2.iotlb.hits - s1.iotlb.hits, 64u);
+  EXPECT_EQ(s2.iotlb.misses, s1.iotlb.misses);
+  // The first 64 misses share upper levels: the paging-structure caches served most of them.
+  EXPECT_GE(s1.psc_first_level.hits, 60u);
+  EXPECT_GE(s1.psc_nested_table.hits + s1.psc_second_level.hits, 1u);
+}
+
+TEST(CachedEngine, HandleSeesPasidEntryChangeOnlyAfterInvalidation) {
+  Machine m(Mode::kFirstLevel);
+  ASSERT_EQ(m.map(3, 30, 12, true), build::Status::kOk);
+  AddressSpace h = m.cached->open(kSid, true, kPasid);
+  ASSERT_TRUE(h.translate(kIovaBase + 3 * 4096, kAccessRead).ok);
+  vtd::PasidEntry pe = m.pasid_entry;
+  pe.present = false;
+  ASSERT_EQ(m.rewrite_pasid_entry(pe), 0);
+  m.invalidate_scope(invq::Scope::kPasid, invq::kCachePasid | invq::kCacheIotlb);
+  const Result r = h.translate(kIovaBase + 3 * 4096, kAccessRead);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.fault.reason, FaultReason::kPasidEntryNotPresent);
+}
+
+TEST(CachedEngine, WriteThroughCleanEntrySetsDirty) {
+  Machine m(Mode::kFirstLevel);
+  ASSERT_EQ(m.map(4, 40, 12, true), build::Status::kOk);
+  ASSERT_TRUE(m.cached->translate(Machine::request(4, kAccessRead)).ok);  // fills, D clear
+  ASSERT_TRUE(m.cached->translate(Machine::request(4, kAccessWrite)).ok);
+  uint64_t leaf_addr = m.fl_host->entry_address(kIovaBase + 4 * 4096, 1), leaf = 0;
+  ASSERT_TRUE(m.cached->memory().read64(leaf_addr, &leaf));
+  EXPECT_TRUE(leaf & fl::kDirty) << "a write hit on an entry filled by a read must set D";
+}
+
+TEST(CachedEngine, PermissionDowngradeVisibleAfterInvalidation) {
+  Machine m(Mode::kSecondLevel);
+  ASSERT_EQ(m.map(5, 50, 12, true), build::Status::kOk);
+  ASSERT_TRUE(m.cached->translate(Machine::request(5, kAccessWrite)).ok);
+  ASSERT_EQ(m.map(5, 50, 12, false), build::Status::kOk);
+  m.invalidate_pages(5, 1, true);
+  const Result r = m.cached->translate(Machine::request(5, kAccessWrite));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.fault.reason, FaultReason::kWriteDenied);
+}
+
+}  // namespace
+}  // namespace nestor::test

@@ -1,0 +1,174 @@
+// Fuzz target (b): page walks over arbitrary machine memory.
+//
+// Mode "chaos" (first byte even): the input writes arbitrary words anywhere in a small RAM
+// (root table, context entries, PASID structures, page tables alike) and points the root-table
+// register anywhere; translations must answer with a result or a fault, never crash, hang or
+// hit UB (invariant 4).
+//
+// Mode "isolation" (first byte odd): the host side is engine-built and out of the input's
+// reach -- root/context/PASID structures and a second-level domain whose tables live in host
+// memory, mapping GPA [0, 1 MiB) in 4K pages (some read-only, some absent) and GPA [4, 6) MiB
+// as one 2M page. The input controls only guest memory (the domain's backing pages, where the
+// guest's first-level tables live), the nested PASID entry's first-level root GPA, paging mode
+// and flags. Invariant 3 is asserted: every translated HPA lies in the domain's backing, and
+// host memory outside it (structures, second-level tables) is bit-for-bit unchanged, so A/D
+// updates never escaped either.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "fuzz_common.h"
+#include "nestor/structures_writer.h"
+#include "nestor/walkers/builder.h"
+
+using namespace nestor;
+
+namespace {
+
+constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kHostTables = 1ull << 20;   // [1, 2) MiB: structures + second-level tables
+constexpr uint64_t kGuestA = 8ull << 20;       // GPA [0, 1) MiB  -> HPA [8, 9) MiB
+constexpr uint64_t kGuestB = 10ull << 20;      // GPA [4, 6) MiB  -> HPA [10, 12) MiB (2M page)
+constexpr uint16_t kSid = 0x0308;
+constexpr uint16_t kDid = 9;
+
+Request fuzz_request(FuzzedDataProvider &in, bool isolation) {
+  Request r;
+  if (isolation) {
+    r.source_id = kSid;
+    r.has_pasid = true;
+    r.pasid = in.ConsumeIntegralInRange<uint32_t>(1, 2);
+    // Mostly low IOVAs so walks reach guest tables; sometimes anything.
+    r.iova = in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegral<uint64_t>();
+  } else {
+    r.source_id = in.ConsumeIntegral<uint16_t>();
+    r.has_pasid = in.ConsumeBool();
+    r.pasid = in.ConsumeIntegral<uint32_t>() & 0xFFFFF;
+    r.iova = in.ConsumeIntegral<uint64_t>();
+  }
+  r.access = in.ConsumeIntegralInRange<uint8_t>(0, 7);
+  r.privileged = in.ConsumeBool();
+  return r;
+}
+
+bool in_domain(uint64_t hpa) {
+  return (hpa >= kGuestA && hpa < kGuestA + (1u << 20)) || (hpa >= kGuestB && hpa < kGuestB + (2u << 20));
+}
+
+void chaos(FuzzedDataProvider &in) {
+  Engine e(fuzz::small_config(in));
+  MachineMemory &mem = e.memory();
+  if (mem.add_ram(0, 1u << 20) != 0) return;
+  e.set_root_table(in.ConsumeIntegral<uint32_t>() & 0xFF000);
+  while (in.remaining_bytes() > 0) {
+    if (in.ConsumeIntegralInRange<int>(0, 3) != 0) {
+      const uint64_t pa = in.ConsumeIntegral<uint32_t>() & 0xFFFF8;
+      uint64_t v = in.ConsumeIntegral<uint64_t>();
+      // Bias table pointers into RAM so walks go deep: keep low bits, fold the address.
+      if (in.ConsumeBool()) v = (v & 0xFFF0'0000'0000'0FFFull) | (v & 0xFF000);
+      mem.write64(pa, v);
+    } else {
+      (void)e.translate(fuzz_request(in, false));
+      if (in.ConsumeBool()) {
+        invq::InvalidationOp op;
+        op.caches = invq::kAllCaches;
+        e.invalidate(op);
+        e.invalidate_wait();
+      }
+    }
+  }
+}
+
+void isolation(FuzzedDataProvider &in) {
+  EngineConfig cfg = fuzz::small_config(in);
+  cfg.second_level_2m = true;
+  Engine e(cfg);
+  MachineMemory &mem = e.memory();
+  if (mem.add_ram(0, kRam) != 0) return;
+  PageAllocator pages(mem, kHostTables, 1u << 20);
+  HostTableSpace host(mem, pages);
+  StructuresWriter structures(mem, pages);
+  FUZZ_CHECK(e.set_root_table(structures.root_table()) == 0, "root");
+  sl::Config slc;
+  slc.root = pages.alloc();
+  slc.levels = 4;
+  build::SecondLevelBuilder<HostTableSpace> sl(host, slc.root, 4);
+  const uint8_t holes = in.ConsumeIntegral<uint8_t>();
+  for (uint64_t gpa = 0; gpa < (1u << 20); gpa += 4096) {
+    const uint64_t page = gpa >> 12;
+    if (page % 17 == holes % 17 && holes & 1) continue;  // a few GPAs unmapped
+    const uint8_t perms = page % 13 == (holes >> 1) % 13 ? kAccessRead : 7;
+    FUZZ_CHECK(sl.map(gpa, kGuestA + gpa, 12, build::sl_leaf_bits(perms)) == build::Status::kOk, "sl map");
+  }
+  FUZZ_CHECK(sl.map(4u << 20, kGuestB, 21, build::sl_leaf_bits(7)) == build::Status::kOk, "sl 2M");
+  FUZZ_CHECK(structures.attach(kSid, 0) == 0, "attach");
+  for (uint32_t pasid = 1; pasid <= 2; ++pasid) {
+    vtd::PasidEntry pe;
+    pe.present = true;
+    pe.did = kDid;
+    pe.aw = 2;
+    pe.pgtt = vtd::Pgtt::kNested;
+    pe.sl_root = slc.root;
+    const uint8_t f = in.ConsumeIntegral<uint8_t>();
+    pe.fl_levels = (f & 1) && cfg.first_level_5 ? 5 : 4;
+    pe.sre = f & 2;
+    pe.ere = f & 4;
+    pe.wpe = f & 8;
+    pe.eafe = f & 16;
+    pe.slade = f & 32;  // second-level A/D: the engine writes host SL tables, not the guest
+    // First-level root: a guest-physical address the guest chose (possibly unmapped).
+    pe.fl_root = (in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() % (6u << 20)
+                                   : in.ConsumeIntegral<uint64_t>() & ((uint64_t{1} << 48) - 1)) & ~0xFFFull;
+    FUZZ_CHECK(structures.set_pasid_entry(kSid, pasid, pe) == 0, "pasid entry");
+  }
+  // Host memory outside the guest's backing, snapshotted: nothing the guest controls may change
+  // it. (Second-level A/D is host state by design; excluded when SLADE is on by comparing
+  // entries with their A/D bits masked.)
+  std::vector<uint64_t> host_before(kGuestA / 8);
+  mem.read(0, host_before.data(), kGuestA);
+
+  while (in.remaining_bytes() > 0) {
+    if (in.ConsumeIntegralInRange<int>(0, 2) != 0) {
+      // Guest writes its own memory (first-level tables and data).
+      const bool b = in.ConsumeBool();
+      const uint64_t off = in.ConsumeIntegral<uint32_t>() % (b ? (2u << 20) : (1u << 20)) & ~7ull;
+      uint64_t v = in.ConsumeIntegral<uint64_t>();
+      if (in.ConsumeBool()) v = (v & 0xFFF0'0000'0000'0FFFull) | (in.ConsumeIntegral<uint32_t>() % (6u << 20) & ~0xFFFull);
+      mem.write64((b ? kGuestB : kGuestA) + off, v);
+    } else {
+      const Request r = fuzz_request(in, true);
+      const Result res = e.translate(r);
+      if (res.ok) FUZZ_CHECK(in_domain(res.t.out), "nested HPA 0x%llx outside the domain (iova 0x%llx)",
+                             (unsigned long long)res.t.out, (unsigned long long)r.iova);
+      if (in.ConsumeBool()) {  // the guest's invalidation after changing its tables
+        invq::InvalidationOp op;
+        op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCachePasid;
+        op.scope = invq::Scope::kPasid;
+        op.did = kDid;
+        op.pasid = r.pasid;
+        e.invalidate(op);
+        e.invalidate_wait();
+      }
+    }
+  }
+  std::vector<uint64_t> host_after(kGuestA / 8);
+  mem.read(0, host_after.data(), kGuestA);
+  for (size_t i = 0; i < host_before.size(); ++i) {
+    if (host_before[i] == host_after[i]) continue;
+    // Second-level leaf/non-leaf A/D (bits 8, 9) may be set by the engine when SLADE is on.
+    FUZZ_CHECK((host_before[i] ^ host_after[i]) == ((host_before[i] ^ host_after[i]) & 0x300ull),
+               "host memory at 0x%llx changed: 0x%llx -> 0x%llx", (unsigned long long)(i * 8),
+               (unsigned long long)host_before[i], (unsigned long long)host_after[i]);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  FuzzedDataProvider in(data, size);
+  if (in.ConsumeIntegral<uint8_t>() & 1)
+    isolation(in);
+  else
+    chaos(in);
+  return 0;
+}

@@ -1,0 +1,83 @@
+// nestor-stress: translating, table-mutating and invalidating threads run together against one
+// cached engine while a checker proves DESIGN.md invariants 1 (no stale translation after a
+// completed wait; with drain, also none from translations in flight at the wait), 3 (nested
+// HPAs stay inside the bound second-level domain) and the permission contract.
+//
+// Every mapping carries a version encoded in its target address, so a translation result says
+// which version of the page table produced it. The library is shared by the CLI tool
+// (main.cpp) and the ctest runs (stress_test.cpp).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+
+namespace nestor::stress {
+
+// Deliberate breakage used to prove the checker can fail (docs/STRESS.md, "Can it fail?").
+enum class Sabotage : uint8_t {
+  kNone,
+  kSkipInvalidation,  // typed invalidators publish completion without invalidating
+  kDrainCheckWithoutDrain,  // drain off in the engine, but the in-flight (drain) check is run
+};
+
+struct Options {
+  uint64_t seed = 1;
+  unsigned translators = 2;
+  unsigned mutators = 1;
+  unsigned invalidators = 1;  // typed: Engine::invalidate + Engine::invalidate_wait
+  bool qi = true;             // one more invalidator driving the VT-d queue (QI registers)
+  double seconds = 1.0;       // run time bound (also the soak length)
+  uint64_t max_translations = 0;  // 0: bounded by time only
+  unsigned pages = 64;            // IOVA pages per address space (4..256, multiple of 4)
+  bool drain = false;             // EngineConfig::drain, enables the in-flight check
+  bool coalesce = true;
+  bool background = false;        // EngineConfig::background_invalidation
+  uint32_t iotlb_entries = 1024;  // small: evictions and refills happen all the time
+  uint32_t psc_entries = 256;
+  bool progress = false;          // one line per second on stderr (soak)
+  // Which invalidations count as removing a page's old version. false: what VT-d requires
+  // (first-level/nested leaves: PASID-based ops, domain, global; second-level leaves: GPA
+  // ops, domain, global). true: invq::covers(), the engine's own, wider promise (a GPA op
+  // also drops every first-level/nested entry of the domain).
+  bool contract = false;
+  unsigned granularities = 0x3F;  // bit g: invalidations of Granularity g are issued
+  unsigned address_spaces = 0x7;  // bit a: address space a is translated and mutated
+  Sabotage sabotage = Sabotage::kNone;
+};
+
+// Invalidation granularities, counted per front end.
+enum Granularity : unsigned {
+  kGranPage,    // PASID-scoped first-level page (one 4K page)
+  kGranRange,   // PASID-scoped first-level range (several pages, sometimes promoted)
+  kGranPasid,   // everything of (DID, PASID)
+  kGranDomain,  // everything of a DID
+  kGranGlobal,
+  kGranGpa,     // GPA-addressed range within a DID (second-level change)
+  kGranCount
+};
+const char *granularity_name(unsigned g);
+
+struct Summary {
+  uint64_t translations = 0;
+  uint64_t faults = 0;  // expected faults (unmapped pages, writes to read-only pages)
+  uint64_t mutations = 0;
+  std::array<uint64_t, kGranCount> typed{};  // typed invalidations by granularity
+  std::array<uint64_t, kGranCount> qi{};     // QI descriptors by granularity
+  uint64_t waits = 0;                        // completed waits (typed + QI)
+  uint64_t unverifiable = 0;  // results whose version history was overwritten (should be ~0)
+  uint64_t violations = 0;
+  double seconds = 0;
+  std::string report;  // first violation: seed, options, log tail
+};
+
+// Runs one bounded stress run. Progress lines (if enabled) go to stderr.
+Summary run(const Options &opt);
+
+// The options as a command line that reproduces the run.
+std::string command_line(const Options &opt);
+
+void print_summary(std::ostream &os, const Options &opt, const Summary &s);
+
+}  // namespace nestor::stress

@@ -1,0 +1,116 @@
+// Bounded nestor-stress runs as ctest cases (label "concurrency": CI runs them under TSan too).
+// Each run is time-bounded; sanitizer builds get shorter runs since they translate ~10x slower
+// and the point there is the race detector, not the iteration count.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "stress.h"
+
+namespace nestor::stress {
+namespace {
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr double kSeconds = 0.8;
+constexpr double kSabotageSeconds = 4.0;
+#else
+constexpr double kSeconds = 1.5;
+constexpr double kSabotageSeconds = 5.0;
+#endif
+
+Summary expect_clean(Options o) {
+  o.seconds = kSeconds;
+  const Summary s = run(o);
+  std::ostringstream os;
+  print_summary(os, o, s);
+  EXPECT_EQ(s.violations, 0u) << os.str();
+  // The run must have exercised what it claims to check, else a pass proves nothing.
+  EXPECT_GT(s.translations, 1000u) << os.str();
+  EXPECT_GT(s.mutations, 10u) << os.str();
+  EXPECT_GT(s.waits, 10u) << os.str();
+  EXPECT_LT(s.unverifiable * 100, s.translations + 100) << os.str();
+  return s;
+}
+
+TEST(Stress, AllFrontEnds) {
+  Options o;
+  o.seed = 1;
+  const Summary s = expect_clean(o);
+  for (unsigned g = 0; g < kGranCount; ++g) {
+    EXPECT_GT(s.typed[g], 0u) << granularity_name(g);
+    EXPECT_GT(s.qi[g], 0u) << granularity_name(g);
+  }
+}
+
+TEST(Stress, Drain) {
+  Options o;
+  o.seed = 2;
+  o.drain = true;
+  expect_clean(o);
+}
+
+TEST(Stress, DrainBackgroundWorker) {
+  Options o;
+  o.seed = 3;
+  o.drain = true;
+  o.background = true;
+  expect_clean(o);
+}
+
+TEST(Stress, NoCoalesce) {
+  Options o;
+  o.seed = 4;
+  o.coalesce = false;
+  expect_clean(o);
+}
+
+TEST(Stress, TinyCachesManyPages) {
+  Options o;
+  o.seed = 5;
+  o.pages = 256;
+  o.iotlb_entries = 64;
+  o.psc_entries = 16;
+  expect_clean(o);
+}
+
+TEST(Stress, ManyThreads) {
+  Options o;
+  o.seed = 6;
+  o.translators = 3;
+  o.mutators = 2;
+  o.invalidators = 2;
+  o.drain = true;
+  expect_clean(o);
+}
+
+// The checker must be able to fail: invalidators that publish completion without
+// invalidating leave stale IOTLB entries behind, and the run must report them.
+TEST(Stress, CatchesSkippedInvalidation) {
+  Options o;
+  o.seed = 7;
+  o.qi = false;  // the QI thread would invalidate for real and hide some staleness
+  o.sabotage = Sabotage::kSkipInvalidation;
+  o.seconds = kSabotageSeconds;
+  const Summary s = run(o);
+  ASSERT_GT(s.violations, 0u) << "a run without invalidations passed the checker";
+  EXPECT_NE(s.report.find("invariant 1"), std::string::npos) << s.report;
+  EXPECT_NE(s.report.find("--seed 7"), std::string::npos) << s.report;
+  EXPECT_NE(s.report.find("operation log tail"), std::string::npos) << s.report;
+  EXPECT_LT(s.seconds, kSabotageSeconds) << "should stop at the first violation";
+}
+
+// The in-flight (drain) check must be able to fail too: with the engine's drain off, a
+// translation that began before an invalidation and is still running when the wait completes
+// returns the removed version, and the check must see it.
+TEST(Stress, CatchesMissingDrain) {
+  Options o;
+  o.seed = 8;
+  o.sabotage = Sabotage::kDrainCheckWithoutDrain;
+  o.seconds = kSabotageSeconds;
+  const Summary s = run(o);
+  ASSERT_GT(s.violations, 0u) << "translations in flight at a wait were never caught without drain";
+  EXPECT_NE(s.report.find("(drain)"), std::string::npos) << s.report;
+}
+
+}  // namespace
+}  // namespace nestor::stress
