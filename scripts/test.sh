@@ -22,4 +22,14 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   run_suite asan "" -DCMAKE_BUILD_TYPE=Debug -DNESTOR_SANITIZE=address -DNESTOR_BUILD_BENCH=OFF
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   run_suite tsan concurrency -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTOR_SANITIZE=thread -DNESTOR_BUILD_BENCH=OFF
+# Fuzzing (tests/fuzz, docs/STRESS.md): clang-14 libFuzzer + ASan/UBSan in its own CMake project,
+# each target for a bounded time over the committed seeds; any crash, leak or UB fails the step.
+echo "=== nestor tests: fuzz"
+cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+cmake --build build/fuzz -j"$jobs"
+for t in fuzz_qi fuzz_walk fuzz_bind fuzz_capi; do
+  mkdir -p "build/fuzz/corpus/$t"
+  "build/fuzz/$t" -max_total_time="${NESTOR_FUZZ_SECONDS:-30}" -timeout=5 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="build/fuzz/$t-" "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t"
+done
 echo "=== nestor tests: all suites passed"

@@ -45,7 +45,7 @@ typedef struct nestor_config {
 #define NESTOR_CFG_NO_FL1G 0x02     /* no 1G first-level pages */
 #define NESTOR_CFG_NO_SL_LARGE 0x04 /* no 2M/1G second-level pages */
 #define NESTOR_CFG_NO_FL_AD 0x08    /* do not update first-level A/D bits */
-#define NESTOR_CFG_NO_CACHES 0x10   /* uncached reference engine: every translation walks */
+#define NESTOR_CFG_NO_CACHES 0x80   /* uncached reference engine: every translation walks */
 
 #define NESTOR_ACCESS_READ 1
 #define NESTOR_ACCESS_WRITE 2

@@ -83,6 +83,8 @@ int nestor_set_root_table(nestor_engine *e, uint64_t root_table_pa) {
   return e->engine.set_root_table(root_table_pa);
 }
 
+}  // extern "C"
+
 namespace {
 
 bool valid_access(uint8_t access) { return access != 0 && !(access & ~7u); }
@@ -115,6 +117,8 @@ void to_result(const nestor::Result &out, nestor_result *res) {
 }
 
 }  // namespace
+
+extern "C" {
 
 int nestor_translate(nestor_engine *e, const nestor_request *req, nestor_result *res) {
   if (!e || !req || !res || !valid_access(req->access)) return -EINVAL;
@@ -254,7 +258,7 @@ const char *nestor_fault_name(int reason) {
 }
 
 const char *nestor_strerror(int err) {
-  switch (-err) {
+  switch (-static_cast<long long>(err)) {  // widened: -INT_MIN is UB in int
     case 0: return "success";
     case EINVAL: return "invalid argument";
     case EFAULT: return "address not backed by RAM or an I/O callback";

@@ -40,10 +40,12 @@ bool covers(const InvalidationOp &op, const CacheEntryKey &entry) {
       if (entry.cache == kCachePaging && op.leaf) return false;
       if (op.addr_is_gpa) {
         if (entry.did != op.did) return false;
-        // First-level and nested entries are tagged by IOVA, not by the GPA that changed, so a
-        // second-level change can hide behind any of them: drop them all (VT-d does the same
-        // for nested translations on a page-selective-within-domain IOTLB invalidation).
-        return entry.second_level ? page_in_range(op, entry.page) : true;
+        // A second-level change reaches second-level-only entries (tagged by GPA) and nested
+        // entries through the GPA they were built from. First-level-only entries never went
+        // through the second level, so VT-d leaves them to PASID-based invalidation.
+        if (entry.second_level) return page_in_range(op, entry.page);
+        if (entry.nested) return page_in_range(op, entry.gpa_page);
+        return false;
       }
       return owner_matches(op, entry) && entry.pasid == op.pasid && page_in_range(op, entry.page);
   }

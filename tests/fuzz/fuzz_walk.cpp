@@ -13,6 +13,7 @@
 // and flags. Invariant 3 is asserted: every translated HPA lies in the domain's backing, and
 // host memory outside it (structures, second-level tables) is bit-for-bit unchanged, so A/D
 // updates never escaped either.
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -25,10 +26,10 @@ using namespace nestor;
 
 namespace {
 
-constexpr uint64_t kRam = 16ull << 20;
+constexpr uint64_t kRam = 6ull << 20;
 constexpr uint64_t kHostTables = 1ull << 20;   // [1, 2) MiB: structures + second-level tables
-constexpr uint64_t kGuestA = 8ull << 20;       // GPA [0, 1) MiB  -> HPA [8, 9) MiB
-constexpr uint64_t kGuestB = 10ull << 20;      // GPA [4, 6) MiB  -> HPA [10, 12) MiB (2M page)
+constexpr uint64_t kGuestA = 2ull << 20;       // GPA [0, 1) MiB  -> HPA [2, 3) MiB
+constexpr uint64_t kGuestB = 4ull << 20;       // GPA [4, 6) MiB  -> HPA [4, 6) MiB (2M page)
 constexpr uint16_t kSid = 0x0308;
 constexpr uint16_t kDid = 9;
 
@@ -124,8 +125,15 @@ void isolation(FuzzedDataProvider &in) {
   // Host memory outside the guest's backing, snapshotted: nothing the guest controls may change
   // it. (Second-level A/D is host state by design; excluded when SLADE is on by comparing
   // entries with their A/D bits masked.)
-  std::vector<uint64_t> host_before(kGuestA / 8);
-  mem.read(0, host_before.data(), kGuestA);
+  // Host memory = everything but the guest's backing: [0, kGuestA) and [kGuestA + 1M, kGuestB).
+  auto host_snapshot = [&] {
+    std::vector<uint64_t> v(kGuestB / 8);
+    mem.read(0, v.data(), kGuestA + (1u << 20));
+    mem.read(kGuestA + (1u << 20), v.data() + (kGuestA + (1u << 20)) / 8, kGuestB - kGuestA - (1u << 20));
+    std::fill(v.begin() + kGuestA / 8, v.begin() + (kGuestA + (1u << 20)) / 8, 0);
+    return v;
+  };
+  const std::vector<uint64_t> host_before = host_snapshot();
 
   while (in.remaining_bytes() > 0) {
     if (in.ConsumeIntegralInRange<int>(0, 2) != 0) {
@@ -151,8 +159,7 @@ void isolation(FuzzedDataProvider &in) {
       }
     }
   }
-  std::vector<uint64_t> host_after(kGuestA / 8);
-  mem.read(0, host_after.data(), kGuestA);
+  const std::vector<uint64_t> host_after = host_snapshot();
   for (size_t i = 0; i < host_before.size(); ++i) {
     if (host_before[i] == host_after[i]) continue;
     // Second-level leaf/non-leaf A/D (bits 8, 9) may be set by the engine when SLADE is on.

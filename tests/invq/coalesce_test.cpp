@@ -193,6 +193,8 @@ std::vector<CacheEntryKey> random_entries(std::mt19937_64 &rng, size_t count) {
     e.pasid = pick(rng, kPasids);
     e.page = rng() % 64;
     e.second_level = (rng() % 2) != 0;
+    e.nested = !e.second_level && (rng() % 2) != 0;
+    e.gpa_page = rng() % 64;
   }
   return entries;
 }

@@ -77,6 +77,8 @@ struct CacheEntryKey {
   uint32_t pasid = 0;
   uint64_t page = 0;          // 4K page number of the input address
   bool second_level = false;  // `page` is a GPA translated by the second level only
+  bool nested = false;        // combined first+second-level entry; depends on `gpa_page`
+  uint64_t gpa_page = 0;      // nested: 4K page number of the GPA the entry depends on
 };
 
 // Whether `op` requires `entry` to be removed. This is the contract between invq and the
