@@ -39,14 +39,12 @@ void run_worker(Engine &engine, const std::vector<bench::Testbed::Device> &devs,
   std::mt19937_64 rng(seed);
   uint64_t ring = 0;
   ThreadResult r;
-  Request req;
-  req.has_pasid = true;
-  req.access = kAccessRead;
+  // One address-space handle per device per thread: the path an emulator's device model uses.
+  std::vector<AddressSpace> handles;
+  for (const auto &d : devs) handles.push_back(engine.open(d.source_id, true, d.pasid));
   while (!stop.load(std::memory_order_relaxed)) {
     for (int i = 0; i < 256; ++i) {
-      const auto &d = devs[rng() % devs.size()];
-      req.source_id = d.source_id;
-      req.pasid = d.pasid;
+      AddressSpace &h = handles[rng() % handles.size()];
       uint64_t page;
       if (i & 1) {
         page = ring++ % pages;
@@ -55,9 +53,9 @@ void run_worker(Engine &engine, const std::vector<bench::Testbed::Device> &devs,
         const double u = double(rng() >> 11) * 0x1.0p-53;
         page = uint64_t(u * u * double(pages)) % pages;
       }
-      req.iova = bench::kIovaBase + page * 4096 + (rng() & 0xFF8);
-      req.access = (rng() & 3) == 0 ? kAccessWrite : kAccessRead;
-      Result res = engine.translate(req);
+      const uint64_t iova = bench::kIovaBase + page * 4096 + (rng() & 0xFF8);
+      const uint8_t access = (rng() & 3) == 0 ? kAccessWrite : kAccessRead;
+      Result res = h.translate(iova, access);
       r.translations++;
       if (!res.ok) r.faults++;
     }
