@@ -540,6 +540,16 @@ void Run::translator(unsigned slot, unsigned index) {
         if ((not_present && st == kUnmapped) || (denied && st == kReadOnly)) explained = true;
       }
       if (written_after >= c0 + 64) unknown = true;
+      // A mutator records version v+1 in the history, writes the leaf, and only then bumps
+      // `written`: the walk may already have read v+1's leaf although written_after says v.
+      // The history entry (stored before the leaf, which the walk read with acquire) tells.
+      {
+        const uint64_t next = written_after + 1;
+        State st = kUnmapped;
+        if (lookup(vs, next & 0xFFFF, 16, &st) == next &&
+            ((not_present && st == kUnmapped) || (denied && st == kReadOnly)))
+          explained = true;
+      }
       if (!explained && unknown) {
         ctr.unverifiable.fetch_add(1, std::memory_order_relaxed);
       } else if (!explained) {

@@ -18,18 +18,8 @@ constexpr double kSeconds = 1.5;
 constexpr double kSabotageSeconds = 5.0;
 #endif
 
-// Known open bug (docs/STRESS.md, "Open: nested first-level fault race"): under concurrent
-// first-level remaps the nested address space intermittently faults (not-present or
-// write-denied) although every version since the completed wait is mapped, e.g.
-//   nestor-stress --seed 1 --translators 2 --mutators 1 --invalidators 1 --seconds 1.5
-//                 --pages 64 --iotlb-entries 1024 --psc-entries 256 --no-coalesce --no-qi
-// (about 1 run in 5). Until it is fixed the gating runs cover the first-level-only and
-// second-level-only address spaces; NestedKnownRace keeps the reproduction one flag away.
-constexpr unsigned kGatingAddressSpaces = 0x5;  // fl | sl
-
 Summary expect_clean(Options o) {
   o.seconds = kSeconds;
-  if (o.address_spaces == 0x7) o.address_spaces = kGatingAddressSpaces;
   const Summary s = run(o);
   std::ostringstream os;
   print_summary(os, o, s);
@@ -122,17 +112,6 @@ TEST(Stress, CatchesMissingDrain) {
   EXPECT_NE(s.report.find("(drain)"), std::string::npos) << s.report;
 }
 
-
-// Reproduces the open nested race; run with --gtest_also_run_disabled_tests.
-TEST(Stress, DISABLED_NestedKnownRace) {
-  Options o;
-  o.seed = 1;
-  o.coalesce = false;
-  o.address_spaces = 0x2;  // nested only
-  o.seconds = kSeconds;
-  const Summary s = run(o);
-  EXPECT_EQ(s.violations, 0u);
-}
 
 }  // namespace
 }  // namespace nestor::stress
