@@ -116,9 +116,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     if (write_ready) *write_ready = true;
     return walk(pe, req, privileged);
   }
-  // Second-level-only translations depend on (DID, GPA) alone, so all PASIDs share them.
-  const uint32_t key_pasid =
-      pe.pgtt == vtd::Pgtt::kSecondLevel ? caches::Iotlb::kSecondLevelPasid : pasid;
+  const uint32_t key_pasid = iotlb_pasid(pe, pasid);
   caches::IotlbEntry hit;
   if (iotlb_->lookup(pe.did, key_pasid, req.iova, &hit)) {
     const uint8_t perms = hit_perms(hit, pe, privileged);
@@ -202,7 +200,6 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
 
 void Engine::invalidate(const invq::InvalidationOp &op) {
   using invq::Scope;
-  const bool range = op.scope == Scope::kRange;
   if (op.caches & invq::kCacheContext) {
     switch (op.scope) {
       case Scope::kDomain: context_cache_->invalidate_domain(op.did); break;
@@ -232,8 +229,9 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
       default: iotlb_->invalidate_global(); break;  // device scope has no IOTLB tag: widen
     }
   }
-  // Paging-structure caches go with IOTLB invalidations unless the leaf hint keeps them.
-  if ((op.caches & invq::kCachePaging) || ((op.caches & invq::kCacheIotlb) && !range)) {
+  // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
+  // lets them keep their entries, which the range calls decide from op.leaf.
+  if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) {
     switch (op.scope) {
       case Scope::kDomain: psc_->invalidate_domain(op.did); break;
       case Scope::kPasid: psc_->invalidate_pasid(op.did, op.pasid); break;
@@ -245,11 +243,6 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
         break;
       default: psc_->invalidate_global(); break;
     }
-  } else if ((op.caches & invq::kCacheIotlb) && range) {
-    if (op.addr_is_gpa)
-      psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf);
-    else
-      psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
   }
   // After the caches: a handle that sees the new generation re-resolves from them.
   generation_.fetch_add(1, std::memory_order_acq_rel);

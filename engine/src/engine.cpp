@@ -272,11 +272,7 @@ void Engine::translate_batch(const Request *reqs, Result *out, size_t n) {
     for (size_t i = 0; i < m; ++i) {
       ok[i] = resolve(stamp, reqs[base + i], &rs[i], &out[base + i]);
       if (ok[i] && cfg_.caching)
-        iotlb_->prefetch(rs[i].pe.did,
-                         rs[i].pe.pgtt == vtd::Pgtt::kSecondLevel
-                             ? caches::Iotlb::kSecondLevelPasid
-                             : rs[i].pasid,
-                         reqs[base + i].iova);
+        iotlb_->prefetch(rs[i].pe.did, iotlb_pasid(rs[i].pe, rs[i].pasid), reqs[base + i].iova);
     }
     for (size_t i = 0; i < m; ++i)
       if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
@@ -298,9 +294,7 @@ void AddressSpace::translate_batch(const uint64_t *iovas, uint8_t access, Result
     req.iova = iovas[0];
     out[0] = engine_->translate_in(*this, req);
   }
-  const uint32_t key_pasid = resolved_.pe.pgtt == vtd::Pgtt::kSecondLevel
-                                 ? caches::Iotlb::kSecondLevelPasid
-                                 : resolved_.pasid;
+  const uint32_t key_pasid = Engine::iotlb_pasid(resolved_.pe, resolved_.pasid);
   constexpr size_t kAhead = 4;
   for (size_t i = engine_->config().caching ? 1 : 0; i < n; ++i) {
     if (i + kAhead < n && generation_ != Engine::kStaleGeneration)

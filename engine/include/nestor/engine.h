@@ -177,6 +177,11 @@ class NESTOR_CXX_API Engine {
   using Resolved = AddressSpace::Resolved;
   static constexpr uint64_t kStaleGeneration = ~uint64_t{0};
   friend class AddressSpace;
+  // The PASID an IOTLB entry is tagged with: second-level-only translations depend on
+  // (DID, GPA) alone, so every PASID of the domain shares them.
+  static uint32_t iotlb_pasid(const vtd::PasidEntry &pe, uint32_t pasid) {
+    return pe.pgtt == vtd::Pgtt::kSecondLevel ? caches::Iotlb::kSecondLevelPasid : pasid;
+  }
   bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
   // *write_ready (optional): whether a later write may reuse this result without a walk.
   Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
