@@ -183,6 +183,9 @@ typedef struct nestor_stats {
   uint32_t size;
   uint32_t reserved;
   nestor_cache_stats context, pasid, iotlb, psc_first_level, psc_second_level, psc_nested_table;
+  /* Page walks (IOTLB misses, or every translation with caching off) and the table entries
+   * they read, nested-table translations included: walk_refs / walks is references per miss. */
+  uint64_t walks, walk_refs;
 } nestor_stats;
 NESTOR_API int nestor_get_stats(nestor_engine *e, nestor_stats *out);
 

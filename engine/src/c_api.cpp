@@ -50,7 +50,9 @@ nestor_engine *nestor_engine_create(const nestor_config *cfg) {
   }
 }
 
-void nestor_engine_destroy(nestor_engine *e) { std::unique_ptr<nestor_engine> owned(e); }
+void nestor_engine_destroy(nestor_engine *e) {
+  std::unique_ptr<nestor_engine> owned(e);
+}
 
 int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size) {
   if (!e) return -EINVAL;
@@ -87,7 +89,9 @@ int nestor_set_root_table(nestor_engine *e, uint64_t root_table_pa) {
 
 namespace {
 
-bool valid_access(uint8_t access) { return access != 0 && !(access & ~7u); }
+bool valid_access(uint8_t access) {
+  return access != 0 && !(access & ~7u);
+}
 
 nestor::Request to_request(const nestor_request &req) {
   nestor::Request r;
@@ -176,7 +180,9 @@ nestor_handle *nestor_handle_open(nestor_engine *e, uint16_t source_id, uint8_t 
   }
 }
 
-void nestor_handle_close(nestor_handle *h) { std::unique_ptr<nestor_handle> owned(h); }
+void nestor_handle_close(nestor_handle *h) {
+  std::unique_ptr<nestor_handle> owned(h);
+}
 
 int nestor_handle_translate(nestor_handle *h, uint64_t iova, uint8_t access, nestor_result *res) {
   if (!h || !res || !valid_access(access)) return -EINVAL;
@@ -230,11 +236,14 @@ int nestor_get_stats(nestor_engine *e, nestor_stats *out) {
   copy_stats(s.psc_first_level, &full.psc_first_level);
   copy_stats(s.psc_second_level, &full.psc_second_level);
   copy_stats(s.psc_nested_table, &full.psc_nested_table);
+  full.walks = s.iotlb.walks;
+  full.walk_refs = s.iotlb.walk_refs;
   // Older callers get the prefix they know; newer ones get the unknown tail zeroed.
   const uint32_t want = out->size;
   const size_t n = std::min<size_t>(want, sizeof full);
   std::memcpy(out, &full, n);
-  if (want > sizeof full) std::memset(reinterpret_cast<char *>(out) + sizeof full, 0, want - sizeof full);
+  if (want > sizeof full)
+    std::memset(reinterpret_cast<char *>(out) + sizeof full, 0, want - sizeof full);
   out->size = want;
   return 0;
 }
@@ -243,14 +252,22 @@ const char *nestor_fault_name(int reason) {
   if (reason < 0 || reason > 255) return "Unknown";
   // Scalable-mode codes Linux names but the engine never produces (not in FaultReason).
   switch (reason) {
-    case 0x31: return "SM: TTM 0 for request with PASID";
-    case 0x32: return "SM: TTM 0 for page group request";
-    case 0x44: return "SM: DTE field in Context Entry is clear";
-    case 0x47: return "SM: PRE field in Context-Entry is clear";
-    case 0x7C: return "SM: A/D bit update needed in second-level entry when set up in no snoop";
-    case 0x87: return "SM: Invalid address-interrupt address";
-    case 0x90: return "SM: A/D bit update needed in first-level entry when set up in no snoop";
-    default: break;
+    case 0x31:
+      return "SM: TTM 0 for request with PASID";
+    case 0x32:
+      return "SM: TTM 0 for page group request";
+    case 0x44:
+      return "SM: DTE field in Context Entry is clear";
+    case 0x47:
+      return "SM: PRE field in Context-Entry is clear";
+    case 0x7C:
+      return "SM: A/D bit update needed in second-level entry when set up in no snoop";
+    case 0x87:
+      return "SM: Invalid address-interrupt address";
+    case 0x90:
+      return "SM: A/D bit update needed in first-level entry when set up in no snoop";
+    default:
+      break;
   }
   const char *name = nestor::fault_reason_name(nestor::FaultReason(reason));
   // Codes the engine never produces still get the generic name.
@@ -259,18 +276,30 @@ const char *nestor_fault_name(int reason) {
 
 const char *nestor_strerror(int err) {
   switch (-static_cast<long long>(err)) {  // widened: -INT_MIN is UB in int
-    case 0: return "success";
-    case EINVAL: return "invalid argument";
-    case EFAULT: return "address not backed by RAM or an I/O callback";
-    case ENOMEM: return "out of memory";
-    case EEXIST: return "overlaps an existing region";
-    case ENOSPC: return "no room left (region table, queue or allocator full)";
-    case EPERM: return "operation not permitted (not the owner, or feature disabled)";
-    case EBUSY: return "resource busy (in use, or the queue is in an error state)";
-    case ENOENT: return "no such object";
-    case EOPNOTSUPP: return "not supported by this engine configuration";
-    case EDQUOT: return "quota exceeded";
-    case EALREADY: return "already done (double free or repeated operation)";
+    case 0:
+      return "success";
+    case EINVAL:
+      return "invalid argument";
+    case EFAULT:
+      return "address not backed by RAM or an I/O callback";
+    case ENOMEM:
+      return "out of memory";
+    case EEXIST:
+      return "overlaps an existing region";
+    case ENOSPC:
+      return "no room left (region table, queue or allocator full)";
+    case EPERM:
+      return "operation not permitted (not the owner, or feature disabled)";
+    case EBUSY:
+      return "resource busy (in use, or the queue is in an error state)";
+    case ENOENT:
+      return "no such object";
+    case EOPNOTSUPP:
+      return "not supported by this engine configuration";
+    case EDQUOT:
+      return "quota exceeded";
+    case EALREADY:
+      return "already done (double free or repeated operation)";
   }
   return "unknown error";
 }

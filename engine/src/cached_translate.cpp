@@ -140,6 +140,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
   caches::IotlbEntry fill;
   if (pe.pgtt == vtd::Pgtt::kSecondLevel) {
     sl::Result s = tables.sl_walk(req.iova, req.access);
+    iotlb_->count_walk(s.refs);
     r.ok = s.ok;
     r.t = s.t;
     r.fault = s.fault;
@@ -165,6 +166,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     if (pe.pgtt == vtd::Pgtt::kFirstLevel) {
       fl::DirectTables direct;
       fl::Result f = fl::walk(mem_, direct, flc, req.iova, req.access, privileged, start, &path);
+      iotlb_->count_walk(f.refs);
       r.ok = f.ok;
       r.t = f.t;
       r.fault = f.fault;
@@ -172,6 +174,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     } else {
       nested::Result n =
           nested::walk(mem_, tables, flc, slc, req.iova, req.access, privileged, start, &path);
+      iotlb_->count_walk(n.refs);
       r.ok = n.ok;
       r.t = n.t;
       r.fault = n.fault;

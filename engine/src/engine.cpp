@@ -356,6 +356,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
       return r;
     case vtd::Pgtt::kSecondLevel: {
       sl::Result s = sl::walk(mem_, slc, req.iova, req.access);
+      iotlb_->count_walk(s.refs);
       r.ok = s.ok;
       r.t = s.t;
       r.fault = s.fault;
@@ -363,6 +364,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
     }
     case vtd::Pgtt::kFirstLevel: {
       fl::Result f = fl::walk(mem_, flc, req.iova, req.access, privileged);
+      iotlb_->count_walk(f.refs);
       r.ok = f.ok;
       r.t = f.t;
       r.fault = f.fault;
@@ -370,6 +372,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
     }
     case vtd::Pgtt::kNested: {
       nested::Result n = nested::walk(mem_, flc, slc, req.iova, req.access, privileged);
+      iotlb_->count_walk(n.refs);
       r.ok = n.ok;
       r.t = n.t;
       r.fault = n.fault;

@@ -60,6 +60,13 @@ void MachineMemory::set_fail_injector(FailFn fn, void *ctx) {
   if (fn) fail_armed_.store(true, std::memory_order_release);
 }
 
+void MachineMemory::set_write_observer(WriteObserverFn fn, void *ctx) {
+  observe_armed_.store(false, std::memory_order_release);
+  observer_ = fn;
+  observer_ctx_ = ctx;
+  if (fn) observe_armed_.store(true, std::memory_order_release);
+}
+
 bool MachineMemory::is_ram(uint64_t pa, size_t len) const {
   while (len) {
     const int n = count_.load(std::memory_order_acquire);
@@ -145,13 +152,17 @@ int MachineMemory::read(uint64_t pa, void *buf, size_t len) {
 
 int MachineMemory::write(uint64_t pa, const void *buf, size_t len) {
   if (pa + len < pa) return -EFAULT;
-  return copy(pa, const_cast<void *>(buf), len, true);
+  const int rc = copy(pa, const_cast<void *>(buf), len, true);
+  if (rc == 0 && observe_armed_.load(std::memory_order_acquire))
+    observer_(observer_ctx_, pa, buf, len);
+  return rc;
 }
 
 std::vector<MachineMemory::RegionInfo> MachineMemory::regions() const {
   std::vector<RegionInfo> out;
   const int n = count_.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) out.push_back({regions_[i].base, regions_[i].size, regions_[i].owned});
+  for (int i = 0; i < n; ++i)
+    out.push_back({regions_[i].base, regions_[i].size, regions_[i].owned});
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "capi_fixture.h"
+#include "nestor/machine_memory.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor {
@@ -183,6 +184,37 @@ TEST(Memory, IoCallbacksServeEverythingOutsideRam) {
   ASSERT_EQ(x.set_io(nullptr, nullptr, nullptr), 0);
   EXPECT_EQ(x.fault(0x0008, true, 1, 0x5000), NESTOR_FAULT_PASID_ENTRY_ACCESS);
   EXPECT_EQ(nestor_mem_read(x.e, io, &v, 8), -EFAULT);
+}
+
+// The write observer sees writes (fast 64-bit path and byte writes) but not CAS updates,
+// which are the walkers' own A/D bookkeeping and must not look like table edits.
+TEST(MachineMemory, WriteObserverSeesWritesNotCas) {
+  MachineMemory mem;
+  ASSERT_EQ(mem.add_ram(0, 1 << 20), 0);
+  struct Seen {
+    std::vector<std::pair<uint64_t, size_t>> writes;
+    uint64_t last64 = 0;
+  } seen;
+  mem.set_write_observer(
+      [](void *ctx, uint64_t pa, const void *data, size_t len) {
+        auto *s = static_cast<Seen *>(ctx);
+        s->writes.emplace_back(pa, len);
+        if (len == 8) std::memcpy(&s->last64, data, 8);
+      },
+      &seen);
+  ASSERT_TRUE(mem.write64(0x1000, 0xABCDEF));
+  const uint8_t bytes[3] = {1, 2, 3};
+  ASSERT_EQ(mem.write(0x2001, bytes, 3), 0);
+  uint64_t expected = 0xABCDEF;
+  ASSERT_EQ(mem.cas64(0x1000, expected, 0xABCDEF | 0x20), CasStatus::kOk);
+  EXPECT_EQ(mem.write(1ull << 40, bytes, 3), -EFAULT);  // failed writes are not reported
+  ASSERT_EQ(seen.writes.size(), 2u);
+  EXPECT_EQ(seen.writes[0], std::make_pair(uint64_t{0x1000}, size_t{8}));
+  EXPECT_EQ(seen.last64, 0xABCDEFu);
+  EXPECT_EQ(seen.writes[1], std::make_pair(uint64_t{0x2001}, size_t{3}));
+  mem.set_write_observer(nullptr, nullptr);
+  ASSERT_TRUE(mem.write64(0x1000, 1));
+  EXPECT_EQ(seen.writes.size(), 2u);
 }
 
 }  // namespace

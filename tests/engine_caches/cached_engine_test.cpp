@@ -174,5 +174,26 @@ TEST(CachedEngine, PermissionDowngradeVisibleAfterInvalidation) {
   EXPECT_EQ(r.fault.reason, FaultReason::kWriteDenied);
 }
 
+// Walk references: an uncached 4-level x 4-level nested walk reads 4 first-level entries,
+// 4 x 4 second-level entries to find the first-level tables and 4 for the final GPA (24); the
+// cached engine walks only on misses and reads fewer entries once the structure caches are warm.
+TEST(CachedEngine, WalkReferencesAreCountedPerMiss) {
+  Machine m(Mode::kNested);
+  for (uint64_t p = 0; p < 32; ++p) ASSERT_EQ(m.map(p, p, 12, true), build::Status::kOk);
+  for (uint64_t p = 0; p < 32; ++p) {
+    ASSERT_TRUE(m.reference->translate(Machine::request(p, kAccessRead)).ok);
+    ASSERT_TRUE(m.cached->translate(Machine::request(p, kAccessRead)).ok);
+    ASSERT_TRUE(m.cached->translate(Machine::request(p, kAccessRead)).ok);
+  }
+  const EngineStats ref = m.reference->stats();
+  EXPECT_EQ(ref.iotlb.walks, 32u);
+  EXPECT_EQ(ref.iotlb.walk_refs, 32u * 24u);
+  const EngineStats c = m.cached->stats();
+  EXPECT_EQ(c.iotlb.walks, c.iotlb.misses);
+  EXPECT_EQ(c.iotlb.walks, 32u);
+  EXPECT_LT(c.iotlb.walk_refs, ref.iotlb.walk_refs / 4) << "warm structure caches skip levels";
+  EXPECT_GE(c.iotlb.walk_refs, 24u + 31u) << "every walk reads at least the leaf";
+}
+
 }  // namespace
 }  // namespace nestor::test

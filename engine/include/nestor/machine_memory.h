@@ -20,6 +20,9 @@ using IoReadFn = int (*)(void *ctx, uint64_t pa, void *buf, size_t len);
 using IoWriteFn = int (*)(void *ctx, uint64_t pa, const void *buf, size_t len);
 // Fault injection: return true to make the access at `pa` fail.
 using FailFn = bool (*)(void *ctx, uint64_t pa, bool is_write);
+// Write observer: sees every successful write()/write64() (table and structure edits, wait
+// status writes), after it took effect. cas64 (the walkers' A/D updates) is not reported.
+using WriteObserverFn = void (*)(void *ctx, uint64_t pa, const void *data, size_t len);
 
 class NESTOR_CXX_API MachineMemory {
  public:
@@ -37,6 +40,9 @@ class NESTOR_CXX_API MachineMemory {
   int add_host_ram(uint64_t base, uint64_t size, void *host);
   void set_io_callbacks(IoReadFn read, IoWriteFn write, void *ctx);
   void set_fail_injector(FailFn fn, void *ctx);
+  // Install (or, with nullptr, remove) the write observer. Like the fail injector, set it
+  // while no other thread writes: trace recording uses it to capture table edits.
+  void set_write_observer(WriteObserverFn fn, void *ctx);
 
   // Host pointer for [pa, pa+len) if it lies inside one RAM region, else nullptr.
   uint8_t *host_ptr(uint64_t pa, size_t len) const {
@@ -65,6 +71,7 @@ class NESTOR_CXX_API MachineMemory {
       if (uint8_t *p = host_ptr(pa, 8)) {
         std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t *>(p))
             .store(v, std::memory_order_release);
+        if (observe_armed_.load(std::memory_order_acquire)) observer_(observer_ctx_, pa, &v, 8);
         return true;
       }
     return write(pa, &v, 8) == 0;
@@ -123,6 +130,9 @@ class NESTOR_CXX_API MachineMemory {
   std::atomic<bool> fail_armed_{false};
   FailFn fail_ = nullptr;
   void *fail_ctx_ = nullptr;
+  std::atomic<bool> observe_armed_{false};
+  WriteObserverFn observer_ = nullptr;
+  void *observer_ctx_ = nullptr;
 };
 
 static_assert(PhysicalMemory<MachineMemory>);

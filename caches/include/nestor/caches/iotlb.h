@@ -186,6 +186,11 @@ class Iotlb {
   }
 
   CacheStats stats() const { return stats_.snapshot(); }
+  // A page walk done because of a miss (or with caching off), and the entries it read.
+  void count_walk(unsigned refs) {
+    stats_.add(Counter::kWalks);
+    stats_.add(Counter::kWalkRefs, refs);
+  }
 
   // Diagnostics only (locks every set): live entries, i.e. present and not scope-invalidated.
   size_t count_live() {

@@ -27,6 +27,9 @@ struct CacheStats {
   uint64_t inv_promoted = 0;        // ranges above the threshold widened to a scope
   uint64_t over_invalidations = 0;  // invalidations applied to a wider scope than asked
   uint64_t entries_removed = 0;     // entries erased by page/range invalidation
+  // Page walks done on this cache's misses and the table entries they read (IOTLB only).
+  uint64_t walks = 0;
+  uint64_t walk_refs = 0;
 
   uint64_t lookups() const { return hits + misses; }
 };
@@ -47,6 +50,8 @@ enum class Counter : unsigned {
   kInvPromoted,
   kOverInvalidations,
   kEntriesRemoved,
+  kWalks,
+  kWalkRefs,
   kCount,
 };
 
@@ -140,6 +145,8 @@ class Stats {
     s.inv_promoted = at(Counter::kInvPromoted);
     s.over_invalidations = at(Counter::kOverInvalidations);
     s.entries_removed = at(Counter::kEntriesRemoved);
+    s.walks = at(Counter::kWalks);
+    s.walk_refs = at(Counter::kWalkRefs);
     return s;
   }
 
