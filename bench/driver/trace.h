@@ -1,0 +1,189 @@
+// Trace record and replay. A trace is everything needed to rerun a workload on a fresh engine:
+// the RAM layout, every byte written to tables and VT-d structures (setup included), the
+// root-table pointer, the translations with the results they gave, and the invalidations, in
+// the order they happened. The format is documented in docs/TRACE-FORMAT.md.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nestor/engine.h"
+#include "nestor/invq/op.h"
+
+namespace nestor::trace {
+
+inline constexpr char kMagic[8] = {'N', 'S', 'T', 'R', 'A', 'C', 'E', '\0'};
+inline constexpr uint16_t kVersion = 1;
+
+// Header flags.
+enum HeaderFlags : uint16_t {
+  // Recorded from threads that shared an address space with a table writer: a translation's
+  // recorded result may predate an edit recorded before it, so replay reports divergences
+  // instead of failing on them.
+  kFlagConcurrent = 1,
+  kFlagImported = 2,  // converted from another tool's log (e.g. QEMU trace events)
+};
+
+enum class Tag : uint8_t {
+  kConfig = 0x01,
+  kRam = 0x02,
+  kRoot = 0x03,
+  kWrite = 0x04,
+  kWrite64 = 0x05,
+  kThread = 0x06,
+  kTranslate = 0x10,
+  kInvalidate = 0x20,
+  kWait = 0x21,
+  kEnd = 0x7F,
+};
+
+// What a translation record expects.
+enum class Expect : uint8_t { kUnchecked = 0, kOk = 1, kFault = 2 };
+
+struct TranslateRecord {
+  Request req;
+  Expect expect = Expect::kUnchecked;
+  uint64_t out = 0;          // kOk: translated address
+  uint8_t perms = 0;         // kOk: AccessBits granted
+  uint8_t page_shift = 12;   // kOk
+  uint8_t fault_reason = 0;  // kFault: FaultReason
+};
+
+// Engine settings that change translation results (cache geometry does not).
+struct ConfigRecord {
+  uint8_t host_address_width = 48;
+  uint8_t pasid_bits = 20;
+  uint8_t sagaw = 0b1110;
+  bool first_level_5 = true, first_level_1g = true, second_level_2m = true,
+       second_level_1g = true, first_level_ad = true;
+  static ConfigRecord from(const EngineConfig &c);
+  void apply(EngineConfig *c) const;
+};
+
+struct Record {
+  Tag tag = Tag::kEnd;
+  ConfigRecord config;            // kConfig
+  uint64_t addr = 0, size = 0;    // kRam (base, size), kRoot (addr), kWrite/kWrite64 (addr)
+  std::vector<uint8_t> bytes;     // kWrite
+  uint64_t value = 0;             // kWrite64
+  uint32_t thread = 0;            // kThread
+  TranslateRecord translate;      // kTranslate
+  invq::InvalidationOp op;        // kInvalidate
+  uint64_t count = 0;             // kEnd: records before it
+};
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Appends records to an in-memory buffer; save() writes it out. Not thread-safe (Recorder is).
+class Writer {
+ public:
+  explicit Writer(uint16_t flags = 0);
+  void config(const ConfigRecord &c);
+  void ram(uint64_t base, uint64_t size);
+  void root(uint64_t addr);
+  void write(uint64_t addr, const void *data, size_t len);
+  void thread(uint32_t id);
+  void translate(const TranslateRecord &t);
+  void translate(const Request &req, const Result &res);
+  void invalidate(const invq::InvalidationOp &op);
+  void wait();
+  void set_flags(uint16_t flags);
+  uint16_t flags() const;
+  // Appends the end record (once) and returns the finished bytes.
+  const std::vector<uint8_t> &finish();
+  void save(const std::string &path);
+  uint64_t records() const { return records_; }
+  size_t size_bytes() const { return buf_.size(); }
+
+ private:
+  void put(Tag t);
+  void varint(uint64_t v);
+  std::vector<uint8_t> buf_;
+  uint64_t records_ = 0;
+  bool finished_ = false;
+  // Delta state: consecutive translations of a DMA stream differ by small strides.
+  uint64_t last_iova_ = 0, last_out_ = 0;
+};
+
+// Decodes a whole trace held in memory. Every malformed input raises Error with the byte
+// offset; a trace without its end record is reported as truncated.
+class Reader {
+ public:
+  explicit Reader(std::vector<uint8_t> bytes);
+  static Reader load(const std::string &path);
+  uint16_t flags() const { return flags_; }
+  // False at the end record. The end record's count is checked against the records read.
+  bool next(Record *r);
+
+ private:
+  uint64_t varint();
+  uint8_t byte();
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+  uint16_t flags_ = 0;
+  uint64_t records_ = 0;
+  bool ended_ = false;
+  uint64_t last_iova_ = 0, last_out_ = 0;
+};
+
+// Thread-safe recorder for a live engine: observes the engine memory's writes, and takes
+// translations and invalidations from the workload. Record order is the order in which the
+// recorder's lock was taken.
+class Recorder {
+ public:
+  // Records the engine's configuration, RAM regions and root pointer as they are now, then
+  // every later write. Attach before the machine is built so setup writes are captured.
+  explicit Recorder(Engine &engine);
+  ~Recorder();
+  Recorder(const Recorder &) = delete;
+  Recorder &operator=(const Recorder &) = delete;
+  void ram(uint64_t base, uint64_t size);
+  void root(uint64_t addr);
+  void translate(uint32_t thread, const Request &req, const Result &res);
+  void invalidate(uint32_t thread, const invq::InvalidationOp &op);
+  void wait(uint32_t thread);
+  void mark_concurrent();
+  // Stops observing and writes the trace (or returns its bytes).
+  void save(const std::string &path);
+  std::vector<uint8_t> finish();
+  uint64_t records();
+
+ private:
+  static void on_write(void *ctx, uint64_t pa, const void *data, size_t len);
+  void switch_thread(uint32_t thread);
+  Engine &engine_;
+  std::mutex mu_;
+  Writer w_;
+  uint32_t current_thread_ = 0;
+  uint64_t last_root_ = 0;
+  bool detached_ = false;
+};
+
+struct ReplayOptions {
+  bool verify = true;       // compare each translation with its recorded result
+  bool caching = true;      // replay on a cached (true) or uncached engine
+  size_t max_reported = 8;  // divergences described in ReplayResult::messages
+  uint32_t repeat = 1;      // replay the translation stream this many times (throughput)
+};
+
+struct ReplayResult {
+  uint64_t records = 0;
+  uint64_t translations = 0, faults = 0, invalidations = 0, writes = 0;
+  uint64_t checked = 0, divergences = 0;
+  bool concurrent = false;  // the trace's kFlagConcurrent
+  double seconds = 0;       // time spent in translations and invalidations
+  EngineStats stats;
+  std::vector<std::string> messages;
+};
+
+// Rebuilds the machine on a fresh engine and reruns the trace on one thread.
+ReplayResult replay(Reader &reader, const ReplayOptions &opt = {});
+
+}  // namespace nestor::trace
