@@ -1,134 +1,201 @@
-// nestor-bench: the workload driver. Builds a machine (VMs, second-level domains, guest
-// first-level tables, devices), then drives translations from several threads and reports
-// throughput and faults.
-#include <CLI/CLI.hpp>
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <random>
-#include <thread>
-#include <vector>
+// nestor-bench: the workload driver. Every option can also come from a TOML/INI file
+// (--config FILE; --print-config shows the current settings in that format).
+#include <unistd.h>
 
-#include "testbed.h"
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "report.h"
+#include "workload.h"
 
 using namespace nestor;
-
-namespace {
-
-struct Options {
-  std::string scenario = "vm-mix";
-  int threads = 2;
-  double seconds = 2.0;
-  int vms = 2;
-  uint64_t pages = 4096;
-  int fl_levels = 4;
-  int sl_levels = 4;
-  uint64_t seed = 1;
-  bool json = false;
-};
-
-struct ThreadResult {
-  uint64_t translations = 0;
-  uint64_t faults = 0;
-};
-
-// Per-thread access mix: half sequential DMA-ring sweeps, half zipf-like hot buffers.
-void run_worker(Engine &engine, const std::vector<bench::Testbed::Device> &devs, uint64_t pages,
-                uint64_t seed, const std::atomic<bool> &stop, ThreadResult *out) {
-  std::mt19937_64 rng(seed);
-  uint64_t ring = 0;
-  ThreadResult r;
-  // One address-space handle per device per thread: the path an emulator's device model uses.
-  std::vector<AddressSpace> handles;
-  for (const auto &d : devs) handles.push_back(engine.open(d.source_id, true, d.pasid));
-  while (!stop.load(std::memory_order_relaxed)) {
-    for (int i = 0; i < 256; ++i) {
-      AddressSpace &h = handles[rng() % handles.size()];
-      uint64_t page;
-      if (i & 1) {
-        page = ring++ % pages;
-      } else {
-        // Squaring a uniform variate skews toward low pages: a cheap zipf-like hot set.
-        const double u = double(rng() >> 11) * 0x1.0p-53;
-        page = uint64_t(u * u * double(pages)) % pages;
-      }
-      const uint64_t iova = bench::kIovaBase + page * 4096 + (rng() & 0xFF8);
-      const uint8_t access = (rng() & 3) == 0 ? kAccessWrite : kAccessRead;
-      Result res = h.translate(iova, access);
-      r.translations++;
-      if (!res.ok) r.faults++;
-    }
-  }
-  *out = r;
-}
-
-int run(const Options &o) {
-  bench::TestbedConfig tc;
-  tc.vms = o.vms;
-  tc.working_set_pages = o.pages;
-  tc.fl_levels = o.fl_levels;
-  tc.sl_levels = o.sl_levels;
-  if (o.scenario == "walk") tc.sl_page_shift = 12;
-  bench::Testbed bed(tc);
-  std::atomic<bool> stop{false};
-  std::vector<ThreadResult> results(size_t(o.threads));
-  std::vector<std::thread> threads;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int t = 0; t < o.threads; ++t)
-    threads.emplace_back(run_worker, std::ref(bed.engine()), std::cref(bed.devices()), o.pages,
-                         o.seed + uint64_t(t), std::cref(stop), &results[size_t(t)]);
-  // The driver thread only times the run; workers synchronise on `stop`.
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-  stop.store(true);
-  for (auto &t : threads) t.join();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ThreadResult total;
-  for (auto &r : results) {
-    total.translations += r.translations;
-    total.faults += r.faults;
-  }
-  const double rate = double(total.translations) / secs;
-  if (o.json) {
-    std::printf(
-        "{\"scenario\":\"%s\",\"threads\":%d,\"vms\":%d,\"pages\":%llu,\"seconds\":%.3f,"
-        "\"translations\":%llu,\"faults\":%llu,\"translations_per_second\":%.0f}\n",
-        o.scenario.c_str(), o.threads, o.vms, (unsigned long long)o.pages, secs,
-        (unsigned long long)total.translations, (unsigned long long)total.faults, rate);
-  } else {
-    std::printf("nestor-bench  scenario=%s  threads=%d  vms=%d  pages/device=%llu  FL=%d-level  "
-                "SL=%d-level\n",
-                o.scenario.c_str(), o.threads, o.vms, (unsigned long long)o.pages, o.fl_levels,
-                o.sl_levels);
-    std::printf("  %-22s %12.3f\n", "seconds", secs);
-    std::printf("  %-22s %12llu\n", "translations", (unsigned long long)total.translations);
-    std::printf("  %-22s %12llu\n", "faults", (unsigned long long)total.faults);
-    std::printf("  %-22s %12.2f M/s\n", "throughput", rate / 1e6);
-  }
-  return total.faults == 0 ? 0 : 1;
-}
-
-}  // namespace
+using namespace nestor::driver;
 
 int main(int argc, char **argv) {
-  CLI::App app{"nestor-bench: workload driver for the nestor IOMMU engine"};
-  Options o;
-  app.add_option("--scenario", o.scenario, "vm-mix (default) or walk (cold nested walks)")
-      ->check(CLI::IsMember({"vm-mix", "walk"}));
-  app.add_option("--threads", o.threads, "translating threads")->check(CLI::Range(1, 256));
-  app.add_option("--seconds", o.seconds, "run time")->check(CLI::Range(0.01, 86400.0));
-  app.add_option("--vms", o.vms, "virtual machines (one domain and device each)")
-      ->check(CLI::Range(1, 64));
-  app.add_option("--pages", o.pages, "4K pages mapped per device")->check(CLI::Range(1, 1 << 22));
-  app.add_option("--fl-levels", o.fl_levels, "guest first-level levels")
-      ->check(CLI::IsMember({4, 5}));
-  app.add_option("--sl-levels", o.sl_levels, "host second-level levels")
-      ->check(CLI::IsMember({3, 4, 5}));
-  app.add_option("--seed", o.seed, "random seed");
-  app.add_flag("--json", o.json, "machine-readable output");
+  CLI::App app{
+      "nestor-bench: workload driver for the nestor IOMMU engine.\n"
+      "Scenarios: vm-mix (default), storm, scaling, walk, replay, import-qemu."};
+  app.set_config("--config", "", "read options from a TOML/INI file (keys are long option names)");
+  app.allow_config_extras(false);
+  DriverOptions o;
+  std::string path = "handle", mix = format_mix(o.mix), plot_dir;
+  bool json = false, no_progress = false, print_config = false, no_verify = false;
+  bool drain = false, no_coalesce = false;
+
+  app.add_option("--scenario", o.scenario, "what to run")
+      ->check(CLI::IsMember({"vm-mix", "storm", "scaling", "walk", "replay", "import-qemu"}))
+      ->capture_default_str();
+  auto *machine = "Machine";
+  app.add_option("--vms", o.machine.vms, "virtual machines (owner + nesting domain each)")
+      ->check(CLI::Range(1, 64))
+      ->group(machine)
+      ->capture_default_str();
+  app.add_option("--devices", o.machine.devices_per_vm, "devices per VM")
+      ->check(CLI::Range(1, 32))
+      ->group(machine)
+      ->capture_default_str();
+  app.add_option("--pasids", o.machine.pasids_per_device, "bound PASIDs per device")
+      ->check(CLI::Range(1, 64))
+      ->group(machine)
+      ->capture_default_str();
+  app.add_option("--pages", o.pages,
+                 "4K pages each address space maps; several values: one run each (hit rate vs "
+                 "working set)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 22))
+      ->group(machine)
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--fl-levels", o.machine.fl_levels, "guest first-level levels")
+      ->check(CLI::IsMember({4, 5}))
+      ->group(machine)
+      ->capture_default_str();
+  app.add_option("--sl-levels", o.machine.sl_levels, "host second-level levels")
+      ->check(CLI::IsMember({3, 4, 5}))
+      ->group(machine)
+      ->capture_default_str();
+
+  auto *load = "Load";
+  app.add_option("--threads", o.threads, "translating threads (scaling: the largest count)")
+      ->check(CLI::Range(1, 256))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--thread-counts", o.thread_counts,
+                 "scaling: thread counts to run (default 1..threads)")
+      ->check(CLI::Range(1, 256))
+      ->group(load)
+      ->delimiter(',');
+  app.add_option("--seconds", o.seconds, "length of each run")
+      ->check(CLI::Range(0.01, 86400.0))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--ops", o.ops,
+                 "translations per thread instead of a duration (walk: per geometry)")
+      ->group(load);
+  app.add_option("--path", path, "translation path: handle (address-space handles), request, batch")
+      ->check(CLI::IsMember({"handle", "request", "batch"}))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--ring-fraction", o.ring_fraction, "share of accesses sweeping a DMA ring")
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--zipf", o.zipf_s, "zipf exponent of the other (buffer) accesses")
+      ->check(CLI::Range(0.0, 4.0))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--write-fraction", o.write_fraction, "share of DMA writes")
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--remap-every", o.remap_every,
+                 "guest remap (unmap, invalidate, map) per thread every N translations; 0: off")
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--remap-pages", o.remap_pages, "pages per remap")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20))
+      ->group(load)
+      ->capture_default_str();
+  app.add_flag("--no-verify", no_verify, "do not check translations against the guest mapping")
+      ->group(load);
+  app.add_option("--latency-sample", o.latency_sample,
+                 "time one translation in N (a power of two; 0: no latency sampling)")
+      ->group(load)
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed")->group(load)->capture_default_str();
+
+  auto *storm = "Storm";
+  app.add_option("--invalidators", o.invalidators, "invalidating threads")
+      ->check(CLI::Range(0, 64))
+      ->group(storm)
+      ->capture_default_str();
+  app.add_option("--mix", mix, "granularity weights: page,range,pasid,domain,global,context,gpa")
+      ->group(storm)
+      ->capture_default_str();
+  app.add_option("--inv-rate", o.inv_rate, "operations/s per invalidating thread; 0: unthrottled")
+      ->check(CLI::Range(0.0, 1e9))
+      ->group(storm)
+      ->capture_default_str();
+  app.add_option("--inv-batch", o.inv_batch, "operations per wait")
+      ->check(CLI::Range(1u, 100000u))
+      ->group(storm)
+      ->capture_default_str();
+
+  auto *walk = "Walk";
+  app.add_option("--walk-fl-levels", o.walk_fl_levels, "first-level depths")
+      ->check(CLI::IsMember({4, 5}))
+      ->group(walk)
+      ->delimiter(',');
+  app.add_option("--walk-sl-levels", o.walk_sl_levels, "second-level depths")
+      ->check(CLI::IsMember({3, 4, 5}))
+      ->group(walk)
+      ->delimiter(',');
+  app.add_option("--walk-pages", o.walk_pages, "pages mapped and walked per geometry")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 22))
+      ->group(walk)
+      ->capture_default_str();
+
+  auto *io = "Trace and output";
+  app.add_flag("--baseline", o.baseline,
+               "also run the QEMU-style baseline (bench/baselines) and report nestor/baseline")
+      ->group(io);
+  app.add_option("--record", o.record_path, "write a trace of the (first) run")->group(io);
+  app.add_option("--trace", o.trace_path, "replay: trace to run; import-qemu: output trace")
+      ->group(io);
+  app.add_option("--qemu-log", o.qemu_log, "replay/import-qemu: QEMU 'vtd_*' trace-event log")
+      ->check(CLI::ExistingFile)
+      ->group(io);
+  app.add_option("--repeat", o.replay_repeat, "replay the trace this many times")
+      ->check(CLI::Range(1u, 1000000u))
+      ->group(io);
+  app.add_flag("--json", json, "print the report as JSON instead of a table")->group(io);
+  app.add_option("--plot", plot_dir, "write SVG charts (gnuplot) into this directory")->group(io);
+  app.add_flag("--no-progress", no_progress, "no progress bar even on a terminal")->group(io);
+  app.add_flag("--print-config", print_config, "print the settings as a config file and exit")
+      ->group(io);
+
+  auto *eng = "Engine";
+  app.add_option("--iotlb-entries", o.engine.iotlb_entries, "IOTLB capacity")
+      ->check(CLI::Range(64u, 1u << 24))
+      ->group(eng)
+      ->capture_default_str();
+  app.add_flag("--drain", drain, "drain in-flight translations on invalidation waits")->group(eng);
+  app.add_flag("--no-coalesce", no_coalesce, "do not coalesce queued invalidations")->group(eng);
+
   CLI11_PARSE(app, argc, argv);
+  if (print_config) {
+    // Every setting with its value, ready for --config; options left empty (no default)
+    // and this flag itself are omitted so the file reads back unchanged.
+    std::istringstream all(app.config_to_str(true, false));
+    for (std::string line; std::getline(all, line);)
+      if (line.find("=\"\"") == std::string::npos && line.rfind("print-config", 0) != 0)
+        std::printf("%s\n", line.c_str());
+    return 0;
+  }
   try {
-    return run(o);
+    o.mix = parse_mix(mix);
+    o.path = path == "request" ? Path::kRequest : path == "batch" ? Path::kBatch : Path::kHandle;
+    o.verify = !no_verify;
+    o.engine.drain = drain;
+    o.engine.coalesce = !no_coalesce;
+    std::unique_ptr<ProgressBar> bar;
+    if (!no_progress && isatty(STDERR_FILENO)) {
+      bar = std::make_unique<ProgressBar>(stderr);
+      o.progress = [&bar](double f, uint64_t n) { bar->update(f, n); };
+    }
+    const ScenarioReport report = run_scenario(o);
+    if (bar) bar->finish();
+    if (json)
+      write_json(report, stdout);
+    else
+      print_table(report, stdout);
+    if (!plot_dir.empty())
+      for (const auto &svg : write_plots(report, plot_dir))
+        std::fprintf(stderr, "nestor-bench: wrote %s\n", svg.c_str());
+    return report.failed ? 1 : 0;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "nestor-bench: %s\n", e.what());
     return 2;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -37,12 +38,16 @@ class Testbed {
     uint32_t pasid;
   };
 
-  explicit Testbed(const TestbedConfig &cfg, const EngineConfig &ecfg = {})
+  // `after_ram` runs once RAM is declared and before anything is written (a trace recorder
+  // attaches there to capture the setup).
+  explicit Testbed(const TestbedConfig &cfg, const EngineConfig &ecfg = {},
+                   const std::function<void(Engine &)> &after_ram = {})
       : cfg_(cfg), engine_(std::make_unique<Engine>(ecfg)) {
     MachineMemory &mem = engine_->memory();
     // Host RAM: tables in [1 GiB, 2 GiB), guest RAM backing from 4 GiB up; lazily backed.
     if (mem.add_ram(0, (4ull << 30) + uint64_t(cfg.vms) * cfg.guest_ram) != 0)
       throw std::runtime_error("testbed: cannot declare RAM");
+    if (after_ram) after_ram(*engine_);
     pages_ = std::make_unique<PageAllocator>(mem, 1ull << 30, 1ull << 30);
     host_space_ = std::make_unique<HostTableSpace>(mem, *pages_);
     structures_ = std::make_unique<StructuresWriter>(mem, *pages_);
@@ -108,9 +113,9 @@ class Testbed {
         const uint64_t root = guest_space.alloc_table();
         build::FirstLevelBuilder<GuestTableSpace> flb(guest_space, root, cfg_.fl_levels);
         for (uint64_t p = 0; p < cfg_.working_set_pages; ++p)
-          check(flb.map(iova(p), (p % data_pages) * 4096, 12,
-                        build::fl_leaf_bits(true, true, false)),
-                "guest fl map");
+          check(
+              flb.map(iova(p), (p % data_pages) * 4096, 12, build::fl_leaf_bits(true, true, false)),
+              "guest fl map");
         pe.fl_root = root;
       }
       if (structures_->attach(sid, 0) != 0 || structures_->set_pasid_entry(sid, pasid, pe) != 0)

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libtbb-dev libjemalloc-dev libbenchmark-dev libgtest-dev libgmock-dev libcli11-dev libglib2.0-dev
+  gnuplot-nox  # nestor-bench --plot (SVG charts)
   libasan8 libubsan1 libtsan2
   clang-14 libclang-rt-14-dev  # libFuzzer (tests/fuzz)
   libsystemc-dev  # optional example: examples/systemc_iommu (SystemC TLM-2.0 IOMMU module)

@@ -32,6 +32,7 @@ class QemuStyleIotlb {
     std::lock_guard lock(mu_);
     if (auto *e = static_cast<Entry *>(g_hash_table_lookup(table_, &probe))) {
       if ((req.access & ~e->perms) == 0) {
+        ++hits_;
         Result r;
         r.ok = true;
         r.t.out = e->hpa_page | (req.iova & 0xFFF);
@@ -41,9 +42,13 @@ class QemuStyleIotlb {
         return r;
       }
     }
+    ++misses_;
     const Result r = walker_.translate(req);
     if (!r.ok) return r;
-    if (g_hash_table_size(table_) >= kMaxEntries) g_hash_table_remove_all(table_);
+    if (g_hash_table_size(table_) >= kMaxEntries) {
+      g_hash_table_remove_all(table_);
+      ++flushes_;
+    }
     auto *key = g_new(Key, 1);
     *key = probe;
     auto *entry = g_new(Entry, 1);
@@ -77,6 +82,14 @@ class QemuStyleIotlb {
   guint size() {
     std::lock_guard lock(mu_);
     return g_hash_table_size(table_);
+  }
+  // Lookups that hit / missed, and how often the full table was emptied to make room.
+  struct Counts {
+    uint64_t hits, misses, full_flushes;
+  };
+  Counts counts() {
+    std::lock_guard lock(mu_);
+    return {hits_, misses_, flushes_};
   }
   // The baseline learns each device's DID once (QEMU reads it from the context/PASID entry).
   void set_did(uint16_t source_id, uint16_t did) { dids_[source_id] = did; }
@@ -119,6 +132,7 @@ class QemuStyleIotlb {
 
   Engine &walker_;
   std::mutex mu_;
+  uint64_t hits_ = 0, misses_ = 0, flushes_ = 0;
   GHashTable *table_;
   uint16_t dids_[65536] = {};
 };

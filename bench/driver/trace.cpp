@@ -1,5 +1,6 @@
 #include "trace.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -14,10 +15,16 @@ namespace {
 
 constexpr size_t kHeaderSize = 16;
 
-uint64_t zigzag(int64_t v) { return (uint64_t(v) << 1) ^ uint64_t(v >> 63); }
-int64_t unzigzag(uint64_t v) { return int64_t(v >> 1) ^ -int64_t(v & 1); }
+uint64_t zigzag(int64_t v) {
+  return (uint64_t(v) << 1) ^ uint64_t(v >> 63);
+}
+int64_t unzigzag(uint64_t v) {
+  return int64_t(v >> 1) ^ -int64_t(v & 1);
+}
 
-uint8_t shift_code(uint8_t shift) { return shift == 30 ? 2 : shift == 21 ? 1 : 0; }
+uint8_t shift_code(uint8_t shift) {
+  return shift == 30 ? 2 : shift == 21 ? 1 : 0;
+}
 
 std::string hex(uint64_t v) {
   char b[24];
@@ -89,7 +96,9 @@ void Writer::set_flags(uint16_t flags) {
   buf_[11] = uint8_t(flags >> 8);
 }
 
-uint16_t Writer::flags() const { return uint16_t(buf_[10] | (buf_[11] << 8)); }
+uint16_t Writer::flags() const {
+  return uint16_t(buf_[10] | (buf_[11] << 8));
+}
 
 void Writer::put(Tag t) {
   if (finished_) throw Error("trace: record appended after the end record");
@@ -134,10 +143,17 @@ void Writer::write(uint64_t addr, const void *data, size_t len) {
     varint(v);
     return;
   }
+  const uint8_t *p = static_cast<const uint8_t *>(data);
+  // Freshly allocated table pages are zeroed with one 4K write: keep that to a few bytes.
+  if (len > 8 && std::all_of(p, p + len, [](uint8_t b) { return b == 0; })) {
+    put(Tag::kZero);
+    varint(addr);
+    varint(len);
+    return;
+  }
   put(Tag::kWrite);
   varint(addr);
   varint(len);
-  const uint8_t *p = static_cast<const uint8_t *>(data);
   buf_.insert(buf_.end(), p, p + len);
 }
 
@@ -152,8 +168,8 @@ void Writer::translate(const TranslateRecord &t) {
   varint(t.req.has_pasid ? uint64_t(t.req.pasid) + 1 : 0);
   varint(zigzag(int64_t(t.req.iova - last_iova_)));
   last_iova_ = t.req.iova;
-  buf_.push_back(uint8_t((t.req.access & 7) | (t.req.privileged ? 8 : 0) |
-                         (uint8_t(t.expect) << 4)));
+  buf_.push_back(
+      uint8_t((t.req.access & 7) | (t.req.privileged ? 8 : 0) | (uint8_t(t.expect) << 4)));
   if (t.expect == Expect::kOk) {
     varint(zigzag(int64_t(t.out - last_out_)));
     last_out_ = t.out;
@@ -193,7 +209,48 @@ void Writer::invalidate(const invq::InvalidationOp &op) {
   buf_.push_back(op.max_invs_pending);
 }
 
-void Writer::wait() { put(Tag::kWait); }
+void Writer::wait() {
+  put(Tag::kWait);
+}
+
+void Writer::append(const Record &r) {
+  switch (r.tag) {
+    case Tag::kConfig:
+      config(r.config);
+      break;
+    case Tag::kRam:
+      ram(r.addr, r.size);
+      break;
+    case Tag::kRoot:
+      root(r.addr);
+      break;
+    case Tag::kWrite:
+      write(r.addr, r.bytes.data(), r.bytes.size());
+      break;
+    case Tag::kWrite64:
+      write(r.addr, &r.value, 8);
+      break;
+    case Tag::kZero: {
+      const std::vector<uint8_t> zeros(r.size, 0);
+      write(r.addr, zeros.data(), zeros.size());
+      break;
+    }
+    case Tag::kThread:
+      thread(r.thread);
+      break;
+    case Tag::kTranslate:
+      translate(r.translate);
+      break;
+    case Tag::kInvalidate:
+      invalidate(r.op);
+      break;
+    case Tag::kWait:
+      wait();
+      break;
+    case Tag::kEnd:
+      break;
+  }
+}
 
 const std::vector<uint8_t> &Writer::finish() {
   if (!finished_) {
@@ -206,10 +263,13 @@ const std::vector<uint8_t> &Writer::finish() {
 }
 
 void Writer::save(const std::string &path) {
-  finish();
+  save_bytes(finish(), path);
+}
+
+void Writer::save_bytes(const std::vector<uint8_t> &bytes, const std::string &path) {
   std::FILE *f = std::fopen(path.c_str(), "wb");
   if (!f) throw Error("trace: cannot create " + path + ": " + std::strerror(errno));
-  const bool ok = std::fwrite(buf_.data(), 1, buf_.size(), f) == buf_.size();
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
   if (std::fclose(f) != 0 || !ok) throw Error("trace: cannot write " + path);
 }
 
@@ -226,12 +286,15 @@ Reader::Reader(std::vector<uint8_t> bytes) : buf_(std::move(bytes)) {
   pos_ = kHeaderSize;
 }
 
-Reader Reader::load(const std::string &path) {
+std::vector<uint8_t> Reader::read_file(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("trace: cannot open " + path + ": " + std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  return Reader(std::move(bytes));
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+}
+
+Reader Reader::load(const std::string &path) {
+  return Reader(read_file(path));
 }
 
 uint8_t Reader::byte() {
@@ -254,8 +317,7 @@ uint64_t Reader::varint() {
 bool Reader::next(Record *r) {
   if (ended_) return false;
   if (pos_ >= buf_.size())
-    throw Error("trace: truncated after record " + std::to_string(records_) +
-                " (no end record)");
+    throw Error("trace: truncated after record " + std::to_string(records_) + " (no end record)");
   const size_t at = pos_;
   const uint8_t tag = byte();
   r->tag = Tag(tag);
@@ -276,7 +338,9 @@ bool Reader::next(Record *r) {
       r->addr = varint();
       r->size = varint();
       break;
-    case Tag::kRoot: r->addr = varint(); break;
+    case Tag::kRoot:
+      r->addr = varint();
+      break;
     case Tag::kWrite: {
       r->addr = varint();
       const uint64_t len = varint();
@@ -291,7 +355,16 @@ bool Reader::next(Record *r) {
       r->addr = varint();
       r->value = varint();
       break;
-    case Tag::kThread: r->thread = uint32_t(varint()); break;
+    case Tag::kZero:
+      r->addr = varint();
+      r->size = varint();
+      if (r->size > (uint64_t{1} << 30))
+        throw Error("trace: zero fill of " + std::to_string(r->size) + " bytes at byte " +
+                    std::to_string(at) + " is larger than 1 GiB");
+      break;
+    case Tag::kThread:
+      r->thread = uint32_t(varint());
+      break;
     case Tag::kTranslate: {
       TranslateRecord &t = r->translate;
       t = {};
@@ -310,8 +383,8 @@ bool Reader::next(Record *r) {
       t.req.privileged = f & 8;
       const uint8_t expect = (f >> 4) & 3;
       if (expect > 2 || (f & 0xC0))
-        throw Error("trace: translation record at byte " + std::to_string(at) +
-                    " has bad flags " + hex(f));
+        throw Error("trace: translation record at byte " + std::to_string(at) + " has bad flags " +
+                    hex(f));
       t.expect = Expect(expect);
       if (t.expect == Expect::kOk) {
         last_out_ += uint64_t(unzigzag(varint()));
@@ -352,7 +425,8 @@ bool Reader::next(Record *r) {
                     " has an invalid range");
       break;
     }
-    case Tag::kWait: break;
+    case Tag::kWait:
+      break;
     case Tag::kEnd: {
       r->count = varint();
       if (r->count != records_)
@@ -459,13 +533,31 @@ std::vector<uint8_t> Recorder::finish() {
 // ---- Replay ----------------------------------------------------------------------------
 
 ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
+  uint64_t out_records = 0;
+  // Translations dominate a trace: keep them in a dense array of their own so the replay
+  // loop streams ~50 bytes per translation, not a whole Record.
+  struct Step {
+    Tag tag;
+    uint32_t index;  // into translations or records
+  };
+  std::vector<Step> steps;
+  std::vector<TranslateRecord> translations;
   std::vector<Record> records;
   {
     Record r;
-    while (reader.next(&r)) records.push_back(r);
+    while (reader.next(&r)) {
+      if (r.tag == Tag::kTranslate) {
+        steps.push_back({r.tag, uint32_t(translations.size())});
+        translations.push_back(r.translate);
+      } else {
+        steps.push_back({r.tag, uint32_t(records.size())});
+        records.push_back(r);
+      }
+      ++out_records;
+    }
   }
   ReplayResult out;
-  out.records = records.size();
+  out.records = out_records;
   out.concurrent = reader.flags() & kFlagConcurrent;
   EngineConfig cfg;
   cfg.caching = opt.caching;
@@ -486,8 +578,30 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
     }
     Clock::time_point started{};
     bool timing = false;
-    for (size_t i = 0; i < records.size(); ++i) {
-      const Record &r = records[i];
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (steps[i].tag == Tag::kTranslate) {
+        if (!timing) {
+          started = Clock::now();
+          timing = true;
+        }
+        const TranslateRecord &t = translations[steps[i].index];
+        const Result res = engine.translate(t.req);
+        ++out.translations;
+        out.faults += !res.ok;
+        if (!opt.verify || t.expect == Expect::kUnchecked) continue;
+        ++out.checked;
+        const bool same = t.expect == Expect::kOk
+                              ? res.ok && res.t.out == t.out && res.t.perms == t.perms
+                              : !res.ok && uint8_t(res.fault.reason) == t.fault_reason;
+        if (!same) {
+          ++out.divergences;
+          if (out.messages.size() < opt.max_reported)
+            out.messages.push_back("record " + std::to_string(i) + ": " + describe(t.req) +
+                                   ": recorded " + describe(t) + ", replayed " + describe(res));
+        }
+        continue;
+      }
+      const Record &r = records[steps[i].index];
       switch (r.tag) {
         case Tag::kRam:
           if (pass == 0) {
@@ -513,36 +627,24 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
                         std::to_string(i) + ")");
           out.writes += pass == 0;
           break;
-        case Tag::kTranslate: {
-          if (!timing) {
-            started = Clock::now();
-            timing = true;
-          }
-          const TranslateRecord &t = r.translate;
-          const Result res = engine.translate(t.req);
-          ++out.translations;
-          out.faults += !res.ok;
-          if (!opt.verify || t.expect == Expect::kUnchecked) break;
-          ++out.checked;
-          const bool same =
-              t.expect == Expect::kOk
-                  ? res.ok && res.t.out == t.out && res.t.perms == t.perms
-                  : !res.ok && uint8_t(res.fault.reason) == t.fault_reason;
-          if (!same) {
-            ++out.divergences;
-            if (out.messages.size() < opt.max_reported)
-              out.messages.push_back("record " + std::to_string(i) + ": " + describe(t.req) +
-                                     ": recorded " + describe(t) + ", replayed " +
-                                     describe(res));
-          }
+        case Tag::kZero: {
+          const std::vector<uint8_t> zeros(r.size, 0);
+          if (mem.write(r.addr, zeros.data(), zeros.size()) != 0)
+            throw Error("replay: write to " + hex(r.addr) + " outside RAM (record " +
+                        std::to_string(i) + ")");
+          out.writes += pass == 0;
           break;
         }
         case Tag::kInvalidate:
           engine.invalidate(r.op);
           ++out.invalidations;
+          if (pass == 0) ++out.by_scope[unsigned(r.op.scope)];
           break;
-        case Tag::kWait: engine.invalidate_wait(); break;
-        default: break;
+        case Tag::kWait:
+          engine.invalidate_wait();
+          break;
+        default:
+          break;
       }
     }
     if (timing) busy += Clock::now() - started;

@@ -4,6 +4,7 @@
 // the order they happened. The format is documented in docs/TRACE-FORMAT.md.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
@@ -35,6 +36,7 @@ enum class Tag : uint8_t {
   kWrite = 0x04,
   kWrite64 = 0x05,
   kThread = 0x06,
+  kZero = 0x07,
   kTranslate = 0x10,
   kInvalidate = 0x20,
   kWait = 0x21,
@@ -58,22 +60,23 @@ struct ConfigRecord {
   uint8_t host_address_width = 48;
   uint8_t pasid_bits = 20;
   uint8_t sagaw = 0b1110;
-  bool first_level_5 = true, first_level_1g = true, second_level_2m = true,
-       second_level_1g = true, first_level_ad = true;
+  bool first_level_5 = true, first_level_1g = true, second_level_2m = true, second_level_1g = true,
+       first_level_ad = true;
   static ConfigRecord from(const EngineConfig &c);
   void apply(EngineConfig *c) const;
 };
 
 struct Record {
   Tag tag = Tag::kEnd;
-  ConfigRecord config;            // kConfig
-  uint64_t addr = 0, size = 0;    // kRam (base, size), kRoot (addr), kWrite/kWrite64 (addr)
-  std::vector<uint8_t> bytes;     // kWrite
-  uint64_t value = 0;             // kWrite64
-  uint32_t thread = 0;            // kThread
-  TranslateRecord translate;      // kTranslate
-  invq::InvalidationOp op;        // kInvalidate
-  uint64_t count = 0;             // kEnd: records before it
+  ConfigRecord config;  // kConfig
+  // kRam (base, size), kRoot (addr), kWrite/kWrite64 (addr), kZero (addr, size)
+  uint64_t addr = 0, size = 0;
+  std::vector<uint8_t> bytes;  // kWrite
+  uint64_t value = 0;          // kWrite64
+  uint32_t thread = 0;         // kThread
+  TranslateRecord translate;   // kTranslate
+  invq::InvalidationOp op;     // kInvalidate
+  uint64_t count = 0;          // kEnd: records before it
 };
 
 class Error : public std::runtime_error {
@@ -94,11 +97,14 @@ class Writer {
   void translate(const Request &req, const Result &res);
   void invalidate(const invq::InvalidationOp &op);
   void wait();
+  // Re-encodes a decoded record (filtering or editing traces); an end record is ignored.
+  void append(const Record &r);
   void set_flags(uint16_t flags);
   uint16_t flags() const;
   // Appends the end record (once) and returns the finished bytes.
   const std::vector<uint8_t> &finish();
   void save(const std::string &path);
+  static void save_bytes(const std::vector<uint8_t> &bytes, const std::string &path);
   uint64_t records() const { return records_; }
   size_t size_bytes() const { return buf_.size(); }
 
@@ -118,6 +124,7 @@ class Reader {
  public:
   explicit Reader(std::vector<uint8_t> bytes);
   static Reader load(const std::string &path);
+  static std::vector<uint8_t> read_file(const std::string &path);
   uint16_t flags() const { return flags_; }
   // False at the end record. The end record's count is checked against the records read.
   bool next(Record *r);
@@ -177,8 +184,9 @@ struct ReplayResult {
   uint64_t records = 0;
   uint64_t translations = 0, faults = 0, invalidations = 0, writes = 0;
   uint64_t checked = 0, divergences = 0;
-  bool concurrent = false;  // the trace's kFlagConcurrent
-  double seconds = 0;       // time spent in translations and invalidations
+  std::array<uint64_t, 5> by_scope{};  // first pass's invalidations, by invq::Scope value
+  bool concurrent = false;             // the trace's kFlagConcurrent
+  double seconds = 0;                  // time spent in translations and invalidations
   EngineStats stats;
   std::vector<std::string> messages;
 };

@@ -1,0 +1,459 @@
+#include "report.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+
+namespace nestor::driver {
+
+namespace {
+
+double pct(uint64_t part, uint64_t whole) {
+  return whole ? 100.0 * double(part) / double(whole) : 0;
+}
+
+const RunReport *baseline_of(const ScenarioReport &r, const RunReport &run) {
+  if (run.target != "nestor") return nullptr;
+  for (const auto &b : r.runs)
+    if (b.target == "baseline" && b.label == run.label) return &b;
+  return nullptr;
+}
+
+struct NamedCache {
+  const char *name;
+  const caches::CacheStats *s;
+};
+
+std::vector<NamedCache> named(const EngineStats &s) {
+  return {{"context", &s.context},
+          {"pasid", &s.pasid},
+          {"iotlb", &s.iotlb},
+          {"psc-first-level", &s.psc_first_level},
+          {"psc-second-level", &s.psc_second_level},
+          {"psc-nested-table", &s.psc_nested_table}};
+}
+
+void print_latency(std::FILE *out, const char *what, const LatencyHistogram &h) {
+  if (!h.count()) return;
+  std::fprintf(out,
+               "  %-26s p50 %" PRIu64 "  p90 %" PRIu64 "  p99 %" PRIu64 "  p99.9 %" PRIu64
+               "  max %" PRIu64 "  (%" PRIu64 " samples)\n",
+               what, h.percentile(0.5), h.percentile(0.9), h.percentile(0.99), h.percentile(0.999),
+               h.max(), h.count());
+}
+
+// Minimal JSON emitter: the report is flat enough that a library would add more than it saves.
+class Json {
+ public:
+  explicit Json(std::FILE *out) : out_(out) {}
+  void open(char c) {
+    sep();
+    std::fputc(c, out_);
+    first_ = true;
+  }
+  void close(char c) {
+    std::fputc(c, out_);
+    first_ = false;
+  }
+  void key(const std::string &k) {
+    sep();
+    str(k);
+    std::fputc(':', out_);
+    first_ = true;
+  }
+  void value(const std::string &v) {
+    sep();
+    str(v);
+  }
+  void value(uint64_t v) {
+    sep();
+    std::fprintf(out_, "%" PRIu64, v);
+  }
+  void value(double v) {
+    sep();
+    std::fprintf(out_, "%.6g", v);
+  }
+  void value(bool v) {
+    sep();
+    std::fputs(v ? "true" : "false", out_);
+  }
+  template <class T>
+  void field(const std::string &k, const T &v) {
+    key(k);
+    value(v);
+  }
+
+ private:
+  void sep() {
+    if (!first_) std::fputc(',', out_);
+    first_ = false;
+  }
+  void str(const std::string &s) {
+    std::fputc('"', out_);
+    for (char c : s) {
+      if (c == '"' || c == '\\')
+        std::fprintf(out_, "\\%c", c);
+      else if (uint8_t(c) < 0x20)
+        std::fprintf(out_, "\\u%04x", unsigned(uint8_t(c)));
+      else
+        std::fputc(c, out_);
+    }
+    std::fputc('"', out_);
+  }
+  std::FILE *out_;
+  bool first_ = true;
+};
+
+void json_latency(Json &j, const std::string &k, const LatencyHistogram &h) {
+  j.key(k);
+  j.open('{');
+  j.field("count", h.count());
+  j.field("mean", h.mean());
+  j.field("p50", h.percentile(0.5));
+  j.field("p90", h.percentile(0.9));
+  j.field("p99", h.percentile(0.99));
+  j.field("p999", h.percentile(0.999));
+  j.field("max", h.max());
+  j.close('}');
+}
+
+}  // namespace
+
+void print_table(const ScenarioReport &r, std::FILE *out) {
+  std::fprintf(out, "nestor-bench  scenario=%s\n", r.scenario.c_str());
+  for (const auto &[k, v] : r.settings) std::fprintf(out, "  %-18s %s\n", k.c_str(), v.c_str());
+  if (!r.runs.empty()) {
+    std::fprintf(out, "\n%-16s %-9s %7s %14s %10s %10s %8s %12s\n", "run", "target", "threads",
+                 "translations", "M/s", "faults", "wrong", "vs baseline");
+    for (const auto &run : r.runs) {
+      char ratio[32] = "";
+      if (const RunReport *b = baseline_of(r, run); b && b->rate() > 0)
+        std::snprintf(ratio, sizeof ratio, "%.2fx", run.rate() / b->rate());
+      std::fprintf(out, "%-16s %-9s %7d %14" PRIu64 " %10.2f %10" PRIu64 " %8" PRIu64 " %12s\n",
+                   run.label.c_str(), run.target.c_str(), run.threads, run.translations,
+                   run.rate() / 1e6, run.faults, run.mismatches, ratio);
+    }
+    for (const auto &run : r.runs) {
+      std::fprintf(out, "\n[%s, %s]\n", run.label.c_str(), run.target.c_str());
+      print_latency(out, "translation latency ns", run.translate_ns);
+      print_latency(out, "invalidation batch ns", run.invalidate_ns);
+      if (run.has_cache_stats) {
+        std::fprintf(out, "  %-26s", "hit rate (lookups)");
+        for (const auto &c : named(run.stats))
+          if (c.s->lookups())
+            std::fprintf(out, " %s %.1f%% (%" PRIu64 ")", c.name, pct(c.s->hits, c.s->lookups()),
+                         c.s->lookups());
+        std::fprintf(out, "\n");
+        if (run.translations && run.stats.iotlb.lookups() <= run.translations)
+          std::fprintf(out, "  %-26s %.1f%% of translations\n", "served above the IOTLB",
+                       pct(run.translations - run.stats.iotlb.lookups(), run.translations));
+      } else {
+        std::fprintf(out,
+                     "  %-26s %.1f%% (%" PRIu64 " lookups), emptied when full %" PRIu64 " times\n",
+                     "baseline IOTLB hit rate",
+                     pct(run.baseline_hits, run.baseline_hits + run.baseline_misses),
+                     run.baseline_hits + run.baseline_misses, run.baseline_flushes);
+      }
+      const auto &io = run.stats.iotlb;
+      if (io.walks)
+        std::fprintf(out, "  %-26s %" PRIu64 " walks, %.1f table references per walk\n",
+                     "page walks (misses)", io.walks, double(io.walk_refs) / double(io.walks));
+      uint64_t issued = 0;
+      for (uint64_t n : run.invalidations) issued += n;
+      if (issued) {
+        std::fprintf(out, "  %-26s", "invalidations issued");
+        for (unsigned g = 0; g < kGranularities; ++g)
+          if (run.invalidations[g])
+            std::fprintf(out, " %s %" PRIu64, kGranularityNames[g], run.invalidations[g]);
+        std::fprintf(out, "\n");
+      }
+      if (run.has_cache_stats && issued) {
+        std::fprintf(out,
+                     "  %-26s global %" PRIu64 " domain %" PRIu64 " pasid %" PRIu64 " page %" PRIu64
+                     " range %" PRIu64 " gpa %" PRIu64 " promoted %" PRIu64 " over %" PRIu64 "\n",
+                     "IOTLB applied", io.inv_global, io.inv_domain, io.inv_pasid, io.inv_page,
+                     io.inv_range, io.inv_gpa, io.inv_promoted, io.over_invalidations);
+      }
+      if (run.remaps) std::fprintf(out, "  %-26s %" PRIu64 "\n", "guest remaps", run.remaps);
+      if (run.unverified)
+        std::fprintf(out, "  %-26s %" PRIu64 " (address spaces shared between threads)\n",
+                     "unverified translations", run.unverified);
+    }
+  }
+  if (!r.walks.empty()) {
+    std::fprintf(out, "\n%-10s %-10s %12s %12s %14s %8s\n", "first", "second", "walks", "ns/walk",
+                 "refs/walk", "faults");
+    for (const auto &w : r.walks)
+      std::fprintf(out, "%-10s %-10s %12" PRIu64 " %12.1f %14.1f %8" PRIu64 "\n",
+                   (std::to_string(w.fl_levels) + "-level").c_str(),
+                   (std::to_string(w.sl_levels) + "-level").c_str(), w.walks, w.ns_per_walk,
+                   w.refs_per_walk, w.faults);
+  }
+  if (!r.notes.empty()) std::fprintf(out, "\n");
+  for (const auto &n : r.notes) std::fprintf(out, "%s\n", n.c_str());
+  if (r.failed) std::fprintf(out, "\nFAILED: wrong translations or replay divergences (above)\n");
+}
+
+void write_json(const ScenarioReport &r, std::FILE *out) {
+  Json j(out);
+  j.open('{');
+  j.field("scenario", r.scenario);
+  j.key("settings");
+  j.open('{');
+  for (const auto &[k, v] : r.settings) j.field(k, v);
+  j.close('}');
+  j.key("runs");
+  j.open('[');
+  for (const auto &run : r.runs) {
+    j.open('{');
+    j.field("label", run.label);
+    j.field("target", run.target);
+    j.field("threads", uint64_t(run.threads));
+    j.field("invalidators", uint64_t(run.invalidators));
+    j.field("pages", run.pages);
+    j.field("seconds", run.seconds);
+    j.field("translations", run.translations);
+    j.field("translations_per_second", run.rate());
+    j.field("faults", run.faults);
+    j.field("mismatches", run.mismatches);
+    j.field("unverified", run.unverified);
+    j.field("remaps", run.remaps);
+    if (const RunReport *b = baseline_of(r, run); b && b->rate() > 0)
+      j.field("ratio_vs_baseline", run.rate() / b->rate());
+    j.key("invalidations");
+    j.open('{');
+    for (unsigned g = 0; g < kGranularities; ++g)
+      j.field(kGranularityNames[g], run.invalidations[g]);
+    j.close('}');
+    json_latency(j, "translation_latency_ns", run.translate_ns);
+    json_latency(j, "invalidation_batch_latency_ns", run.invalidate_ns);
+    j.field("walks", run.stats.iotlb.walks);
+    j.field("walk_refs", run.stats.iotlb.walk_refs);
+    if (run.has_cache_stats) {
+      j.key("caches");
+      j.open('{');
+      for (const auto &c : named(run.stats)) {
+        j.key(c.name);
+        j.open('{');
+        j.field("hits", c.s->hits);
+        j.field("misses", c.s->misses);
+        j.field("hit_rate", c.s->lookups() ? double(c.s->hits) / double(c.s->lookups()) : 0.0);
+        j.field("fills", c.s->fills);
+        j.field("evictions", c.s->evictions);
+        j.field("inv_global", c.s->inv_global);
+        j.field("inv_domain", c.s->inv_domain);
+        j.field("inv_pasid", c.s->inv_pasid);
+        j.field("inv_device", c.s->inv_device);
+        j.field("inv_page", c.s->inv_page);
+        j.field("inv_range", c.s->inv_range);
+        j.field("inv_gpa", c.s->inv_gpa);
+        j.field("over_invalidations", c.s->over_invalidations);
+        j.close('}');
+      }
+      j.close('}');
+    } else {
+      j.key("baseline");
+      j.open('{');
+      j.field("hits", run.baseline_hits);
+      j.field("misses", run.baseline_misses);
+      j.field("full_flushes", run.baseline_flushes);
+      j.close('}');
+    }
+    j.close('}');
+  }
+  j.close(']');
+  j.key("walks");
+  j.open('[');
+  for (const auto &w : r.walks) {
+    j.open('{');
+    j.field("fl_levels", uint64_t(w.fl_levels));
+    j.field("sl_levels", uint64_t(w.sl_levels));
+    j.field("walks", w.walks);
+    j.field("ns_per_walk", w.ns_per_walk);
+    j.field("refs_per_walk", w.refs_per_walk);
+    j.field("faults", w.faults);
+    j.close('}');
+  }
+  j.close(']');
+  j.key("notes");
+  j.open('[');
+  for (const auto &n : r.notes) j.value(n);
+  j.close(']');
+  j.field("failed", r.failed);
+  j.close('}');
+  std::fputc('\n', out);
+}
+
+namespace {
+
+void write_file(const std::string &path, const std::string &text) {
+  std::ofstream f(path);
+  f << text;
+  if (!f) throw std::runtime_error("plot: cannot write " + path);
+}
+
+// Runs gnuplot on a script; the data files sit beside it.
+void render(const std::string &script) {
+  const std::string cmd = "gnuplot '" + script + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+    throw std::runtime_error(WIFEXITED(rc) && WEXITSTATUS(rc) == 127
+                                 ? "plot: gnuplot not found (apt-get install gnuplot-nox)"
+                                 : "plot: gnuplot failed on " + script);
+}
+
+std::string header(const std::string &svg, const std::string &title) {
+  return "set terminal svg size 800,500 dynamic enhanced font 'sans,11'\nset output '" + svg +
+         "'\nset title '" + title + "'\nset grid\nset key left top\n";
+}
+
+}  // namespace
+
+std::vector<std::string> write_plots(const ScenarioReport &r, const std::string &dir) {
+  if (dir.find('\'') != std::string::npos)
+    throw std::runtime_error("plot: directory name must not contain quotes");
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw std::runtime_error("plot: cannot create " + dir + ": " + std::strerror(errno));
+  std::vector<std::string> svgs;
+  auto finish = [&](const std::string &name, const std::string &script) {
+    const std::string gp = dir + "/" + name + ".gp";
+    write_file(gp, script);
+    render(gp);
+    svgs.push_back(dir + "/" + name + ".svg");
+  };
+
+  // Throughput vs threads (scaling).
+  if (r.scenario == "scaling" && !r.runs.empty()) {
+    std::map<int, std::pair<double, double>> by_threads;
+    bool any_baseline = false;
+    for (const auto &run : r.runs) {
+      auto &slot = by_threads[run.threads];
+      (run.target == "baseline" ? slot.second : slot.first) = run.rate() / 1e6;
+      any_baseline |= run.target == "baseline";
+    }
+    std::string data = "# threads nestor_Mps baseline_Mps\n";
+    for (const auto &[t, v] : by_threads)
+      data +=
+          std::to_string(t) + " " + std::to_string(v.first) + " " + std::to_string(v.second) + "\n";
+    write_file(dir + "/throughput-vs-threads.dat", data);
+    std::string gp = header(dir + "/throughput-vs-threads.svg", "throughput vs threads") +
+                     "set xlabel 'translating threads'\nset ylabel 'M translations/s'\n"
+                     "set xtics 1\nset yrange [0:*]\nplot '" +
+                     dir + "/throughput-vs-threads.dat' using 1:2 with linespoints title 'nestor'";
+    if (any_baseline) gp += ", '' using 1:3 with linespoints title 'QEMU-style baseline'";
+    finish("throughput-vs-threads", gp + "\n");
+  }
+
+  // Latency CDF of every run that sampled latencies.
+  {
+    std::string plot;
+    int index = 0;
+    for (const auto &run : r.runs) {
+      if (!run.translate_ns.count()) continue;
+      const std::string dat = dir + "/latency-cdf-" + std::to_string(index++) + ".dat";
+      std::string data = "# ns cumulative_fraction\n";
+      for (const auto &[ns, f] : run.translate_ns.cdf())
+        data += std::to_string(std::max<uint64_t>(ns, 1)) + " " + std::to_string(f) + "\n";
+      write_file(dat, data);
+      plot += std::string(plot.empty() ? "plot " : ", ") + "'" + dat +
+              "' using 1:2 with steps title '" + run.label + " " + run.target + "'";
+    }
+    if (!plot.empty()) {
+      const std::string title = r.scenario == "storm"
+                                    ? "translation latency CDF under invalidation storm"
+                                    : "translation latency CDF";
+      finish("latency-cdf", header(dir + "/latency-cdf.svg", title) +
+                                "set logscale x\nset xlabel 'latency (ns, sampled)'\n"
+                                "set ylabel 'fraction of translations'\nset yrange [0:1]\n"
+                                "set key right bottom\n" +
+                                plot + "\n");
+    }
+  }
+
+  // Hit rate vs working set (vm-mix / storm runs at several --pages).
+  if (r.scenario == "vm-mix" || r.scenario == "storm") {
+    std::string data = "# pages iotlb_hit_pct above_iotlb_pct no_walk_pct baseline_hit_pct\n";
+    std::map<uint64_t, std::array<double, 4>> rows;
+    for (const auto &run : r.runs) {
+      auto &row = rows[run.pages];
+      if (run.target == "baseline") {
+        row[3] = pct(run.baseline_hits, run.baseline_hits + run.baseline_misses);
+      } else {
+        const auto &io = run.stats.iotlb;
+        row[0] = pct(io.hits, io.lookups());
+        row[1] = io.lookups() <= run.translations
+                     ? pct(run.translations - io.lookups(), run.translations)
+                     : 0;
+        row[2] =
+            io.walks <= run.translations ? pct(run.translations - io.walks, run.translations) : 0;
+      }
+    }
+    for (const auto &[p, v] : rows)
+      data += std::to_string(p) + " " + std::to_string(v[0]) + " " + std::to_string(v[1]) + " " +
+              std::to_string(v[2]) + " " + std::to_string(v[3]) + "\n";
+    const std::string dat = dir + "/hit-rate-vs-working-set.dat";
+    write_file(dat, data);
+    std::string gp = header(dir + "/hit-rate-vs-working-set.svg", "hit rate vs working set") +
+                     "set logscale x 2\nset xlabel '4K pages per address space'\n"
+                     "set ylabel '%'\nset yrange [0:105]\nset key left bottom\nplot '" +
+                     dat +
+                     "' using 1:4 with linespoints title 'translations without a walk', "
+                     "'' using 1:2 with linespoints title 'IOTLB hit rate', "
+                     "'' using 1:3 with linespoints title 'served above the IOTLB (handle)'";
+    if (baseline_of(r, r.runs.front()))
+      gp += ", '' using 1:5 with linespoints title 'QEMU-style baseline hit rate'";
+    finish("hit-rate-vs-working-set", gp + "\n");
+  }
+
+  // Cold walk cost per table geometry.
+  if (!r.walks.empty()) {
+    std::string data = "# geometry ns_per_walk refs_per_walk\n";
+    for (const auto &w : r.walks)
+      data += "\"FL" + std::to_string(w.fl_levels) + "xSL" + std::to_string(w.sl_levels) + "\" " +
+              std::to_string(w.ns_per_walk) + " " + std::to_string(w.refs_per_walk) + "\n";
+    const std::string dat = dir + "/walk-cost.dat";
+    write_file(dat, data);
+    finish("walk-cost", header(dir + "/walk-cost.svg", "cold nested walk cost") +
+                            "set style data histograms\nset style fill solid 0.6\n"
+                            "set ylabel 'ns per walk'\nset y2label 'table references'\n"
+                            "set y2tics\nset yrange [0:*]\nset y2range [0:*]\nplot '" +
+                            dat +
+                            "' using 2:xtic(1) title 'ns/walk', '' using 3 axes x1y2 title "
+                            "'references/walk'\n");
+  }
+  return svgs;
+}
+
+void ProgressBar::update(double fraction, uint64_t translations) {
+  const auto now = std::chrono::steady_clock::now();
+  double rate = 0;
+  if (drawn_) {
+    const double dt = std::chrono::duration<double>(now - last_).count();
+    if (dt > 0 && translations >= last_count_) rate = double(translations - last_count_) / dt;
+  }
+  last_ = now;
+  last_count_ = translations;
+  constexpr int kWidth = 30;
+  const int filled = int(fraction * kWidth);
+  char bar[kWidth + 1];
+  for (int i = 0; i < kWidth; ++i) bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
+  bar[kWidth] = 0;
+  std::fprintf(out_, "\r[%s] %3d%%  %8.2f M translations/s", bar, int(fraction * 100), rate / 1e6);
+  std::fflush(out_);
+  drawn_ = true;
+}
+
+void ProgressBar::finish() {
+  if (!drawn_) return;
+  std::fprintf(out_, "\r%*s\r", 60, "");
+  std::fflush(out_);
+  drawn_ = false;
+}
+
+}  // namespace nestor::driver

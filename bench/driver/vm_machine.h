@@ -1,0 +1,88 @@
+// The machine the vm-mix, storm and scaling scenarios run on, built the way a hypervisor would
+// through the bind layer: per VM an owner and a nesting second-level domain mapping guest RAM;
+// per device an attach and, per PASID, a system-wide PASID bound to a first-level table the
+// guest keeps in its own memory. Guest "drivers" remap pages in those tables and send the
+// invalidations CACHE_INVLD requires.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nestor/bind.h"
+#include "nestor/engine.h"
+#include "nestor/structures_writer.h"
+#include "nestor/walkers/builder.h"
+
+namespace nestor::driver {
+
+struct MachineConfig {
+  int vms = 2;
+  int devices_per_vm = 2;
+  int pasids_per_device = 1;
+  uint64_t pages = 4096;  // 4K pages each address space maps at kIovaBase
+  int fl_levels = 4;      // guest first level: 4 or 5
+  int sl_levels = 4;      // host second level: 3, 4 or 5
+  uint64_t guest_ram = 256ull << 20;
+};
+
+inline constexpr uint64_t kIovaBase = 0x10'0000'0000ull;
+
+// One device address space (source-id, PASID) and the guest's current view of it.
+struct GuestAddressSpace {
+  int vm = 0;
+  uint16_t source_id = 0;
+  uint32_t pasid = 0;
+  uint16_t did = 0;
+  uint32_t owner = 0;
+  uint64_t hpa_base = 0;      // where the VM's guest RAM lives in host memory
+  std::vector<uint32_t> gpa;  // guest data page each IOVA page maps to
+  uint32_t next_free = 0;     // remap target cursor (within this space's data slice)
+  uint32_t slice_first = 0, slice_pages = 0;
+  uint64_t expected(uint64_t iova) const {
+    return hpa_base + uint64_t(gpa[(iova - kIovaBase) >> 12]) * 4096 + (iova & 0xFFF);
+  }
+  Request request(uint64_t iova = 0, uint8_t access = kAccessRead) const {
+    Request q;
+    q.source_id = source_id;
+    q.has_pasid = true;
+    q.pasid = pasid;
+    q.iova = iova;
+    q.access = access;
+    return q;
+  }
+};
+
+class VmMachine {
+ public:
+  // Creates the engine and declares RAM; build() then writes every structure and table, so a
+  // trace recorder attached in between captures the whole setup.
+  VmMachine(const MachineConfig &cfg, const EngineConfig &ecfg);
+  ~VmMachine();
+  void build();
+
+  Engine &engine() { return *engine_; }
+  BindLayer &bind() { return *bind_; }
+  const MachineConfig &config() const { return cfg_; }
+  std::vector<GuestAddressSpace> &spaces() { return spaces_; }
+
+  // The guest driver of `as` moves `npages` pages from `first` to fresh guest pages: clears
+  // the PTEs, invalidates the range through the bind layer (CACHE_INVLD), then maps the new
+  // pages. Call only from the thread that owns `as`. Returns the op it had the engine apply.
+  invq::InvalidationOp remap(GuestAddressSpace &as, uint64_t first, uint64_t npages);
+
+ private:
+  void build_vm(int vm);
+  using GuestFl = build::FirstLevelBuilder<GuestTableSpace>;
+
+  MachineConfig cfg_;
+  uint64_t table_bytes_ = 0;  // guest RAM reserved for first-level tables, at its top
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<BindLayer> bind_;
+  std::vector<std::unique_ptr<GuestTableSpace>> guest_spaces_;  // per VM
+  std::vector<std::unique_ptr<GuestFl>> fl_;                    // per address space
+  std::vector<GuestAddressSpace> spaces_;
+};
+
+}  // namespace nestor::driver

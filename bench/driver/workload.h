@@ -1,0 +1,101 @@
+// The workload driver's scenarios and what they report. nestor_bench.cpp turns the command
+// line (or a config file) into DriverOptions and prints the ScenarioReport; tests call
+// run_scenario() directly.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "histogram.h"
+#include "nestor/engine.h"
+#include "vm_machine.h"
+
+namespace nestor::driver {
+
+enum class Path { kHandle, kRequest, kBatch };
+
+// Invalidation granularities, as the invalidating threads (and guest remaps) issue them.
+enum Granularity : unsigned { kPage, kRange, kPasidScope, kDomainScope, kGlobal, kContext, kGpa };
+inline constexpr unsigned kGranularities = 7;
+inline constexpr const char *kGranularityNames[kGranularities] = {
+    "page", "range", "pasid", "domain", "global", "context", "gpa"};
+
+struct DriverOptions {
+  std::string scenario = "vm-mix";  // vm-mix, storm, scaling, walk, replay, import-qemu
+  MachineConfig machine;
+  std::vector<uint64_t> pages = {4096};  // working sets to run (vm-mix: one run each)
+  int threads = 2;
+  std::vector<int> thread_counts;  // scaling; empty: 1..threads
+  double seconds = 2.0;
+  uint64_t ops = 0;  // > 0: translations per thread instead of a duration
+  Path path = Path::kHandle;
+  double ring_fraction = 0.5;  // accesses that follow the address space's DMA ring
+  double zipf_s = 0.99;        // the other accesses: zipf over the address space's pages
+  double write_fraction = 0.25;
+  uint64_t remap_every = 4096;   // a guest remap per thread after this many translations; 0 off
+  uint64_t remap_pages = 8;      // pages one remap moves (one range invalidation)
+  bool verify = true;            // check each translation against the guest's mapping
+  uint32_t latency_sample = 64;  // time one translation in this many (a power of two)
+  uint64_t seed = 1;
+  // storm
+  int invalidators = 1;
+  std::array<uint32_t, kGranularities> mix = {50, 20, 15, 10, 5, 0, 0};
+  double inv_rate = 0;     // per invalidating thread, operations/s; 0 = unthrottled
+  uint32_t inv_batch = 8;  // operations per wait
+  // walk
+  std::vector<int> walk_fl_levels = {4, 5};
+  std::vector<int> walk_sl_levels = {3, 4, 5};
+  uint64_t walk_pages = 65536;
+  // every scenario
+  bool baseline = false;  // also run the QEMU-style baseline on the same workload
+  EngineConfig engine;
+  std::string record_path;  // write a trace of the (first) nestor run
+  std::string trace_path;   // replay: the trace to run; import-qemu: where to write it
+  std::string qemu_log;     // replay / import-qemu: a QEMU vtd_* trace-event log
+  uint32_t replay_repeat = 1;
+  // Called about 10 times a second from the driving thread: fraction done, translations so far.
+  std::function<void(double, uint64_t)> progress;
+};
+
+// Parses "page:50,range:20,..." into weights; throws std::invalid_argument with the reason.
+std::array<uint32_t, kGranularities> parse_mix(const std::string &text);
+std::string format_mix(const std::array<uint32_t, kGranularities> &mix);
+
+struct RunReport {
+  std::string label;   // what differs between the runs of one scenario
+  std::string target;  // "nestor" or "baseline"
+  int threads = 0, invalidators = 0;
+  uint64_t pages = 0;
+  double seconds = 0;
+  uint64_t translations = 0, faults = 0, mismatches = 0, unverified = 0;
+  uint64_t remaps = 0;
+  std::array<uint64_t, kGranularities> invalidations{};
+  LatencyHistogram translate_ns, invalidate_ns;
+  EngineStats stats;  // engine counters over the run (baseline: its walker engine's)
+  bool has_cache_stats = true;
+  uint64_t baseline_hits = 0, baseline_misses = 0, baseline_flushes = 0;
+  double rate() const { return seconds > 0 ? double(translations) / seconds : 0.0; }
+};
+
+struct WalkRow {
+  int fl_levels = 0, sl_levels = 0;
+  uint64_t walks = 0, faults = 0;
+  double ns_per_walk = 0, refs_per_walk = 0;
+};
+
+struct ScenarioReport {
+  std::string scenario;
+  std::vector<std::pair<std::string, std::string>> settings;  // echoed configuration
+  std::vector<RunReport> runs;
+  std::vector<WalkRow> walks;
+  std::vector<std::string> notes;  // replay/import summaries, divergence messages
+  bool failed = false;             // wrong translations, divergences: exit status 1
+};
+
+// Runs the scenario; throws std::exception with a message for bad options or input.
+ScenarioReport run_scenario(const DriverOptions &o);
+
+}  // namespace nestor::driver

@@ -1,0 +1,317 @@
+// The workload driver's scenarios end to end on small machines: every translation is checked
+// against the guest's current mapping while guests remap and invalidators storm, recordings
+// replay without divergence, walks read the architectural number of entries, and the reports
+// and charts carry the numbers.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "histogram.h"
+#include "report.h"
+#include "trace.h"
+#include "workload.h"
+
+namespace nestor::driver {
+namespace {
+
+std::string temp_path(const std::string &name) {
+  return ::testing::TempDir() + "nestor-driver-" + std::to_string(getpid()) + "-" + name;
+}
+
+DriverOptions small(const std::string &scenario) {
+  DriverOptions o;
+  o.scenario = scenario;
+  o.machine.vms = 2;
+  o.machine.devices_per_vm = 2;
+  o.pages = {512};
+  o.threads = 2;
+  o.ops = 20000;
+  o.remap_every = 1000;
+  o.remap_pages = 4;
+  o.engine.iotlb_entries = 4096;
+  return o;
+}
+
+uint64_t sum(const std::array<uint64_t, kGranularities> &a) {
+  uint64_t n = 0;
+  for (uint64_t v : a) n += v;
+  return n;
+}
+
+TEST(LatencyHistogram, PercentilesAreWithinBucketPrecision) {
+  std::mt19937_64 rng(3);
+  std::lognormal_distribution<double> dist(5.0, 1.5);
+  std::vector<uint64_t> values(20000);
+  LatencyHistogram h, a, b;
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = uint64_t(dist(rng));
+    h.record(values[i]);
+    (i % 2 ? a : b).record(values[i]);
+  }
+  a.merge(b);
+  std::sort(values.begin(), values.end());
+  for (double q : {0.5, 0.9, 0.99, 0.999}) {
+    const uint64_t exact = values[size_t(q * double(values.size())) - 1];
+    const uint64_t got = h.percentile(q);
+    EXPECT_GE(got, exact) << q;
+    EXPECT_LE(double(got), double(exact) * 1.0625 + 1) << q;
+    EXPECT_EQ(a.percentile(q), got) << "merge must equal recording everything in one";
+  }
+  EXPECT_EQ(h.percentile(1.0), values.back());
+  EXPECT_EQ(h.max(), values.back());
+  EXPECT_EQ(h.min(), values.front());
+  const auto cdf = h.cdf();
+  ASSERT_FALSE(cdf.empty());
+  EXPECT_DOUBLE_EQ(cdf.back().second, 1.0);
+  for (size_t i = 1; i < cdf.size(); ++i) EXPECT_GT(cdf[i].first, cdf[i - 1].first);
+}
+
+TEST(LatencyHistogram, BucketBoundsAreConsistent) {
+  for (unsigned i = 0; i < LatencyHistogram::kBuckets; ++i) {
+    EXPECT_EQ(LatencyHistogram::index(LatencyHistogram::upper(i)), i) << i;
+    if (i) {
+      EXPECT_EQ(LatencyHistogram::index(LatencyHistogram::upper(i - 1) + 1), i) << i;
+    }
+  }
+  EXPECT_EQ(LatencyHistogram::index(~uint64_t{0}), LatencyHistogram::kBuckets - 1);
+}
+
+TEST(Mix, ParsesWeightsAndRejectsNonsense) {
+  const auto m = parse_mix("page:3,gpa:1,global:2");
+  EXPECT_EQ(m[kPage], 3u);
+  EXPECT_EQ(m[kGpa], 1u);
+  EXPECT_EQ(m[kGlobal], 2u);
+  EXPECT_EQ(m[kRange], 0u);
+  EXPECT_EQ(format_mix(m), "page:3,global:2,gpa:1");
+  for (const char *bad : {"page", "pagex:1", "page:-1", "page:1x", "page:0", ""})
+    EXPECT_THROW(parse_mix(bad), std::invalid_argument) << bad;
+}
+
+TEST(VmMix, GuestRemapsNeverYieldStaleTranslations) {
+  DriverOptions o = small("vm-mix");
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.runs.size(), 1u);
+  const RunReport &run = r.runs[0];
+  EXPECT_FALSE(r.failed);
+  EXPECT_GE(run.translations, 2u * o.ops);
+  EXPECT_EQ(run.faults, 0u);
+  EXPECT_EQ(run.mismatches, 0u);
+  EXPECT_EQ(run.unverified, 0u);
+  EXPECT_GE(run.remaps, 2u * (o.ops / o.remap_every) - 2);
+  EXPECT_EQ(run.invalidations[kRange], run.remaps);
+  // Every remap reached the IOTLB as a range invalidation through the bind layer.
+  EXPECT_GE(run.stats.iotlb.inv_range, run.remaps);
+  EXPECT_GT(run.stats.iotlb.hits, 0u);
+  ASSERT_GT(run.stats.iotlb.walks, 0u);
+  // Nested 4x4 walks with warm structure caches: between the leaf alone and a full walk.
+  const double refs = double(run.stats.iotlb.walk_refs) / double(run.stats.iotlb.walks);
+  EXPECT_GE(refs, 1.0);
+  EXPECT_LE(refs, 24.0);
+  EXPECT_GT(run.translate_ns.count(), 0u);
+}
+
+TEST(VmMix, RequestAndBatchPathsAgreeWithTheGuest) {
+  for (Path p : {Path::kRequest, Path::kBatch}) {
+    DriverOptions o = small("vm-mix");
+    o.path = p;
+    const ScenarioReport r = run_scenario(o);
+    ASSERT_EQ(r.runs.size(), 1u);
+    EXPECT_EQ(r.runs[0].mismatches, 0u);
+    EXPECT_EQ(r.runs[0].faults, 0u);
+    EXPECT_GT(r.runs[0].remaps, 0u);
+  }
+}
+
+TEST(VmMix, BaselineRunsTheSameWorkload) {
+  DriverOptions o = small("vm-mix");
+  o.baseline = true;
+  o.pages = {256, 2048};
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.runs.size(), 4u);
+  for (const RunReport &run : r.runs) {
+    EXPECT_EQ(run.mismatches, 0u) << run.label << " " << run.target;
+    EXPECT_EQ(run.faults, 0u);
+    if (run.target == "baseline") {
+      EXPECT_FALSE(run.has_cache_stats);
+      EXPECT_EQ(run.baseline_hits + run.baseline_misses, run.translations);
+      // 4 address spaces x 2048 pages do not fit in 1024 entries: emptied when full.
+      if (run.pages == 2048) {
+        EXPECT_GT(run.baseline_flushes, 0u);
+      }
+    }
+  }
+  std::string json;
+  {
+    const std::string path = temp_path("baseline.json");
+    std::FILE *f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    write_json(r, f);
+    std::fclose(f);
+    std::ifstream in(path);
+    json.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    std::remove(path.c_str());
+  }
+  EXPECT_NE(json.find("\"ratio_vs_baseline\":"), std::string::npos);
+  EXPECT_NE(json.find("\"full_flushes\":"), std::string::npos);
+}
+
+TEST(Storm, EveryGranularityUnderTranslationLoadKeepsResultsExact) {
+  DriverOptions o = small("storm");
+  o.invalidators = 2;
+  o.mix = parse_mix("page:20,range:20,pasid:15,domain:15,global:10,context:10,gpa:10");
+  o.inv_batch = 4;
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.runs.size(), 1u);
+  const RunReport &run = r.runs[0];
+  EXPECT_EQ(run.invalidators, 2);
+  EXPECT_EQ(run.mismatches, 0u);
+  EXPECT_EQ(run.faults, 0u);
+  EXPECT_GE(sum(run.invalidations) - run.remaps, 2u * o.inv_batch);
+  EXPECT_GE(run.invalidate_ns.count(), 2u);
+  const auto &io = run.stats.iotlb;
+  EXPECT_GT(io.inv_global + io.inv_domain + io.inv_pasid + io.inv_page + io.inv_range + io.inv_gpa,
+            0u);
+}
+
+TEST(Scaling, OneRunPerThreadCount) {
+  DriverOptions o = small("scaling");
+  o.thread_counts = {1, 3};
+  o.ops = 5000;
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.runs.size(), 2u);
+  EXPECT_EQ(r.runs[0].threads, 1);
+  EXPECT_EQ(r.runs[1].threads, 3);
+  EXPECT_GE(r.runs[1].translations, 3u * o.ops);
+  for (const auto &run : r.runs) EXPECT_EQ(run.mismatches, 0u);
+}
+
+TEST(Walk, ColdNestedWalksReadTheArchitecturalNumberOfEntries) {
+  DriverOptions o;
+  o.scenario = "walk";
+  o.walk_pages = 256;
+  o.walk_fl_levels = {4, 5};
+  o.walk_sl_levels = {3, 5};
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.walks.size(), 4u);
+  for (const WalkRow &w : r.walks) {
+    EXPECT_EQ(w.faults, 0u);
+    EXPECT_EQ(w.walks, 256u);
+    // Each first-level entry read needs a full second-level walk of its table address, then
+    // the final GPA is walked too: fl + fl * sl + sl.
+    EXPECT_DOUBLE_EQ(w.refs_per_walk, w.fl_levels + w.fl_levels * w.sl_levels + w.sl_levels)
+        << w.fl_levels << "x" << w.sl_levels;
+    EXPECT_GT(w.ns_per_walk, 0);
+  }
+}
+
+ScenarioReport replay_file(const std::string &path) {
+  DriverOptions o;
+  o.scenario = "replay";
+  o.trace_path = path;
+  return run_scenario(o);
+}
+
+TEST(RecordReplay, VmMixWithOwnedAddressSpacesReplaysExactly) {
+  for (int threads : {1, 2}) {
+    DriverOptions o = small("vm-mix");
+    o.threads = threads;
+    o.ops = 4000;
+    o.remap_every = 300;
+    o.record_path = temp_path("vm-mix-" + std::to_string(threads) + ".nstr");
+    const ScenarioReport rec = run_scenario(o);
+    ASSERT_EQ(rec.runs.size(), 1u);
+    const ScenarioReport rep = replay_file(o.record_path);
+    std::remove(o.record_path.c_str());
+    ASSERT_EQ(rep.runs.size(), 1u);
+    EXPECT_FALSE(rep.failed);
+    EXPECT_EQ(rep.runs[0].translations, rec.runs[0].translations);
+    EXPECT_EQ(rep.runs[0].mismatches, 0u) << (rep.notes.size() > 1 ? rep.notes[1] : "");
+    EXPECT_EQ(rep.runs[0].invalidations[kRange], rec.runs[0].remaps);
+  }
+}
+
+TEST(RecordReplay, StormAndWalkRecordingsReplay) {
+  DriverOptions o = small("storm");
+  o.ops = 3000;
+  o.mix = parse_mix("page:1,domain:1,context:1,gpa:1");
+  o.record_path = temp_path("storm.nstr");
+  run_scenario(o);
+  ScenarioReport rep = replay_file(o.record_path);
+  EXPECT_FALSE(rep.failed);
+  EXPECT_GE(rep.runs.at(0).translations, 2u * o.ops);
+  EXPECT_EQ(rep.runs.at(0).mismatches, 0u);
+
+  DriverOptions w;
+  w.scenario = "walk";
+  w.walk_pages = 64;
+  w.walk_fl_levels = {5};
+  w.walk_sl_levels = {4};
+  w.record_path = temp_path("walk.nstr");
+  run_scenario(w);
+  rep = replay_file(w.record_path);
+  std::remove(o.record_path.c_str());
+  std::remove(w.record_path.c_str());
+  EXPECT_EQ(rep.runs.at(0).translations, 64u);
+  EXPECT_EQ(rep.runs.at(0).mismatches, 0u);
+}
+
+TEST(RecordReplay, BadTraceFileIsAClearError) {
+  const std::string path = temp_path("garbage.nstr");
+  {
+    std::ofstream f(path);
+    f << "not a trace at all";
+  }
+  try {
+    replay_file(path);
+    ADD_FAILURE() << "garbage replayed";
+  } catch (const std::exception &e) {
+    EXPECT_NE(std::string(e.what()).find("bad magic"), std::string::npos) << e.what();
+  }
+  std::remove(path.c_str());
+  EXPECT_THROW(replay_file(temp_path("does-not-exist.nstr")), std::exception);
+}
+
+TEST(Report, TableCarriesHitRatesWalksInvalidationsAndPercentiles) {
+  DriverOptions o = small("storm");
+  o.ops = 5000;
+  const ScenarioReport r = run_scenario(o);
+  const std::string path = temp_path("table.txt");
+  std::FILE *f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  print_table(r, f);
+  std::fclose(f);
+  std::ifstream in(path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(path.c_str());
+  for (const char *want :
+       {"hit rate (lookups)", "iotlb ", "table references per walk", "invalidations issued",
+        "translation latency ns", "p99.9", "invalidation batch ns", "guest remaps"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+}
+
+TEST(Report, PlotsRenderWithGnuplot) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "gnuplot is not installed (scripts/install-deps.sh installs gnuplot-nox)";
+  DriverOptions o = small("scaling");
+  o.thread_counts = {1, 2};
+  o.ops = 2000;
+  o.baseline = true;
+  const ScenarioReport r = run_scenario(o);
+  const std::string dir = temp_path("plots");
+  const auto svgs = write_plots(r, dir);
+  ASSERT_EQ(svgs.size(), 2u);  // throughput vs threads, latency CDF
+  for (const auto &svg : svgs) {
+    std::ifstream in(svg);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("<svg"), std::string::npos) << svg;
+  }
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+}  // namespace
+}  // namespace nestor::driver
