@@ -4,9 +4,10 @@
 
 #include <algorithm>
 #include <map>
-#include <tuple>
 #include <memory>
+#include <mutex>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "nestor.h"
@@ -32,13 +33,16 @@ bench::Testbed &bed(bench::Mode mode, uint64_t pages, bool caching = true,
                     uint32_t iotlb_entries = 0) {
   if (iotlb_entries == 0) iotlb_entries = pages > 32768 ? 1u << 21 : 1u << 16;
   static std::map<BedKey, std::unique_ptr<bench::Testbed>> beds;
+  static std::mutex mu;  // threaded benchmarks call this from every thread
+  std::lock_guard lock(mu);
   auto &slot = beds[{int(mode), pages, caching, iotlb_entries}];
   if (!slot) {
     bench::TestbedConfig tc;
     tc.mode = mode;
     tc.vms = 1;
     tc.working_set_pages = pages;
-    tc.guest_ram = std::max<uint64_t>(256ull << 20, ((pages * 4096) + (32ull << 20)) & ~((2ull << 20) - 1));
+    tc.guest_ram =
+        std::max<uint64_t>(256ull << 20, ((pages * 4096) + (32ull << 20)) & ~((2ull << 20) - 1));
     EngineConfig ec;
     ec.caching = caching;
     ec.iotlb_entries = iotlb_entries;
@@ -102,7 +106,7 @@ void BM_Hit_Request(benchmark::State &state) {
   }
   rate(state, faults);
 }
-BENCHMARK(BM_Hit_Request)->Arg(64)->Arg(4096);
+BENCHMARK(BM_Hit_Request)->Arg(64)->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
 
 // Batch API vs the single-request loop on a working set far beyond the last-level cache.
 void BM_Hit_HandleLoop_Large(benchmark::State &state) {
@@ -162,54 +166,87 @@ void nested_miss(benchmark::State &state, bool caching, uint32_t iotlb_entries) 
   }
   rate(state, faults);
 }
-void BM_Nested16K_Cached(benchmark::State &s) { nested_miss(s, true, 1u << 16); }
-void BM_Nested16K_WarmPscIotlbMiss(benchmark::State &s) { nested_miss(s, true, 16); }
-void BM_Nested16K_Uncached(benchmark::State &s) { nested_miss(s, false, 1u << 16); }
+void BM_Nested16K_Cached(benchmark::State &s) {
+  nested_miss(s, true, 1u << 16);
+}
+void BM_Nested16K_WarmPscIotlbMiss(benchmark::State &s) {
+  nested_miss(s, true, 16);
+}
+void BM_Nested16K_Uncached(benchmark::State &s) {
+  nested_miss(s, false, 1u << 16);
+}
 BENCHMARK(BM_Nested16K_Cached);
 BENCHMARK(BM_Nested16K_WarmPscIotlbMiss);
 BENCHMARK(BM_Nested16K_Uncached);
 
 // Scope invalidation cost at low and high occupancy: O(1) generation bumps.
-void scope_invalidation(benchmark::State &state, invq::Scope scope) {
+void scope_invalidation(benchmark::State &state, invq::Scope scope,
+                        uint8_t caches = invq::kCacheIotlb | invq::kCachePaging) {
   const uint64_t pages = uint64_t(state.range(0));
   bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
   warm(b, pages);
   invq::InvalidationOp op;
-  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.caches = caches;
   op.scope = scope;
   op.did = 1;
+  op.source_id = b.devices()[0].source_id;
   op.pasid = b.devices()[0].pasid;
   for (auto _ : state) b.engine().invalidate(op);
   state.counters["invalidations/s"] =
       benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
 }
-void BM_Invalidate_Global(benchmark::State &s) { scope_invalidation(s, invq::Scope::kGlobal); }
-void BM_Invalidate_Domain(benchmark::State &s) { scope_invalidation(s, invq::Scope::kDomain); }
-void BM_Invalidate_Pasid(benchmark::State &s) { scope_invalidation(s, invq::Scope::kPasid); }
+void BM_Invalidate_Global(benchmark::State &s) {
+  scope_invalidation(s, invq::Scope::kGlobal);
+}
+void BM_Invalidate_Domain(benchmark::State &s) {
+  scope_invalidation(s, invq::Scope::kDomain);
+}
+void BM_Invalidate_Pasid(benchmark::State &s) {
+  scope_invalidation(s, invq::Scope::kPasid);
+}
+// Context- and PASID-cache invalidation of one device (what a device reassignment sends).
+void BM_Invalidate_ContextDevice(benchmark::State &s) {
+  scope_invalidation(s, invq::Scope::kDevice, invq::kCacheContext | invq::kCachePasid);
+}
 BENCHMARK(BM_Invalidate_Global)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(BM_Invalidate_Domain)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(BM_Invalidate_Pasid)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(BM_Invalidate_ContextDevice)->Arg(1024)->Arg(1 << 20);
 
-// Page-selective invalidation (one 4K page, leaf hint) at low and high occupancy.
-void BM_Invalidate_Page(benchmark::State &state) {
+// Address-selective invalidation (leaf hint) at low and high occupancy: first-level pages
+// and ranges by IOVA, or (nested machine) second-level pages by GPA, VT-d type 0x2.
+void addressed_invalidation(benchmark::State &state, uint64_t npages, bool gpa) {
   const uint64_t pages = uint64_t(state.range(0));
-  bench::Testbed &b = bed(bench::Mode::kFirstLevel, pages);
+  bench::Testbed &b = bed(gpa ? bench::Mode::kNested : bench::Mode::kFirstLevel, pages);
   warm(b, pages);
   invq::InvalidationOp op;
   op.caches = invq::kCacheIotlb | invq::kCachePaging;
   op.scope = invq::Scope::kRange;
   op.did = 1;
   op.pasid = b.devices()[0].pasid;
-  op.npages = 1;
+  op.npages = npages;
   op.leaf = true;
+  op.addr_is_gpa = gpa;
+  const uint64_t base = gpa ? 0 : bench::kIovaBase;
   uint64_t p = 0;
   for (auto _ : state) {
-    op.addr = bench::kIovaBase + (p++ & (pages - 1)) * 4096;
+    op.addr = base + ((p += npages) & (pages - 1)) * 4096;
     b.engine().invalidate(op);
   }
   state.counters["invalidations/s"] =
       benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
 }
+void BM_Invalidate_Page(benchmark::State &s) {
+  addressed_invalidation(s, 1, false);
+}
+void BM_Invalidate_Range64(benchmark::State &s) {
+  addressed_invalidation(s, 64, false);
+}
+void BM_Invalidate_GpaPage(benchmark::State &s) {
+  addressed_invalidation(s, 1, true);
+}
 BENCHMARK(BM_Invalidate_Page)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(BM_Invalidate_Range64)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(BM_Invalidate_GpaPage)->Arg(1024)->Arg(1 << 16);
 
 }  // namespace

@@ -19,21 +19,21 @@ using namespace nestor;
 
 namespace {
 
-constexpr uint64_t kRingEntries = 1024;  // 128-bit: 16 KiB, 4 pages
-constexpr uint64_t kBatch = 511;         // descriptors per tail write, + 1 wait = 512
+constexpr uint64_t kRingEntries = 1024;    // 128-bit: 16 KiB, 4 pages
+constexpr uint64_t kBatch = 511;           // descriptors per tail write, + 1 wait = 512
 constexpr uint64_t kRingPa = 0x8000'0000;  // in the testbed's RAM, outside its allocators' ranges
 constexpr uint64_t kStatusPa = 0x8010'0000;
 constexpr uint16_t kDid = 1;  // the testbed's DID of VM 0
 
 enum Kind : int64_t {
-  kPageAdjacent = 0,    // 0x6 page-selective, consecutive pages: coalescing merges them
-  kPageSpread = 1,      // 0x6 page-selective, every other page: nothing to merge
-  kPageGpa = 2,         // 0x2 page-selective by GPA, consecutive pages
-  kPasidSelective = 3,  // 0x6 all-in-PASID, PASID varies
-  kDomainSelective = 4, // 0x2 domain-selective
-  kGlobal = 5,          // 0x2 global
-  kContextDevice = 6,   // 0x1 device-selective
-  kPasidCache = 7,      // 0x7 PASID-selective
+  kPageAdjacent = 0,     // 0x6 page-selective, consecutive pages: coalescing merges them
+  kPageSpread = 1,       // 0x6 page-selective, every other page: nothing to merge
+  kPageGpa = 2,          // 0x2 page-selective by GPA, consecutive pages
+  kPasidSelective = 3,   // 0x6 all-in-PASID, PASID varies
+  kDomainSelective = 4,  // 0x2 domain-selective
+  kGlobal = 5,           // 0x2 global
+  kContextDevice = 6,    // 0x1 device-selective
+  kPasidCache = 7,       // 0x7 PASID-selective
 };
 const char *kind_name(int64_t k) {
   static const char *names[] = {"page_adjacent", "page_spread", "page_gpa", "pasid",
@@ -52,12 +52,18 @@ Desc make(int64_t kind, uint64_t i, uint32_t pasid) {
       return {0x6 | (3u << 4) | did | (uint64_t(pasid) << 32), bench::kIovaBase + i * 4096};
     case kPageSpread:
       return {0x6 | (3u << 4) | did | (uint64_t(pasid) << 32), bench::kIovaBase + i * 8192};
-    case kPageGpa: return {0x2 | (3u << 4) | did, 0x1000'0000 + i * 4096};
-    case kPasidSelective: return {0x6 | (2u << 4) | did | (uint64_t(1 + i % 64) << 32), 0};
-    case kDomainSelective: return {0x2 | (2u << 4) | did, 0};
-    case kGlobal: return {0x2 | (1u << 4), 0};
-    case kContextDevice: return {0x1 | (3u << 4) | did | (uint64_t(i & 0xFFFF) << 32), 0};
-    case kPasidCache: return {0x7 | (1u << 4) | did | (uint64_t(1 + i % 64) << 32), 0};
+    case kPageGpa:
+      return {0x2 | (3u << 4) | did, 0x1000'0000 + i * 4096};
+    case kPasidSelective:
+      return {0x6 | (2u << 4) | did | (uint64_t(1 + i % 64) << 32), 0};
+    case kDomainSelective:
+      return {0x2 | (2u << 4) | did, 0};
+    case kGlobal:
+      return {0x2 | (1u << 4), 0};
+    case kContextDevice:
+      return {0x1 | (3u << 4) | did | (uint64_t(i & 0xFFFF) << 32), 0};
+    case kPasidCache:
+      return {0x7 | (1u << 4) | did | (uint64_t(1 + i % 64) << 32), 0};
   }
   return {0, 0};
 }
@@ -110,11 +116,12 @@ void BM_QiDescriptors(benchmark::State &state) {
   }
   const invq::StatsSnapshot after = inv.stats();
   state.SetLabel(std::string(kind_name(kind)) + (coalesce ? " coalesce" : " no-coalesce"));
-  state.counters["descriptors/s"] = benchmark::Counter(
-      double(state.iterations() * kBatch), benchmark::Counter::kIsRate);
+  state.counters["descriptors/s"] =
+      benchmark::Counter(double(state.iterations() * kBatch), benchmark::Counter::kIsRate);
   const double ops_in = double(after.batch_ops_sum - before.batch_ops_sum);
   state.counters["applied_per_batch"] =
-      double(after.ops_applied - before.ops_applied) / double(std::max<uint64_t>(1, after.batches - before.batches));
+      double(after.ops_applied - before.ops_applied) /
+      double(std::max<uint64_t>(1, after.batches - before.batches));
   state.counters["coalesced_away_pct"] =
       ops_in > 0 ? 100.0 * double(after.coalesced_away - before.coalesced_away) / ops_in : 0.0;
 }

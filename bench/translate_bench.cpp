@@ -43,9 +43,15 @@ void translate_loop(benchmark::State &state, bench::Mode mode) {
       benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-void BM_Translate_FirstLevel(benchmark::State &s) { translate_loop(s, bench::Mode::kFirstLevel); }
-void BM_Translate_SecondLevel(benchmark::State &s) { translate_loop(s, bench::Mode::kSecondLevel); }
-void BM_Translate_Nested(benchmark::State &s) { translate_loop(s, bench::Mode::kNested); }
+void BM_Translate_FirstLevel(benchmark::State &s) {
+  translate_loop(s, bench::Mode::kFirstLevel);
+}
+void BM_Translate_SecondLevel(benchmark::State &s) {
+  translate_loop(s, bench::Mode::kSecondLevel);
+}
+void BM_Translate_Nested(benchmark::State &s) {
+  translate_loop(s, bench::Mode::kNested);
+}
 BENCHMARK(BM_Translate_FirstLevel)->Arg(64)->Arg(16384);
 BENCHMARK(BM_Translate_SecondLevel)->Arg(64)->Arg(16384);
 BENCHMARK(BM_Translate_Nested)->Arg(64)->Arg(16384);
@@ -68,7 +74,11 @@ void BM_CApi_Translate_FirstLevel(benchmark::State &state) {
     // directory/table, then a 4-level first-level table mapping `pages` pages.
     nestor_mem_add_ram(e, 0, 1ull << 30);
     uint64_t next = 0x100000;
-    auto alloc = [&]() { uint64_t p = next; next += 4096; return p; };
+    auto alloc = [&]() {
+      uint64_t p = next;
+      next += 4096;
+      return p;
+    };
     const uint64_t root = alloc(), ctx = alloc(), dir = alloc(), ptab = alloc();
     uint64_t v = ctx | 1;
     nestor_mem_write(e, root + 1 * 16, &v, 8);  // bus 1, devfn < 128
@@ -78,7 +88,7 @@ void BM_CApi_Translate_FirstLevel(benchmark::State &state) {
     nestor_mem_write(e, dir, &v, 8);
     const uint64_t fl_root = alloc();
     uint64_t pe[8] = {1 | (1ull << 6), 1, fl_root, 0, 0, 0, 0, 0};  // PGTT=FL, DID 1
-    nestor_mem_write(e, ptab + 1 * 64, pe, sizeof pe);               // PASID 1
+    nestor_mem_write(e, ptab + 1 * 64, pe, sizeof pe);              // PASID 1
     uint64_t tables[4] = {fl_root, 0, 0, 0};
     for (uint64_t p = 0; p < pages; ++p) {
       const uint64_t iova = bench::kIovaBase + p * 4096;
