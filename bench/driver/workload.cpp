@@ -438,7 +438,9 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
         case kGpa:
           op.scope = invq::Scope::kRange;
           op.addr_is_gpa = true;
-          op.addr = uint64_t(as.gpa[page]) * 4096;
+          // A guest-physical page of this space's slice; its current IOVA mapping belongs to
+          // the owning thread, so the invalidator does not read it.
+          op.addr = uint64_t(as.slice_first + page % as.slice_pages) * 4096;
           op.npages = 1;
           op.leaf = true;
           break;

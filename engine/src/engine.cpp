@@ -1,5 +1,7 @@
 #include "nestor/engine.h"
 
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <optional>
 
@@ -42,7 +44,12 @@ void FaultLog::clear_overflow() {
   overflow_ = false;
 }
 
-Engine::Engine(const EngineConfig &cfg) : cfg_(cfg), faults_(cfg.fault_log_entries) {
+namespace {
+std::atomic<uint64_t> g_next_engine_id{1};
+}  // namespace
+
+Engine::Engine(const EngineConfig &cfg)
+    : cfg_(cfg), id_(g_next_engine_id.fetch_add(1)), faults_(cfg.fault_log_entries) {
   if (cfg_.host_address_width < 32 || cfg_.host_address_width > 52) cfg_.host_address_width = 48;
   if (cfg_.pasid_bits > 20) cfg_.pasid_bits = 20;
   clock_ = std::make_unique<caches::InvalidationClock>();
@@ -75,7 +82,9 @@ int Engine::set_root_table(uint64_t pa) {
   return 0;
 }
 
-uint64_t Engine::root_table() const { return root_table_.load(std::memory_order_acquire); }
+uint64_t Engine::root_table() const {
+  return root_table_.load(std::memory_order_acquire);
+}
 
 bool Engine::read_context(uint16_t sid, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
   *fpd = false;
@@ -187,11 +196,45 @@ Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Requ
 Result Engine::translate(const Request &req) {
   // Drain needs every translation bracketed in the epoch domain; without it, this predictable
   // branch is the whole cost.
-  if (cfg_.drain) [[unlikely]] return translate_drained(req);
+  if (cfg_.drain) [[unlikely]]
+    return translate_drained(req);
   return translate_undrained(req);
 }
 
+Engine::RecentResolution &Engine::recent_resolution(uint16_t source_id, uint32_t pasid) {
+  thread_local std::array<RecentResolution, kRecentResolutions> recent;
+  return recent[(source_id ^ pasid) & (kRecentResolutions - 1)];
+}
+
 Result Engine::translate_undrained(const Request &req) {
+  if (cfg_.caching) {
+    // Same protocol as translate_in(): the generation is read before resolving, and the
+    // resolution's stamp (older than any invalidation not yet reflected in the generation)
+    // is the one later fills carry.
+    const uint64_t gen = generation_.load(std::memory_order_acquire);
+    const uint8_t flags = uint8_t(req.has_pasid | (req.privileged << 1));
+    RecentResolution &m = recent_resolution(req.source_id, req.pasid);
+    if (m.engine_id == id_ && m.generation == gen && m.source_id == req.source_id &&
+        m.pasid == req.pasid && m.flags == flags) {
+      // A copy: an I/O callback reached from the walk may translate on this thread again.
+      const Resolved rs = m.rs;
+      return translate_resolved(m.stamp, rs, req);
+    }
+    const uint64_t stamp = clock_->now();
+    Result fault;
+    if (!resolve(stamp, req, &m.rs, &fault)) {
+      m.engine_id = 0;
+      return fault;
+    }
+    m.engine_id = id_;
+    m.generation = gen;
+    m.stamp = stamp;
+    m.source_id = req.source_id;
+    m.pasid = req.pasid;
+    m.flags = flags;
+    const Resolved rs = m.rs;
+    return translate_resolved(stamp, rs, req);
+  }
   // Taken before anything is read: a fill is refused if an invalidation of its key was issued
   // after this point, so a walk racing an invalidation never leaves a stale entry behind.
   const uint64_t stamp = clock_->now();
@@ -215,7 +258,8 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
   if (!cfg_.caching) return translate(req);
   // Drain: bracketed like translate() so waits also cover handle translations.
   std::optional<EngineInvalidation::TranslationGuard> drain_guard;
-  if (cfg_.drain) [[unlikely]] drain_guard.emplace(*inv_);
+  if (cfg_.drain) [[unlikely]]
+    drain_guard.emplace(*inv_);
   // Read before resolving: an invalidation that lands after this read bumps the generation
   // again once applied, so the next translation re-resolves.
   const uint64_t gen = generation_.load(std::memory_order_acquire);
@@ -260,7 +304,8 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
 void Engine::translate_batch(const Request *reqs, Result *out, size_t n) {
   // Drain: the whole batch is one announced translation (see translate()).
   std::optional<EngineInvalidation::TranslationGuard> drain_guard;
-  if (cfg_.drain) [[unlikely]] drain_guard.emplace(*inv_);
+  if (cfg_.drain) [[unlikely]]
+    drain_guard.emplace(*inv_);
   // Resolve a group and prefetch each request's IOTLB set, then look them up: the set loads
   // of a group overlap instead of serialising on cache misses.
   constexpr size_t kGroup = 8;

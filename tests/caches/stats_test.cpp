@@ -43,7 +43,8 @@ TEST(Stats, EveryCounterReachesItsField) {
   const uint64_t fields[] = {
       s.hits,       s.misses,     s.fills,        s.refused_fills,      s.evictions,
       s.inv_global, s.inv_domain, s.inv_pasid,    s.inv_device,         s.inv_page,
-      s.inv_range,  s.inv_gpa,    s.inv_promoted, s.over_invalidations, s.entries_removed};
+      s.inv_range,  s.inv_gpa,    s.inv_promoted, s.over_invalidations, s.entries_removed,
+      s.walks,      s.walk_refs};
   ASSERT_EQ(std::size(fields), static_cast<size_t>(Counter::kCount));
   for (size_t i = 0; i < std::size(fields); ++i) EXPECT_EQ(fields[i], i + 1) << i;
 }

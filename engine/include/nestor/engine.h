@@ -29,7 +29,7 @@ struct EngineConfig {
   bool first_level_1g = true;       // FL1GP
   bool second_level_2m = true;      // SLLPS
   bool second_level_1g = true;
-  bool first_level_ad = true;       // update A/D in first-level tables
+  bool first_level_ad = true;  // update A/D in first-level tables
   uint32_t fault_log_entries = 256;
   // Caches. `caching = false` gives the uncached reference engine (every translation walks).
   bool caching = true;
@@ -190,14 +190,30 @@ class NESTOR_CXX_API Engine {
   Result walk(const vtd::PasidEntry &pe, const Request &req, bool privileged);
   Result translate_undrained(const Request &req);
   Result translate_drained(const Request &req);  // invalidation.cpp
-  Result cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
-                     const Request &req, bool privileged, bool *write_ready = nullptr);
+  Result cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid, const Request &req,
+                     bool privileged, bool *write_ready = nullptr);
   sl::Config sl_config(const vtd::PasidEntry &pe) const;
   fl::Config fl_config(const vtd::PasidEntry &pe) const;
   friend class CachedTables;
   Result fail(const Request &req, Fault f, bool fpd);
+  // The request path's memo of recent resolutions, one small array per thread: a device that
+  // keeps translating skips the context- and PASID-cache lookups until an invalidation moves
+  // the generation, exactly as an AddressSpace handle does. Tagged with a never-reused engine
+  // id, so an engine allocated where a destroyed one lived cannot inherit its entries.
+  struct RecentResolution {
+    uint64_t engine_id = 0;  // 0: empty
+    uint64_t generation = 0;
+    uint64_t stamp = 0;
+    uint32_t pasid = 0;
+    uint16_t source_id = 0;
+    uint8_t flags = 0;  // has_pasid | privileged << 1
+    Resolved rs;
+  };
+  static constexpr size_t kRecentResolutions = 4;
+  static RecentResolution &recent_resolution(uint16_t source_id, uint32_t pasid);
 
   EngineConfig cfg_;
+  const uint64_t id_;
   MachineMemory mem_;
   FaultLog faults_;
   std::unique_ptr<caches::InvalidationClock> clock_;
