@@ -401,7 +401,7 @@ std::vector<std::string> write_plots(const ScenarioReport &r, const std::string 
     write_file(dat, data);
     std::string gp = header(dir + "/hit-rate-vs-working-set.svg", "hit rate vs working set") +
                      "set logscale x 2\nset xlabel '4K pages per address space'\n"
-                     "set ylabel '%'\nset yrange [0:105]\nset key left bottom\nplot '" +
+                     "set ylabel '%'\nset yrange [0:105]\nset key below\nplot '" +
                      dat +
                      "' using 1:4 with linespoints title 'translations without a walk', "
                      "'' using 1:2 with linespoints title 'IOTLB hit rate', "
