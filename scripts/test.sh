@@ -19,9 +19,10 @@ run_suite() {  # name, ctest label filter (or ""), extra cmake args...
 
 run_suite default "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_suite asan "" -DCMAKE_BUILD_TYPE=Debug -DNESTOR_SANITIZE=address -DNESTOR_BUILD_BENCH=OFF
+  run_suite asan "" -DCMAKE_BUILD_TYPE=Debug -DNESTOR_SANITIZE=address -DNESTOR_BUILD_BENCH_SUITES=OFF
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  run_suite tsan concurrency -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTOR_SANITIZE=thread -DNESTOR_BUILD_BENCH=OFF
+  run_suite tsan concurrency -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNESTOR_SANITIZE=thread \
+  -DNESTOR_BUILD_BENCH_SUITES=OFF
 # Fuzzing (tests/fuzz, docs/STRESS.md): clang-14 libFuzzer + ASan/UBSan in its own CMake project,
 # each target for a bounded time over the committed seeds; any crash, leak or UB fails the step.
 echo "=== nestor tests: fuzz"

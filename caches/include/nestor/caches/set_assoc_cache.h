@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -95,7 +96,9 @@ class SetAssocCache {
   template <class Valid>
   bool lookup(const Key &key, Value *out, Valid &&valid) const {
     const Words<kKeyWords> kw = pack<kKeyWords>(key);
-    const Set &set = set_for(hash_key(key));
+    const uint64_t h = hash_key(key);
+    const Set &set = set_for(h);
+    const uint64_t tag_bytes = uint64_t(tag_of(h)) * 0x0101010101010101ULL;
     for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
       const uint64_t seq0 = set.seq.load(std::memory_order_acquire);
       if (seq0 & 1) {
@@ -105,16 +108,26 @@ class SetAssocCache {
       uint64_t stamp = 0;
       Words<kValueWords> vw{};
       bool found = false;
-      for (unsigned w = 0; w < ways_ && !found; ++w) {
-        const Slot &slot = set.slots[w];
-        const uint64_t st = slot.stamp.load(kDataLoad);
-        if (st == 0) continue;
-        bool eq = true;
-        for (size_t i = 0; i < kKeyWords; ++i) eq &= slot.key[i].load(kDataLoad) == kw[i];
-        if (!eq) continue;
-        for (size_t i = 0; i < kValueWords; ++i) vw[i] = slot.value[i].load(kDataLoad);
-        stamp = st;
-        found = true;
+      // Only ways whose tag byte matches are read: a miss touches the set's first cache line
+      // alone, a hit that line and its own slot.
+      for (size_t t = 0; t < kTagWords && !found; ++t) {
+        const uint64_t x = set.tags[t].load(kDataLoad) ^ tag_bytes;
+        // Zero bytes of x mark candidates (a borrow may add false ones; the key check drops them).
+        uint64_t candidates = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+        while (candidates && !found) {
+          const unsigned w = unsigned(t * 8) + unsigned(std::countr_zero(candidates)) / 8;
+          candidates &= candidates - 1;
+          if (w >= ways_) break;
+          const Slot &slot = set.slots[w];
+          const uint64_t st = slot.stamp.load(kDataLoad);
+          if (st == 0) continue;
+          bool eq = true;
+          for (size_t i = 0; i < kKeyWords; ++i) eq &= slot.key[i].load(kDataLoad) == kw[i];
+          if (!eq) continue;
+          for (size_t i = 0; i < kValueWords; ++i) vw[i] = slot.value[i].load(kDataLoad);
+          stamp = st;
+          found = true;
+        }
       }
       read_fence();
       if (set.seq.load(std::memory_order_relaxed) != seq0) continue;
@@ -136,7 +149,8 @@ class SetAssocCache {
   FillResult fill(uint64_t stamp, const Key &key, const Value &value, Valid &&valid) {
     const Words<kKeyWords> kw = pack<kKeyWords>(key);
     const Words<kValueWords> vw = pack<kValueWords>(value);
-    Set &set = set_for(hash_key(key));
+    const uint64_t h = hash_key(key);
+    Set &set = set_for(h);
     const uint64_t seq = lock(set);
     FillResult result;
     if (stamp == 0 || stamp <= set.inv_time.load(std::memory_order_relaxed) ||
@@ -168,6 +182,7 @@ class SetAssocCache {
       for (size_t i = 0; i < kKeyWords; ++i) slot.key[i].store(kw[i], kDataStore);
       for (size_t i = 0; i < kValueWords; ++i) slot.value[i].store(vw[i], kDataStore);
       slot.stamp.store(stamp, kDataStore);
+      set_tag(set, victim, tag_of(h));
     }
     unlock(set, seq);
     return result;
@@ -239,12 +254,29 @@ class SetAssocCache {
     std::array<std::atomic<uint64_t>, kValueWords> value{};
   };
 
+  static constexpr size_t kTagWords = (kWays + 7) / 8;
+
   struct alignas(64) Set {
     std::atomic<uint64_t> seq{0};       // odd while a writer is inside; doubles as the lock
     std::atomic<uint64_t> inv_time{0};  // last page/range invalidation that touched this set
     std::atomic<uint32_t> hand{0};      // replacement clock hand
+    // One byte per way: 0 for an empty way, else 0x80 | 7 hash bits of the key it holds.
+    std::array<std::atomic<uint64_t>, kTagWords> tags{};
     std::array<Slot, kWays> slots{};
   };
+
+  // Hash bits 48..54: independent of the set (low bits) and shard (top bits) choices.
+  static uint8_t tag_of(uint64_t h) {
+    return uint8_t((h >> 48) | 0x80);
+  }
+
+  // Writers only, under the set lock.
+  static void set_tag(Set &set, unsigned way, uint8_t tag) {
+    std::atomic<uint64_t> &word = set.tags[way / 8];
+    const unsigned shift = (way % 8) * 8;
+    const uint64_t old = word.load(std::memory_order_relaxed);
+    word.store((old & ~(uint64_t{0xFF} << shift)) | (uint64_t(tag) << shift), kDataStore);
+  }
 
   template <size_t N, class T>
   static Words<N> pack(const T &x) {
@@ -320,6 +352,7 @@ class SetAssocCache {
       if (slot.stamp.load(std::memory_order_relaxed) == 0) continue;
       if (match(unpack_key(slot))) {
         slot.stamp.store(0, kDataStore);
+        set_tag(set, w, 0);
         ++removed;
       }
     }
