@@ -28,7 +28,7 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 echo "=== nestor tests: fuzz"
 cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build build/fuzz -j"$jobs"
-for t in fuzz_qi fuzz_walk fuzz_bind fuzz_capi; do
+for t in fuzz_qi fuzz_walk fuzz_bind fuzz_capi fuzz_trace; do
   mkdir -p "build/fuzz/corpus/$t"
   "build/fuzz/$t" -max_total_time="${NESTOR_FUZZ_SECONDS:-30}" -timeout=5 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="build/fuzz/$t-" "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t"

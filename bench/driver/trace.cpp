@@ -358,9 +358,9 @@ bool Reader::next(Record *r) {
     case Tag::kZero:
       r->addr = varint();
       r->size = varint();
-      if (r->size > (uint64_t{1} << 30))
+      if (r->size > (uint64_t{64} << 20))
         throw Error("trace: zero fill of " + std::to_string(r->size) + " bytes at byte " +
-                    std::to_string(at) + " is larger than 1 GiB");
+                    std::to_string(at) + " is larger than 64 MiB");
       break;
     case Tag::kThread:
       r->thread = uint32_t(varint());
@@ -559,7 +559,7 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
   ReplayResult out;
   out.records = out_records;
   out.concurrent = reader.flags() & kFlagConcurrent;
-  EngineConfig cfg;
+  EngineConfig cfg = opt.engine;
   cfg.caching = opt.caching;
   for (const Record &r : records)
     if (r.tag == Tag::kConfig) r.config.apply(&cfg);
@@ -628,10 +628,13 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
           out.writes += pass == 0;
           break;
         case Tag::kZero: {
-          const std::vector<uint8_t> zeros(r.size, 0);
-          if (mem.write(r.addr, zeros.data(), zeros.size()) != 0)
-            throw Error("replay: write to " + hex(r.addr) + " outside RAM (record " +
-                        std::to_string(i) + ")");
+          static const uint8_t zeros[4096] = {};
+          for (uint64_t done = 0; done < r.size; done += sizeof zeros) {
+            const size_t n = size_t(std::min<uint64_t>(sizeof zeros, r.size - done));
+            if (mem.write(r.addr + done, zeros, n) != 0)
+              throw Error("replay: write to " + hex(r.addr + done) + " outside RAM (record " +
+                          std::to_string(i) + ")");
+          }
           out.writes += pass == 0;
           break;
         }

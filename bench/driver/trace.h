@@ -174,8 +174,11 @@ class Recorder {
 };
 
 struct ReplayOptions {
-  bool verify = true;       // compare each translation with its recorded result
-  bool caching = true;      // replay on a cached (true) or uncached engine
+  bool verify = true;   // compare each translation with its recorded result
+  bool caching = true;  // replay on a cached (true) or uncached engine
+  // Cache geometry and queue settings of the replay engine; the trace's config record
+  // overrides the fields that change results (ConfigRecord).
+  EngineConfig engine;
   size_t max_reported = 8;  // divergences described in ReplayResult::messages
   uint32_t repeat = 1;      // replay the translation stream this many times (throughput)
 };
