@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 
 #include "nestor/caches/hash.h"
 
@@ -38,7 +40,8 @@ namespace detail {
 
 // Concurrent invalidators obtain times in one order and may publish them in another; a plain
 // store could move a scope time backwards and revive entries (under-invalidation).
-inline void raise_to(std::atomic<uint64_t> &slot, uint64_t t) {
+template <class AtomicWord>  // std::atomic<uint64_t> or std::atomic_ref<uint64_t>
+inline void raise_to(AtomicWord &&slot, uint64_t t) {
   uint64_t cur = slot.load(std::memory_order_relaxed);
   while (cur < t && !slot.compare_exchange_weak(cur, t, std::memory_order_release,
                                                 std::memory_order_relaxed)) {
@@ -55,20 +58,31 @@ class ScopeTable {
   ScopeTable(size_t slots, Indexing indexing)
       : mask_(round_up_pow2(slots) - 1),
         direct_(indexing == Indexing::kDirect),
-        times_(std::make_unique<std::atomic<uint64_t>[]>(mask_ + 1)) {}
+        times_(static_cast<uint64_t *>(std::calloc(mask_ + 1, sizeof(uint64_t)))) {
+    if (!times_) throw std::bad_alloc();
+  }
 
-  uint64_t get(uint64_t key) const { return times_[index(key)].load(std::memory_order_acquire); }
-  void raise(uint64_t key, uint64_t t) { raise_to(times_[index(key)], t); }
+  uint64_t get(uint64_t key) const { return slot(key).load(std::memory_order_acquire); }
+  void raise(uint64_t key, uint64_t t) { raise_to(slot(key), t); }
   size_t slots() const { return mask_ + 1; }
 
  private:
   size_t index(uint64_t key) const {
     return static_cast<size_t>(direct_ ? key & mask_ : mix64(key) & mask_);
   }
+  std::atomic_ref<uint64_t> slot(uint64_t key) const {
+    return std::atomic_ref<uint64_t>(times_[index(key)]);
+  }
 
+  struct Free {
+    void operator()(uint64_t *p) const { std::free(p); }
+  };
   size_t mask_;
   bool direct_;
-  std::unique_ptr<std::atomic<uint64_t>[]> times_;
+  // calloc, not a zero-initialising new: the 64K-slot DID tables (512 KiB each, several per
+  // engine) stay untouched fresh pages until a scope is invalidated, so building an engine
+  // costs no page faults for them. Accessed only through atomic_ref.
+  std::unique_ptr<uint64_t[], Free> times_;
 };
 
 inline uint64_t did_pasid_key(uint16_t did, uint32_t pasid) {
