@@ -565,6 +565,11 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
     if (r.tag == Tag::kConfig) r.config.apply(&cfg);
   Engine engine(cfg);
   MachineMemory &mem = engine.memory();
+  auto write_ok = [](bool ok, uint64_t addr, size_t record) {
+    if (!ok)
+      throw Error("replay: write to " + hex(addr) + " outside RAM (record " +
+                  std::to_string(record) + ")");
+  };
   using Clock = std::chrono::steady_clock;
   Clock::duration busy{};
   const uint32_t passes = opt.repeat ? opt.repeat : 1;
@@ -616,24 +621,18 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
             throw Error("replay: root table " + hex(r.addr) + " rejected");
           break;
         case Tag::kWrite:
-          if (mem.write(r.addr, r.bytes.data(), r.bytes.size()) != 0)
-            throw Error("replay: write to " + hex(r.addr) + " outside RAM (record " +
-                        std::to_string(i) + ")");
+          write_ok(mem.write(r.addr, r.bytes.data(), r.bytes.size()) == 0, r.addr, i);
           out.writes += pass == 0;
           break;
         case Tag::kWrite64:
-          if (!mem.write64(r.addr, r.value))
-            throw Error("replay: write to " + hex(r.addr) + " outside RAM (record " +
-                        std::to_string(i) + ")");
+          write_ok(mem.write64(r.addr, r.value), r.addr, i);
           out.writes += pass == 0;
           break;
         case Tag::kZero: {
           static const uint8_t zeros[4096] = {};
           for (uint64_t done = 0; done < r.size; done += sizeof zeros) {
             const size_t n = size_t(std::min<uint64_t>(sizeof zeros, r.size - done));
-            if (mem.write(r.addr + done, zeros, n) != 0)
-              throw Error("replay: write to " + hex(r.addr + done) + " outside RAM (record " +
-                          std::to_string(i) + ")");
+            write_ok(mem.write(r.addr + done, zeros, n) == 0, r.addr + done, i);
           }
           out.writes += pass == 0;
           break;

@@ -103,38 +103,6 @@ uint64_t clock_overhead_ns() {
   return best;
 }
 
-EngineStats diff(const EngineStats &a, const EngineStats &b) {
-  auto d = [](const caches::CacheStats &x, const caches::CacheStats &y) {
-    caches::CacheStats r;
-    r.hits = x.hits - y.hits;
-    r.misses = x.misses - y.misses;
-    r.fills = x.fills - y.fills;
-    r.refused_fills = x.refused_fills - y.refused_fills;
-    r.evictions = x.evictions - y.evictions;
-    r.inv_global = x.inv_global - y.inv_global;
-    r.inv_domain = x.inv_domain - y.inv_domain;
-    r.inv_pasid = x.inv_pasid - y.inv_pasid;
-    r.inv_device = x.inv_device - y.inv_device;
-    r.inv_page = x.inv_page - y.inv_page;
-    r.inv_range = x.inv_range - y.inv_range;
-    r.inv_gpa = x.inv_gpa - y.inv_gpa;
-    r.inv_promoted = x.inv_promoted - y.inv_promoted;
-    r.over_invalidations = x.over_invalidations - y.over_invalidations;
-    r.entries_removed = x.entries_removed - y.entries_removed;
-    r.walks = x.walks - y.walks;
-    r.walk_refs = x.walk_refs - y.walk_refs;
-    return r;
-  };
-  EngineStats r;
-  r.context = d(a.context, b.context);
-  r.pasid = d(a.pasid, b.pasid);
-  r.iotlb = d(a.iotlb, b.iotlb);
-  r.psc_first_level = d(a.psc_first_level, b.psc_first_level);
-  r.psc_second_level = d(a.psc_second_level, b.psc_second_level);
-  r.psc_nested_table = d(a.psc_nested_table, b.psc_nested_table);
-  return r;
-}
-
 // What the workload translates through. Each translating thread makes its own Lane; lanes
 // share the target's caches. Templates, not virtual calls: a handle hit is a few ns.
 class NestorTarget {
@@ -528,7 +496,7 @@ RunReport run_mix_on(const DriverOptions &o, VmMachine &m, Target &target, int t
     for (unsigned g = 0; g < kGranularities; ++g) rep.invalidations[g] += i.invalidations[g];
     rep.invalidate_ns.merge(i.latency);
   }
-  rep.stats = diff(m.engine().stats(), before);
+  rep.stats = m.engine().stats() - before;
   return rep;
 }
 
@@ -659,7 +627,7 @@ ScenarioReport run_walk(const DriverOptions &o) {
         if (recorder) recorder->translate(0, q, r);
       }
       const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      const EngineStats s = diff(bed.engine().stats(), before);
+      const EngineStats s = bed.engine().stats() - before;
       row.walks = s.iotlb.walks;
       row.ns_per_walk = secs * 1e9 / double(n);
       row.refs_per_walk = s.iotlb.walks ? double(s.iotlb.walk_refs) / double(s.iotlb.walks) : 0;

@@ -47,6 +47,19 @@ TEST(Stats, EveryCounterReachesItsField) {
       s.walks,      s.walk_refs};
   ASSERT_EQ(std::size(fields), static_cast<size_t>(Counter::kCount));
   for (size_t i = 0; i < std::size(fields); ++i) EXPECT_EQ(fields[i], i + 1) << i;
+
+  // The difference of two snapshots covers every field too.
+  for (unsigned c = 0; c < static_cast<unsigned>(Counter::kCount); ++c) {
+    stats.add(static_cast<Counter>(c), 100 * (c + 1));
+  }
+  const CacheStats d = stats.snapshot() - s;
+  const uint64_t diffs[] = {
+      d.hits,       d.misses,     d.fills,        d.refused_fills,      d.evictions,
+      d.inv_global, d.inv_domain, d.inv_pasid,    d.inv_device,         d.inv_page,
+      d.inv_range,  d.inv_gpa,    d.inv_promoted, d.over_invalidations, d.entries_removed,
+      d.walks,      d.walk_refs};
+  ASSERT_EQ(std::size(diffs), static_cast<size_t>(Counter::kCount));
+  for (size_t i = 0; i < std::size(diffs); ++i) EXPECT_EQ(diffs[i], 100 * (i + 1)) << i;
 }
 
 }  // namespace

@@ -50,6 +50,15 @@ struct EngineConfig {
 // Per-cache statistics summed over threads.
 struct EngineStats {
   caches::CacheStats context, pasid, iotlb, psc_first_level, psc_second_level, psc_nested_table;
+
+  friend EngineStats operator-(const EngineStats &a, const EngineStats &b) {
+    return {a.context - b.context,
+            a.pasid - b.pasid,
+            a.iotlb - b.iotlb,
+            a.psc_first_level - b.psc_first_level,
+            a.psc_second_level - b.psc_second_level,
+            a.psc_nested_table - b.psc_nested_table};
+  }
 };
 
 struct Request {

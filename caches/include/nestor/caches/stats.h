@@ -32,6 +32,29 @@ struct CacheStats {
   uint64_t walk_refs = 0;
 
   uint64_t lookups() const { return hits + misses; }
+
+  // Counts between two snapshots (later - earlier): what one run or phase did.
+  friend CacheStats operator-(const CacheStats &a, const CacheStats &b) {
+    CacheStats r;
+    r.hits = a.hits - b.hits;
+    r.misses = a.misses - b.misses;
+    r.fills = a.fills - b.fills;
+    r.refused_fills = a.refused_fills - b.refused_fills;
+    r.evictions = a.evictions - b.evictions;
+    r.inv_global = a.inv_global - b.inv_global;
+    r.inv_domain = a.inv_domain - b.inv_domain;
+    r.inv_pasid = a.inv_pasid - b.inv_pasid;
+    r.inv_device = a.inv_device - b.inv_device;
+    r.inv_page = a.inv_page - b.inv_page;
+    r.inv_range = a.inv_range - b.inv_range;
+    r.inv_gpa = a.inv_gpa - b.inv_gpa;
+    r.inv_promoted = a.inv_promoted - b.inv_promoted;
+    r.over_invalidations = a.over_invalidations - b.over_invalidations;
+    r.entries_removed = a.entries_removed - b.entries_removed;
+    r.walks = a.walks - b.walks;
+    r.walk_refs = a.walk_refs - b.walk_refs;
+    return r;
+  }
 };
 
 enum class Counter : unsigned {
