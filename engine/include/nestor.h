@@ -39,7 +39,17 @@ typedef struct nestor_config {
   uint32_t context_cache_entries; /* default 1024 */
   uint32_t pasid_cache_entries;   /* default 4096 */
   uint32_t psc_entries;           /* default 4096 per paging-structure cache */
+  /* What a second-level (GPA-addressed, VT-d type 0x2) IOTLB invalidation removes:
+     NESTOR_GPA_INV_ARCHITECTURAL (0, default) or NESTOR_GPA_INV_DEPENDENCIES (docs/CACHES.md). */
+  uint32_t gpa_invalidation;
 } nestor_config;
+
+/* VT-d's rule: every first-level-only and nested IOTLB and paging-structure entry of the domain
+   goes, whatever its address, besides the second-level entries in the range. */
+#define NESTOR_GPA_INV_ARCHITECTURAL 0
+/* Only nested entries whose final GPA or first-level table pages lie in the range. Exact when
+   first-level changes are announced with PASID-based invalidations (the nesting contract). */
+#define NESTOR_GPA_INV_DEPENDENCIES 1
 
 #define NESTOR_CFG_NO_FL5 0x01      /* no 5-level first-level tables */
 #define NESTOR_CFG_NO_FL1G 0x02     /* no 1G first-level pages */

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
 
 #include "c_api_internal.h"
 #include "nestor.h"
@@ -35,6 +36,10 @@ nestor::EngineConfig to_config(const nestor_config *c) {
   cfg.drain = (in.flags & NESTOR_CFG_DRAIN) != 0;
   cfg.coalesce = !(in.flags & NESTOR_CFG_NO_COALESCE);
   cfg.background_invalidation = (in.flags & NESTOR_CFG_BACKGROUND_INV) != 0;
+  if (in.gpa_invalidation == NESTOR_GPA_INV_DEPENDENCIES)
+    cfg.gpa_invalidation = nestor::EngineConfig::GpaInvalidation::kDependencies;
+  else if (in.gpa_invalidation != NESTOR_GPA_INV_ARCHITECTURAL)
+    throw std::invalid_argument("nestor_config.gpa_invalidation: unknown value");
   return cfg;
 }
 

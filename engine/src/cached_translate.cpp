@@ -64,6 +64,9 @@ class CachedTables {
                    uint8_t *refs) {
     const FaultReason denied = is_root ? FaultReason::kFirstLevelRootReadDenied
                                        : FaultReason::kFirstLevelEntryReadDenied;
+    // Before anything is read through the page: a second-level change of it that this walk
+    // misses is then seen by the invalidation announcing it (TablePageFilter::add).
+    if (e_.table_pages_) e_.table_pages_->add(did_, gpa);
     caches::NestedTableEntry nt;
     if (e_.psc_->lookup_nested_table(did_, gpa, &nt) && (nt.sl_perms & kAccessRead)) {
       *hpa = nt.hpa_page;
@@ -203,6 +206,23 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
 
 void Engine::invalidate(const invq::InvalidationOp &op) {
   using invq::Scope;
+  // Second-level changes and global ops touch the table-page filter: its check and the
+  // removals it decides must not interleave with a clear.
+  std::unique_lock<std::mutex> gpa_lock;
+  const bool gpa_op = op.scope == Scope::kRange && op.addr_is_gpa &&
+                      (op.caches & (invq::kCacheIotlb | invq::kCachePaging));
+  if (table_pages_ && (gpa_op || op.scope == Scope::kGlobal))
+    gpa_lock = std::unique_lock<std::mutex>(gpa_mu_);
+  caches::GpaReach reach = caches::GpaReach::kFirstLevelOfDomain;
+  if (gpa_op && table_pages_ && op.npages <= cfg_.promote_threshold_pages &&
+      !table_pages_->might_contain(op.did, op.addr, op.npages))
+    reach = caches::GpaReach::kFinalGpaDependents;
+  if (op.scope == Scope::kGlobal && table_pages_ &&
+      (op.caches & (invq::kCacheIotlb | invq::kCachePaging)) && table_pages_->marked() != 0) {
+    // Every entry that depended on a marked page goes with this op, applied below while the
+    // lock keeps GPA ops from consulting the emptied filter first.
+    table_pages_->clear();
+  }
   if (op.caches & invq::kCacheContext) {
     switch (op.scope) {
       case Scope::kDomain: context_cache_->invalidate_domain(op.did); break;
@@ -225,7 +245,7 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
       case Scope::kPasid: iotlb_->invalidate_pasid(op.did, op.pasid); break;
       case Scope::kRange:
         if (op.addr_is_gpa)
-          iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages);
+          iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
         else
           iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
         break;
@@ -240,7 +260,8 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
       case Scope::kPasid: psc_->invalidate_pasid(op.did, op.pasid); break;
       case Scope::kRange:
         if (op.addr_is_gpa)
-          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf);
+          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
+                                     reach == caches::GpaReach::kFirstLevelOfDomain);
         else
           psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
         break;

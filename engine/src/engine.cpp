@@ -70,6 +70,8 @@ Engine::Engine(const EngineConfig &cfg)
       cfg_.psc_entries;
   psc_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
   psc_ = std::make_unique<caches::PagingStructureCaches>(*clock_, psc_cfg);
+  if (cfg_.gpa_invalidation == EngineConfig::GpaInvalidation::kDependencies)
+    table_pages_ = std::make_unique<caches::TablePageFilter>();
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
 

@@ -36,17 +36,19 @@ bool covers(const InvalidationOp &op, const CacheEntryKey &entry) {
     case Scope::kPasid:
       return owner_matches(op, entry) && entry.pasid == op.pasid;
     case Scope::kRange:
+      if (op.addr_is_gpa) {
+        if (entry.cache == kCacheDevTlb || entry.did != op.did) return false;
+        // VT-d type 0x2 page-selective-within-domain (IOTLB Invalidate Descriptor; QEMU's
+        // vtd_hash_remove_by_page quotes it): second-stage entries of the DID in the range go
+        // (non-leaf ones unless IH), and every first-stage and nested entry of the DID goes,
+        // whatever its address: a nested walk read its first-level tables through the second
+        // level, and a first-stage entry is reached by the rule as written.
+        if (entry.second_level)
+          return !(entry.cache == kCachePaging && op.leaf) && page_in_range(op, entry.page);
+        return true;
+      }
       // IH promises that no paging-structure entry changed, so those caches may keep theirs.
       if (entry.cache == kCachePaging && op.leaf) return false;
-      if (op.addr_is_gpa) {
-        if (entry.did != op.did) return false;
-        // A second-level change reaches second-level-only entries (tagged by GPA) and nested
-        // entries through the GPA they were built from. First-level-only entries never went
-        // through the second level, so VT-d leaves them to PASID-based invalidation.
-        if (entry.second_level) return page_in_range(op, entry.page);
-        if (entry.nested) return page_in_range(op, entry.gpa_page);
-        return false;
-      }
       return owner_matches(op, entry) && entry.pasid == op.pasid && page_in_range(op, entry.page);
   }
   return false;

@@ -127,7 +127,7 @@ class IotlbModel {
     const uint32_t pasid = random_pasid();
     const uint64_t t = clock_.now();  // advance() will return exactly this (single thread)
     Pred pred;
-    switch (pick(0, 6)) {
+    switch (pick(0, 7)) {
       case 0:
         if (pick(0, 9)) return;  // keep globals rare so the cache holds something
         tlb_.invalidate_global();
@@ -166,18 +166,26 @@ class IotlbModel {
         pred = range_pred(did, pasid, addr & ~(n * k4K - 1), n);
         break;
       }
-      case 6: {
+      case 6:
+      case 7: {
         const uint64_t gpa = random_addr() & ~(k4K - 1);
         const uint64_t npages = pick(1, 700);
-        tlb_.invalidate_gpa_range(did, gpa, npages);
-        last_inv_ = "gpa " + std::to_string(did) + " " + hex(gpa) + " n=" + std::to_string(npages);
+        const bool dependents = pick(0, 1);
+        tlb_.invalidate_gpa_range(did, gpa, npages,
+                                  dependents ? GpaReach::kFinalGpaDependents
+                                             : GpaReach::kFirstLevelOfDomain);
+        last_inv_ = std::string(dependents ? "gpa-dependents " : "gpa ") + std::to_string(did) +
+                    " " + hex(gpa) + " n=" + std::to_string(npages);
         const uint64_t last = gpa + npages * k4K - 1;
-        pred = [did, gpa, last](const MKey &k, const IotlbEntry &e) {
+        pred = [did, gpa, last, dependents](const MKey &k, const IotlbEntry &e) {
           if (k.did != did) return false;
           if (k.pasid == kSl) {
             const uint64_t lo = k.page << k.shift;
             return overlaps(lo, lo + (uint64_t{1} << k.shift) - 1, gpa, last);
           }
+          // VT-d type 0x2: every first-level and nested entry of the DID. The dependency reach
+          // owes only the nested entries whose final GPA page overlaps the range.
+          if (!dependents) return true;
           return (e.flags & kIotlbNested) &&
                  overlaps(e.gpa_base, e.gpa_base + (uint64_t{1} << e.page_shift) - 1, gpa, last);
         };
@@ -239,8 +247,7 @@ class IotlbModel {
   Iotlb tlb_{clock_, IotlbConfig{.cache = {.capacity = 16, .shards = 1, .ways = 0},
                                  .promote_threshold_pages = 512,
                                  .pasid_scope_slots = 2,
-                                 .gpa_region_slots = 2,
-                                 .max_gpa_regions = 2}};
+                                 .gpa_page_slots = 2}};
   std::map<MKey, MVal> model_;
   std::vector<std::pair<uint64_t, Pred>> log_;
   std::vector<uint64_t> stamps_;

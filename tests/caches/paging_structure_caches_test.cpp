@@ -98,17 +98,32 @@ TEST_F(PscTest, GpaRangeRemovesSecondLevelAndNestedTablesInRange) {
     ASSERT_TRUE(psc.fill_nested_table(clock.now(), 1, 2 * k1G + p * k4K, NestedTableEntry{}));
   }
   fill_fl_levels(1, 1, 2 * k1G);
+  fill_fl_levels(2, 1, 2 * k1G);
   psc.invalidate_gpa_range(1, 2 * k1G + k4K, 2, /*leaf_hint=*/false);
   for (unsigned l = 2; l <= 4; ++l) {
     EXPECT_FALSE(sl(1, l, 2 * k1G)) << l;
     EXPECT_TRUE(sl(2, l, 2 * k1G)) << l;
-    EXPECT_TRUE(fl(1, 1, l, 2 * k1G)) << l;  // first level is independent of the second
+    // VT-d type 0x2 reaches the first-level and nested paging-structure entries of the DID
+    // whatever their address; another DID keeps its own.
+    EXPECT_FALSE(fl(1, 1, l, 2 * k1G)) << l;
+    EXPECT_TRUE(fl(2, 1, l, 2 * k1G)) << l;
   }
   EXPECT_TRUE(sl(1, 2, 2 * k1G + 4 * k2M));
   EXPECT_TRUE(nt(1, 2 * k1G));
   EXPECT_FALSE(nt(1, 2 * k1G + k4K));
   EXPECT_FALSE(nt(1, 2 * k1G + 2 * k4K));
   EXPECT_TRUE(nt(1, 2 * k1G + 3 * k4K));
+}
+
+TEST_F(PscTest, GpaRangeKeepsFirstLevelWhenCallerTracksDependencies) {
+  fill_fl_levels(1, 1, 2 * k1G);
+  ASSERT_TRUE(psc.fill_nested_table(clock.now(), 1, 7 * k1G, NestedTableEntry{}));
+  psc.invalidate_gpa_range(1, 7 * k1G, 1, /*leaf_hint=*/true, /*first_level_of_domain=*/false);
+  for (unsigned l = 2; l <= 4; ++l) EXPECT_TRUE(fl(1, 1, l, 2 * k1G)) << l;
+  EXPECT_FALSE(nt(1, 7 * k1G));
+  // The leaf hint never spares first-level entries under the architecture's reach.
+  psc.invalidate_gpa_range(1, 7 * k1G, 1, /*leaf_hint=*/true);
+  for (unsigned l = 2; l <= 4; ++l) EXPECT_FALSE(fl(1, 1, l, 2 * k1G)) << l;
 }
 
 TEST_F(PscTest, Scopes) {
@@ -142,7 +157,7 @@ TEST_F(PscTest, LargeRangesPromote) {
   EXPECT_EQ(psc.fl_stats().inv_promoted, 1u);
   ASSERT_TRUE(psc.fill_sl(clock.now(), 1, 2, 100 * k1G, PscEntry{}));
   ASSERT_TRUE(psc.fill_nested_table(clock.now(), 1, 100 * k1G, NestedTableEntry{}));
-  psc.invalidate_gpa_range(1, 0, 2000, false);
+  psc.invalidate_gpa_range(1, 0, 2000, false, /*first_level_of_domain=*/false);
   EXPECT_FALSE(sl(1, 2, 100 * k1G));
   EXPECT_FALSE(nt(1, 100 * k1G));
   EXPECT_TRUE(fl(1, 2, 2, 100 * k1G));

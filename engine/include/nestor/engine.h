@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nestor/caches/caches.h"
+#include "nestor/caches/table_page_filter.h"
 #include "nestor/export.h"
 #include "nestor/invq/op.h"
 #include "nestor/machine_memory.h"
@@ -40,6 +41,18 @@ struct EngineConfig {
   uint32_t pasid_cache_entries = 4096;
   uint32_t psc_entries = 4096;  // each of: first-level, second-level, nested-table caches
   uint64_t promote_threshold_pages = 1024;  // ranges above this become PASID/domain scope
+  // What a second-level (GPA-addressed, VT-d type 0x2) invalidation removes; docs/CACHES.md.
+  enum class GpaInvalidation : uint8_t {
+    // The architecture's rule: every first-level-only and nested entry of the domain, whatever
+    // its address, besides the second-level entries in range.
+    kArchitectural,
+    // Only what depends on the range: nested entries whose final GPA or any first-level table
+    // page on whose walk lies in it. Exact under the nesting contract (BIND_PGTBL/CACHE_INVLD:
+    // first-level changes are announced with PASID-based invalidations), not for software
+    // that relies on type 0x2 to flush first-level changes.
+    kDependencies,
+  };
+  GpaInvalidation gpa_invalidation = GpaInvalidation::kArchitectural;
   // Invalidation (nestor/invalidation.h). Drain: translations announce themselves so a wait
   // also covers those already in flight (costs a fence per translation; off by default).
   bool drain = false;
@@ -230,6 +243,10 @@ class NESTOR_CXX_API Engine {
   std::unique_ptr<caches::PasidCache<vtd::PasidEntry>> pasid_cache_;
   std::unique_ptr<caches::Iotlb> iotlb_;
   std::unique_ptr<caches::PagingStructureCaches> psc_;
+  // GpaInvalidation::kDependencies: first-level table pages nested walks read, per domain.
+  // gpa_mu_ keeps a GPA op's filter check and its removals atomic against a global op's clear.
+  std::unique_ptr<caches::TablePageFilter> table_pages_;
+  std::mutex gpa_mu_;
   // Advanced after every applied invalidation: address-space handles re-resolve when it moves.
   alignas(64) std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> root_table_{0};

@@ -40,9 +40,21 @@ struct IotlbConfig {
   // removal walks one set per covered page, a scope bump is O(1).
   uint64_t promote_threshold_pages = 1024;
   size_t pasid_scope_slots = 4096;  // hashed (DID, PASID) scope table
-  size_t gpa_region_slots = 4096;   // hashed (DID, 1 GiB GPA region) nested scope table
-  // A GPA range touching more 1 GiB regions than this marks the whole DID's nested entries.
-  uint64_t max_gpa_regions = 64;
+  // Hashed (DID, size class, final GPA page) times of GpaReach::kFinalGpaDependents. A slot
+  // shared by two keys can only make entries look older (over-invalidation).
+  size_t gpa_page_slots = 65536;
+};
+
+// What a second-level (GPA-addressed) invalidation removes besides the second-level-only
+// entries in its range, which it always removes precisely.
+enum class GpaReach : uint8_t {
+  // VT-d type 0x2, page-selective-within-domain: every first-level-only and every nested
+  // entry of the domain, whatever its address (the architecture's rule).
+  kFirstLevelOfDomain,
+  // Only nested entries whose final GPA lies in the range. Correct only when nothing else a
+  // nested entry depends on changed: the caller has established that no first-level table
+  // page of the domain lies in the range, and first-level changes are announced separately.
+  kFinalGpaDependents,
 };
 
 class Iotlb {
@@ -60,8 +72,8 @@ class Iotlb {
         cache_(cfg.cache),
         did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
         pasid_times_(cfg.pasid_scope_slots, detail::ScopeTable::Indexing::kHashed),
-        nested_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
-        gpa_region_times_(cfg.gpa_region_slots, detail::ScopeTable::Indexing::kHashed) {}
+        first_level_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
+        gpa_page_times_(cfg.gpa_page_slots, detail::ScopeTable::Indexing::kHashed) {}
 
   Iotlb(const Iotlb &) = delete;
   Iotlb &operator=(const Iotlb &) = delete;
@@ -153,36 +165,33 @@ class Iotlb {
   }
 
   // Second-level change in [gpa, gpa + npages*4K) of domain did (VT-d IOTLB invalidation,
-  // page-selective-within-domain). Second-level-only entries (kSecondLevelPasid) are removed
-  // precisely. Nested entries are marked stale by 1 GiB GPA region (a hashed time per
-  // (DID, region)), which over-invalidates nested entries of the same region outside the range;
-  // see docs/CACHES.md. SL-only entries filled under a real PASID are treated like nested ones.
-  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages) {
+  // page-selective-within-domain). Second-level-only entries (kSecondLevelPasid) in the range
+  // are removed precisely; what else goes is `reach` (see GpaReach and docs/CACHES.md).
+  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages,
+                            GpaReach reach = GpaReach::kFirstLevelOfDomain) {
     if (npages == 0) return;
     stats_.add(Counter::kInvGpa);
     const uint64_t t = clock_.advance();
     gpa &= ~((uint64_t{1} << kPageShift4K) - 1);
     remove_range(did, kSecondLevelPasid, gpa, npages, t);
-    const uint64_t last = last_byte(gpa, npages);
-    const uint64_t first_region = gpa >> 30, last_region = last >> 30;
-    if (last_region - first_region >= cfg_.max_gpa_regions) {
+    if (reach == GpaReach::kFinalGpaDependents && npages <= cfg_.promote_threshold_pages) {
+      // Every size class an entry may have: a 2M or 1G nested page overlapping the range is
+      // found under its own base.
+      const uint64_t last = last_byte(gpa, npages);
+      for (unsigned s = 0; s < 3; ++s) {
+        const unsigned shift = page_shift_of(PageSize(s));
+        for (uint64_t p = gpa >> shift;; ++p) {
+          gpa_page_times_.raise(gpa_page_key(did, PageSize(s), p), t);
+          if (p == (last >> shift)) break;
+        }
+      }
       detail::raise_to(any_scope_time_, t);
-      nested_did_times_.raise(did, t);
-      stats_.add(Counter::kOverInvalidations);
       return;
     }
-    for (uint64_t r = first_region;; ++r) {
-      detail::raise_to(any_scope_time_, t);
-      gpa_region_times_.raise(region_key(did, r), t);
-      if (r == last_region) break;
-    }
-    constexpr uint64_t kRegionMask = (uint64_t{1} << 30) - 1;
-    const bool whole_regions = (gpa & kRegionMask) == 0 && ((last + 1) & kRegionMask) == 0;
-    if (!whole_regions) stats_.add(Counter::kOverInvalidations);
-  }
-
-  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages, bool /*leaf_hint*/) {
-    invalidate_gpa_range(did, gpa, npages);
+    // The architecture's reach (or a dependency range too large to mark page by page).
+    detail::raise_to(any_scope_time_, t);
+    first_level_did_times_.raise(did, t);
+    stats_.add(Counter::kOverInvalidations);
   }
 
   CacheStats stats() const { return stats_.snapshot(); }
@@ -213,7 +222,9 @@ class Iotlb {
     return Key{page, pasid, did, static_cast<uint8_t>(s), 0};
   }
 
-  static uint64_t region_key(uint16_t did, uint64_t region) { return (region << 16) | did; }
+  static uint64_t gpa_page_key(uint16_t did, PageSize s, uint64_t page) {
+    return (page << 18) | (uint64_t(s) << 16) | did;
+  }
 
   // Saturates instead of wrapping: a range running off the top of the address space covers
   // everything up to it.
@@ -235,14 +246,12 @@ class Iotlb {
       if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
       if (stamp <= self->did_times_.get(k.did)) return false;
       if (stamp <= self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid))) return false;
-      if ((v.flags & (kIotlbNested | kIotlbSecondLevelOnly)) && k.pasid != kSecondLevelPasid) {
-        if (stamp <= self->nested_did_times_.get(k.did)) return false;
-        const uint64_t first = v.gpa_base >> 30;
-        const uint64_t last = (v.gpa_base + ((uint64_t{1} << v.page_shift) - 1)) >> 30;
-        if (stamp <= self->gpa_region_times_.get(region_key(k.did, first))) return false;
-        if (last != first && stamp <= self->gpa_region_times_.get(region_key(k.did, last))) {
-          return false;
-        }
+      if (k.pasid == kSecondLevelPasid) return true;
+      // Entries tagged with a real PASID went through a first-level walk (or are nested).
+      if (stamp <= self->first_level_did_times_.get(k.did)) return false;
+      if (v.flags & (kIotlbNested | kIotlbSecondLevelOnly)) {
+        const uint64_t key = gpa_page_key(k.did, PageSize(k.size), v.gpa_base >> v.page_shift);
+        if (stamp <= self->gpa_page_times_.get(key)) return false;
       }
       return true;
     }
@@ -297,8 +306,8 @@ class Iotlb {
   std::atomic<uint64_t> global_time_{0};
   detail::ScopeTable did_times_;
   detail::ScopeTable pasid_times_;
-  detail::ScopeTable nested_did_times_;
-  detail::ScopeTable gpa_region_times_;
+  detail::ScopeTable first_level_did_times_;  // GPA ops reaching FL-only and nested entries
+  detail::ScopeTable gpa_page_times_;         // GpaReach::kFinalGpaDependents
   mutable Stats stats_;
 };
 

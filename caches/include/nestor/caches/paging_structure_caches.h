@@ -57,6 +57,7 @@ class PagingStructureCaches {
         nt_(cfg.nested_table),
         did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
         sl_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
+        fl_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
         pasid_times_(cfg.pasid_scope_slots, detail::ScopeTable::Indexing::kHashed) {}
 
   PagingStructureCaches(const PagingStructureCaches &) = delete;
@@ -172,8 +173,18 @@ class PagingStructureCaches {
   // Second-level change of [gpa, gpa + npages*4K) in domain did (VT-d IOTLB page-selective
   // invalidation). Non-leaf second-level entries covering the range go unless leaf_hint.
   // Nested-table entries in the range always go: they cache second-level leaf translations.
-  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages, bool leaf_hint) {
+  // With `first_level_of_domain`, every first-level entry of the domain goes too (VT-d type
+  // 0x2 reaches first-level and nested paging-structure entries of the DID whatever their
+  // address; a nested walk read them through the second level). The leaf hint does not spare
+  // them: a changed second-level leaf may map a first-level table page.
+  void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages, bool leaf_hint,
+                            bool first_level_of_domain = true) {
     if (npages == 0) return;
+    if (first_level_of_domain) {
+      fl_did_times_.raise(did, clock_.advance());
+      fl_stats_.add(Counter::kInvGpa);
+      fl_stats_.add(Counter::kOverInvalidations);
+    }
     sl_stats_.add(Counter::kInvGpa);
     nt_stats_.add(Counter::kInvGpa);
     gpa &= ~uint64_t{0xFFF};
@@ -270,7 +281,7 @@ class PagingStructureCaches {
     const PagingStructureCaches *self;
     bool operator()(uint64_t stamp, const FlKey &k, const PscEntry &) const {
       return stamp > self->global_time_.load(std::memory_order_acquire) &&
-             stamp > self->did_times_.get(k.did) &&
+             stamp > self->did_times_.get(k.did) && stamp > self->fl_did_times_.get(k.did) &&
              stamp > self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid));
     }
   };
@@ -306,6 +317,7 @@ class PagingStructureCaches {
   alignas(64) std::atomic<uint64_t> global_time_{0};
   detail::ScopeTable did_times_;
   detail::ScopeTable sl_did_times_;
+  detail::ScopeTable fl_did_times_;  // second-level changes reaching first-level entries
   detail::ScopeTable pasid_times_;
   mutable Stats fl_stats_;
   mutable Stats sl_stats_;
