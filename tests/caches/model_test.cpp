@@ -171,9 +171,9 @@ class IotlbModel {
         const uint64_t gpa = random_addr() & ~(k4K - 1);
         const uint64_t npages = pick(1, 700);
         const bool dependents = pick(0, 1);
-        tlb_.invalidate_gpa_range(did, gpa, npages,
-                                  dependents ? GpaReach::kFinalGpaDependents
-                                             : GpaReach::kFirstLevelOfDomain);
+        tlb_.invalidate_gpa_range(
+            did, gpa, npages,
+            dependents ? GpaReach::kFinalGpaDependents : GpaReach::kFirstLevelOfDomain);
         last_inv_ = std::string(dependents ? "gpa-dependents " : "gpa ") + std::to_string(did) +
                     " " + hex(gpa) + " n=" + std::to_string(npages);
         const uint64_t last = gpa + npages * k4K - 1;
