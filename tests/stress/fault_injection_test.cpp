@@ -40,9 +40,13 @@ struct Injector {
   }
 };
 
-void flush(Machine &m) { m.invalidate_scope(invq::Scope::kGlobal, invq::kAllCaches); }
+void flush(Machine &m) {
+  m.invalidate_scope(invq::Scope::kGlobal, invq::kAllCaches);
+}
 
-uint64_t iotlb_fills(Engine &e) { return e.stats().iotlb.fills; }
+uint64_t iotlb_fills(Engine &e) {
+  return e.stats().iotlb.fills;
+}
 
 // Where a traced read lies, and so which access fault failing it must give. The walk reads, in
 // order: root entry (2 words), context entry (4), PASID directory entry (1), PASID entry (8),
@@ -159,9 +163,12 @@ INSTANTIATE_TEST_SUITE_P(Modes, WalkFaults,
                          ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
                          [](const auto &info) {
                            switch (info.param) {
-                             case Mode::kFirstLevel: return std::string("FirstLevel");
-                             case Mode::kSecondLevel: return std::string("SecondLevel");
-                             default: return std::string("Nested");
+                             case Mode::kFirstLevel:
+                               return std::string("FirstLevel");
+                             case Mode::kSecondLevel:
+                               return std::string("SecondLevel");
+                             default:
+                               return std::string("Nested");
                            }
                          });
 
@@ -189,8 +196,10 @@ bool is_access_fault(FaultReason r) {
     case FaultReason::kPasidEntryAccess:
     case FaultReason::kFirstLevelEntryAccess:
     case FaultReason::kFirstLevelRootAccess:
-    case FaultReason::kSecondLevelEntryAccess: return true;
-    default: return false;
+    case FaultReason::kSecondLevelEntryAccess:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -204,7 +213,8 @@ TEST_P(RandomFailures, ConcurrentTranslationNeverCrashesOrCachesGarbage) {
   std::vector<Result> want[2];
   for (uint64_t p = 0; p < kPages; ++p)
     for (int w = 0; w < 2; ++w)
-      want[w].push_back(m.reference->translate(Machine::request(p, w ? kAccessWrite : kAccessRead)));
+      want[w].push_back(
+          m.reference->translate(Machine::request(p, w ? kAccessWrite : kAccessRead)));
 
   for (uint32_t rate : {8u, 128u, 900u}) {  // of 1024 accesses
     SCOPED_TRACE(rate);
@@ -221,8 +231,9 @@ TEST_P(RandomFailures, ConcurrentTranslationNeverCrashesOrCachesGarbage) {
         for (int i = 0; i < kConcurrentTranslations; ++i) {
           const uint64_t p = uint64_t(i * 7 + t) % kPages;
           const int w = (i >> 3) & 1;
-          const Result r = (i & 1) ? as.translate(Machine::request(p, 0).iova, w ? kAccessWrite : kAccessRead)
-                                   : m.cached->translate(Machine::request(p, w ? kAccessWrite : kAccessRead));
+          const Result r =
+              (i & 1) ? as.translate(Machine::request(p, 0).iova, w ? kAccessWrite : kAccessRead)
+                      : m.cached->translate(Machine::request(p, w ? kAccessWrite : kAccessRead));
           if (r.ok || !is_access_fault(r.fault.reason)) {
             if (!same(r, want[w][p])) bad.fetch_add(1);
           } else {
@@ -258,9 +269,12 @@ INSTANTIATE_TEST_SUITE_P(Modes, RandomFailures,
                          ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
                          [](const auto &info) {
                            switch (info.param) {
-                             case Mode::kFirstLevel: return std::string("FirstLevel");
-                             case Mode::kSecondLevel: return std::string("SecondLevel");
-                             default: return std::string("Nested");
+                             case Mode::kFirstLevel:
+                               return std::string("FirstLevel");
+                             case Mode::kSecondLevel:
+                               return std::string("SecondLevel");
+                             default:
+                               return std::string("Nested");
                            }
                          });
 
@@ -289,8 +303,7 @@ TEST(QueueFaults, FetchFailureStopsQueueAndLosesNothing) {
     ASSERT_EQ(mem.write(kRing + index * 16, qw, 16), 0);
   };
   for (uint64_t p = 0; p < 3; ++p)  // PASID-based IOTLB, page-selective (G=3)
-    put(p, 0x6 | (3u << 4) | uint64_t(kDid) << 16 | uint64_t(kPasid) << 32,
-        kIovaBase + p * 4096);
+    put(p, 0x6 | (3u << 4) | uint64_t(kDid) << 16 | uint64_t(kPasid) << 32, kIovaBase + p * 4096);
   put(3, 0x5 | (1u << 5) | uint64_t(0xC0DE) << 32, kStatus);
 
   Injector inj;

@@ -16,12 +16,13 @@ int main(int argc, char **argv) {
   using nestor::stress::Sabotage;
   Options o;
   double soak = 0;
-  bool no_qi = false, no_coalesce = false, expect_violation = false;
+  bool no_qi = false, no_coalesce = false, expect_violation = false, no_table_edits = false;
   std::string sabotage = "none";
   CLI::App app{"nestor-stress: translate / mutate / invalidate storm with a staleness checker"};
   app.add_option("--seed", o.seed, "seed for every thread's choices");
   app.add_option("--seconds", o.seconds, "run time (bounded run)")->check(CLI::Range(0.01, 1e6));
-  app.add_option("--soak", soak, "soak mode: run this many seconds with a progress line each second")
+  app.add_option("--soak", soak,
+                 "soak mode: run this many seconds with a progress line each second")
       ->check(CLI::Range(1.0, 1e7));
   app.add_option("--translations", o.max_translations, "stop after about this many translations");
   app.add_option("--translators", o.translators, "translating threads")->check(CLI::Range(1, 64));
@@ -47,14 +48,22 @@ int main(int argc, char **argv) {
   app.add_flag("--contract", o.contract,
                "credit invalidations by invq::covers() (the engine's promise) instead of by "
                "what VT-d requires");
+  app.add_flag("--no-table-edits", no_table_edits,
+               "no host second-level edits of the nested space's first-level table pages");
+  app.add_flag("--gpa-dependencies", o.gpa_dependencies,
+               "engine tracks GPA dependencies (NESTOR_GPA_INV_DEPENDENCIES); type 0x2 is then "
+               "checked against the nesting contract, not VT-d's domain-wide reach");
   app.add_flag("--progress", o.progress, "progress line each second (implied by --soak)");
   app.add_option("--sabotage", sabotage,
-                 "break something on purpose: none, skip-invalidation, drain-check-without-drain")
-      ->check(CLI::IsMember({"none", "skip-invalidation", "drain-check-without-drain"}));
+                 "break something on purpose: none, skip-invalidation, "
+                 "drain-check-without-drain, narrow-gpa-invalidation")
+      ->check(CLI::IsMember(
+          {"none", "skip-invalidation", "drain-check-without-drain", "narrow-gpa-invalidation"}));
   app.add_flag("--expect-violation", expect_violation, "succeed only if a violation is found");
   CLI11_PARSE(app, argc, argv);
   o.qi = !no_qi;
   o.coalesce = !no_coalesce;
+  o.table_edits = !no_table_edits;
   if (soak > 0) {
     o.seconds = soak;
     o.progress = true;
@@ -62,7 +71,8 @@ int main(int argc, char **argv) {
   static const std::map<std::string, Sabotage> kSabotage = {
       {"none", Sabotage::kNone},
       {"skip-invalidation", Sabotage::kSkipInvalidation},
-      {"drain-check-without-drain", Sabotage::kDrainCheckWithoutDrain}};
+      {"drain-check-without-drain", Sabotage::kDrainCheckWithoutDrain},
+      {"narrow-gpa-invalidation", Sabotage::kNarrowGpaInvalidation}};
   o.sabotage = kSabotage.at(sabotage);
   try {
     const nestor::stress::Summary s = nestor::stress::run(o);

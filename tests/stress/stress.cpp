@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <shared_mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -88,8 +89,12 @@ enum State : uint8_t { kUnmapped = 0, kReadOnly = 1, kReadWrite = 2 };
 uint64_t page_target(unsigned as, uint64_t p, uint64_t v) {
   return kAs[as].data | (p << 28) | ((v & 0xFFFF) << 12);
 }
-uint64_t chunk_gpa(uint64_t c) { return kAs[kNested].data | (c << 30); }
-uint64_t chunk_hpa(uint64_t c, uint64_t w) { return kNData | (c << 40) | ((w & 0x3FF) << 30); }
+uint64_t chunk_gpa(uint64_t c) {
+  return kAs[kNested].data | (c << 30);
+}
+uint64_t chunk_hpa(uint64_t c, uint64_t w) {
+  return kNData | (c << 40) | ((w & 0x3FF) << 30);
+}
 
 struct alignas(64) Versioned {
   std::atomic<uint64_t> written{1};
@@ -99,8 +104,8 @@ struct alignas(64) Versioned {
 
 void fetch_max(std::atomic<uint64_t> &a, uint64_t v) {
   uint64_t cur = a.load(std::memory_order_relaxed);
-  while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_release,
-                                             std::memory_order_relaxed)) {
+  while (cur < v &&
+         !a.compare_exchange_weak(cur, v, std::memory_order_release, std::memory_order_relaxed)) {
   }
 }
 
@@ -120,7 +125,15 @@ struct Rng {
 };
 
 // --- operation log -----------------------------------------------------------------------
-enum class LogKind : uint8_t { kTranslate, kMutate, kMutateChunk, kInvalidate, kQi, kWait };
+enum class LogKind : uint8_t {
+  kTranslate,
+  kMutate,
+  kMutateChunk,
+  kTableEdit,
+  kInvalidate,
+  kQi,
+  kWait
+};
 struct LogEntry {
   uint64_t seq = 0;
   LogKind kind = LogKind::kTranslate;
@@ -135,7 +148,8 @@ struct Ring {
 };
 
 struct alignas(64) Counters {
-  std::atomic<uint64_t> translations{0}, faults{0}, mutations{0}, waits{0}, unverifiable{0};
+  std::atomic<uint64_t> translations{0}, faults{0}, mutations{0}, waits{0}, unverifiable{0},
+      table_edits{0};
   std::array<std::atomic<uint64_t>, kGranCount> typed{}, qi{};
 };
 
@@ -149,6 +163,8 @@ class Machine {
     cfg.drain = opt.drain && opt.sabotage != Sabotage::kDrainCheckWithoutDrain;
     cfg.coalesce = opt.coalesce;
     cfg.background_invalidation = opt.background;
+    if (opt.gpa_dependencies || opt.sabotage == Sabotage::kNarrowGpaInvalidation)
+      cfg.gpa_invalidation = EngineConfig::GpaInvalidation::kDependencies;
     engine = std::make_unique<Engine>(cfg);
     MachineMemory &mem = engine->memory();
     if (mem.add_ram(0, kRamSize) != 0) throw std::runtime_error("add_ram");
@@ -164,8 +180,9 @@ class Machine {
     slc_nested.levels = 4;
     sl_nested =
         std::make_unique<build::SecondLevelBuilder<HostTableSpace>>(*host, slc_nested.root, 4);
-    for (uint64_t off = 0; off < kGuestTablesSize; off += 2ull << 20)
-      check(sl_nested->map(off, kGuestTablesHpa + off, 21, build::sl_leaf_bits(7)), "sl tables");
+    // 4K pages: the host edits the second-level mapping of single first-level table pages.
+    for (uint64_t off = 0; off < kGuestTablesSize; off += 4096)
+      check(sl_nested->map(off, kGuestTablesHpa + off, 12, build::sl_leaf_bits(7)), "sl tables");
     chunks = opt.pages / 4;
     for (uint64_t c = 0; c < chunks; ++c)
       check(sl_nested->map(chunk_gpa(c), chunk_hpa(c, 1), 30, build::sl_leaf_bits(7)), "chunk");
@@ -183,6 +200,13 @@ class Machine {
         check(write_leaf(as, p, 1, kReadWrite), "initial map");
       }
     for (uint64_t c = 0; c < chunks; ++c) chunk_state[c].hist[1].store(uint64_t{1} << 2);
+    // Every nested page shares one table per level (the IOVA range sits in one 2M region).
+    for (int level = 1; level <= 4; ++level) {
+      const uint64_t gpa =
+          level == 4 ? fl_nested->root() : fl_nested->entry_address(kIova, level) & ~0xFFFull;
+      tables[level - 1] = {gpa, kGuestTablesHpa + gpa, pages->alloc()};
+      table_state[level - 1].hist[1].store(uint64_t{1} << 2 | kReadWrite);
+    }
 
     for (unsigned as = 0; as < kAsCount; ++as) {
       vtd::PasidEntry pe;
@@ -219,9 +243,9 @@ class Machine {
     const bool w = st == kReadWrite;
     switch (as) {
       case kFl:
-        return st == kUnmapped ? fl->unmap(iova, 12)
-                               : fl->map(iova, page_target(as, p, v), 12,
-                                         build::fl_leaf_bits(w, true, true));
+        return st == kUnmapped
+                   ? fl->unmap(iova, 12)
+                   : fl->map(iova, page_target(as, p, v), 12, build::fl_leaf_bits(w, true, true));
       case kNested:
         return st == kUnmapped ? fl_nested->unmap(iova, 12)
                                : fl_nested->map(iova, page_target(as, p, v), 12,
@@ -229,8 +253,9 @@ class Machine {
       default:
         return st == kUnmapped
                    ? sl_only->unmap(iova, 12)
-                   : sl_only->map(iova, page_target(as, p, v), 12,
-                                  build::sl_leaf_bits(uint8_t(kAccessRead | (w ? kAccessWrite : 0))));
+                   : sl_only->map(
+                         iova, page_target(as, p, v), 12,
+                         build::sl_leaf_bits(uint8_t(kAccessRead | (w ? kAccessWrite : 0))));
     }
   }
   build::Status write_chunk(uint64_t c, uint64_t w) {
@@ -254,6 +279,17 @@ class Machine {
   std::unique_ptr<build::FirstLevelBuilder<GuestTableSpace>> fl_nested;
   std::unique_ptr<Versioned[]> page_state, chunk_state;
   uint64_t chunks = 0;
+  // The nested space's first-level table pages (index: level - 1): GPA, the host page the
+  // second level maps it to, and a spare host page for remaps. State kReadWrite = mapped,
+  // kUnmapped = the host unmapped the GPA.
+  struct TablePage {
+    uint64_t gpa, hpa, spare;
+  };
+  std::array<TablePage, 4> tables{};
+  std::array<Versioned, 4> table_state;
+  // Leaf writes into the nested tables go through the second level (GuestTableSpace): they
+  // hold this shared while the table editor holds it exclusively across an edit.
+  std::shared_mutex table_mu;
 
  private:
   uint64_t pages_;
@@ -283,6 +319,8 @@ class Run {
  private:
   void translator(unsigned slot, unsigned index);
   void mutator(unsigned slot, unsigned index);
+  bool edit_table(unsigned slot, Rng &rng);
+  void announce(unsigned slot, const invq::InvalidationOp &op);
   void invalidator(unsigned slot, unsigned index);
   void qi_invalidator(unsigned slot);
 
@@ -339,20 +377,46 @@ void Run::violation(unsigned slot, const std::string &what) {
 }
 
 // Whether `op` must remove the IOTLB entry of page p of address space `as`, by VT-d rules.
-bool architecturally_covers(const invq::InvalidationOp &op, unsigned as, uint64_t page) {
+// IOTLB invalidation, page-selective-within-domain (type 0x2, G=11b): second-stage entries of
+// the DID in the range, and every first-stage and nested entry of the DID whatever its address
+// (QEMU's vtd_hash_remove_by_page quotes the spec). Under the nesting contract (BIND_PGTBL +
+// CACHE_INVLD) the owner of a first-level table announces its changes with PASID-based
+// invalidations, so a type 0x2 owes it nothing (`nesting_contract`).
+bool architecturally_covers(const invq::InvalidationOp &op, unsigned as, uint64_t page,
+                            bool nesting_contract) {
   if (!(op.caches & invq::kCacheIotlb)) return false;
   const AsDesc &a = kAs[as];
-  const auto in_range = [&] { return page >= (op.addr >> 12) && page - (op.addr >> 12) < op.npages; };
+  const auto in_range = [&] {
+    return page >= (op.addr >> 12) && page - (op.addr >> 12) < op.npages;
+  };
   switch (op.scope) {
-    case invq::Scope::kGlobal: return true;
-    case invq::Scope::kDomain: return op.did == a.did;
-    case invq::Scope::kPasid: return as != kSl && op.did == a.did && op.pasid == a.pasid;
+    case invq::Scope::kGlobal:
+      return true;
+    case invq::Scope::kDomain:
+      return op.did == a.did;
+    case invq::Scope::kPasid:
+      return as != kSl && op.did == a.did && op.pasid == a.pasid;
     case invq::Scope::kRange:
       if (op.did != a.did) return false;
       if (as == kSl) return op.addr_is_gpa && in_range();
-      return !op.addr_is_gpa && op.pasid == a.pasid && in_range();
-    default: return false;
+      if (op.addr_is_gpa) return !nesting_contract;
+      return op.pasid == a.pasid && in_range();
+    default:
+      return false;
   }
+}
+
+// Whether `op` makes a host second-level change of the GPA page `gpa` of the nested domain
+// visible: a GPA range of the domain that contains it (the second-stage entries in range go
+// whatever IH says of paging structures: the changed entry is a leaf), the domain, or global.
+bool covers_nested_gpa(const invq::InvalidationOp &op, uint64_t gpa, uint64_t pages) {
+  if (!(op.caches & invq::kCacheIotlb)) return false;
+  if (op.scope == invq::Scope::kGlobal) return true;
+  if (op.did != kAs[kNested].did) return false;
+  if (op.scope == invq::Scope::kDomain) return true;
+  if (op.scope != invq::Scope::kRange || !op.addr_is_gpa) return false;
+  const uint64_t first = op.addr >> 12, base = gpa >> 12;
+  return first < base + pages && base < first + op.npages;
 }
 
 void Run::credit(const invq::InvalidationOp &op, std::vector<Credit> &out) {
@@ -367,26 +431,25 @@ void Run::credit(const invq::InvalidationOp &op, std::vector<Credit> &out) {
       key.pasid = as == kSl ? invq::kNoPasid : kAs[as].pasid;
       key.page = (kIova >> 12) + p;
       key.second_level = as == kSl;
-      const bool covered = opt_.contract ? invq::covers(op, key)
-                                         : architecturally_covers(op, as, key.page);
+      const bool covered = opt_.contract
+                               ? invq::covers(op, key)
+                               : architecturally_covers(op, as, key.page, opt_.gpa_dependencies);
       if (covered) {
         Versioned &vs = m_.state(as, p);
         out.push_back({&vs, vs.written.load(std::memory_order_acquire)});
       }
     }
-  // A nested chunk's second-level leaf: only what VT-d requires for a second-level change
-  // counts (global, the domain, or a GPA range of the domain overlapping the 1G page).
-  if (!(op.caches & invq::kCacheIotlb)) return;
+  // A nested chunk's second-level leaf, and the pages holding the nested space's first-level
+  // tables: only what VT-d requires for a second-level change counts.
   for (uint64_t c = 0; c < m_.chunks; ++c) {
-    bool covered = false;
-    if (op.scope == invq::Scope::kGlobal) covered = true;
-    if (op.scope == invq::Scope::kDomain && op.did == kAs[kNested].did) covered = true;
-    if (op.scope == invq::Scope::kRange && op.addr_is_gpa && op.did == kAs[kNested].did) {
-      const uint64_t first = op.addr >> 12, base = chunk_gpa(c) >> 12;
-      covered = first < base + (uint64_t{1} << 18) && base < first + op.npages;
-    }
-    if (covered) {
+    if (covers_nested_gpa(op, chunk_gpa(c), uint64_t{1} << 18)) {
       Versioned &vs = m_.chunk_state[c];
+      out.push_back({&vs, vs.written.load(std::memory_order_acquire)});
+    }
+  }
+  for (unsigned l = 0; l < 4; ++l) {
+    if (covers_nested_gpa(op, m_.tables[l].gpa, 1)) {
+      Versioned &vs = m_.table_state[l];
       out.push_back({&vs, vs.written.load(std::memory_order_acquire)});
     }
   }
@@ -397,8 +460,7 @@ void Run::translator(unsigned slot, unsigned index) {
   Counters &ctr = counters_[slot];
   Engine &e = *m_.engine;
   AddressSpace handles[kAsCount];
-  for (unsigned as = 0; as < kAsCount; ++as)
-    handles[as] = e.open(kAs[as].sid, true, kAs[as].pasid);
+  for (unsigned as = 0; as < kAsCount; ++as) handles[as] = e.open(kAs[as].sid, true, kAs[as].pasid);
   const bool drain_check = opt_.drain || opt_.sabotage == Sabotage::kDrainCheckWithoutDrain;
   uint64_t local = 0;
   while (!stopping()) {
@@ -413,12 +475,16 @@ void Run::translator(unsigned slot, unsigned index) {
     const uint64_t iova = kIova + p * 4096 + off;
 
     uint64_t c0, w0 = 0, c1 = 0, w1 = 0;
+    uint64_t tc[4] = {};
     Result r;
     {
       std::optional<EngineInvalidation::TranslationGuard> guard;
       if (drain_check) guard.emplace(e.invalidation());
       c0 = vs.completed.load(std::memory_order_acquire);
       if (cs) w0 = cs->completed.load(std::memory_order_acquire);
+      if (cs)
+        for (unsigned l = 0; l < 4; ++l)
+          tc[l] = m_.table_state[l].completed.load(std::memory_order_acquire);
       if (use_handle) {
         r = handles[as].translate(iova, access);
       } else {
@@ -447,10 +513,43 @@ void Run::translator(unsigned slot, unsigned index) {
           << " access=" << (access == kAccessWrite ? "W" : "R") << " handle=" << use_handle
           << std::dec << " completed_before=" << c0 << " completed_after=" << c1
           << " written_after=" << written_after;
-      if (cs) why << " chunk=" << p / 4 << " chunk_completed_before=" << w0
-                  << " chunk_completed_after=" << w1;
+      if (cs)
+        why << " chunk=" << p / 4 << " chunk_completed_before=" << w0
+            << " chunk_completed_after=" << w1;
       why << "]";
     };
+    // The nested space's table pages: which states did each hold from its completed version on?
+    bool table_unmapped_since = false, table_gone = false;
+    unsigned gone_level = 0;
+    if (cs) {
+      for (unsigned l = 0; l < 4; ++l) {
+        const Versioned &ts = m_.table_state[l];
+        const uint64_t hi = ts.written.load(std::memory_order_acquire) + 1;
+        bool mapped = false, unmapped = false;
+        for (uint64_t v = tc[l]; v <= hi; ++v) {
+          State st = kUnmapped;
+          if (lookup(ts, v & 0xFFFF, 16, &st) != v) continue;
+          (st == kUnmapped ? unmapped : mapped) = true;
+        }
+        table_unmapped_since |= unmapped;
+        if (!mapped && !table_gone) {
+          table_gone = true;
+          gone_level = l + 1;
+        }
+      }
+    }
+    if (r.ok && table_gone) {
+      why << "translation served although the host unmapped the level-" << gone_level
+          << " first-level table page and its type 0x2 invalidation's wait completed (invariant 1)";
+      where();
+      violation(slot, why.str());
+      break;
+    }
+    if (!r.ok && table_unmapped_since) {
+      // Explained by the host's unmap of a table page on the walk.
+      ctr.faults.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     if (r.ok) {
       const uint64_t out = r.t.out;
       uint64_t low_v;
@@ -522,8 +621,8 @@ void Run::translator(unsigned slot, unsigned index) {
                                (as == kSl && reason == FaultReason::kSecondLevelEntryNotPresent);
       const bool denied = reason == FaultReason::kWriteDenied && access == kAccessWrite;
       if (!not_present && !denied) {
-        why << "unexpected fault 0x" << std::hex << int(reason) << " ("
-            << fault_reason_name(reason) << ")";
+        why << "unexpected fault 0x" << std::hex << int(reason) << " (" << fault_reason_name(reason)
+            << ")";
         where();
         violation(slot, why.str());
         break;
@@ -571,8 +670,14 @@ void Run::mutator(unsigned slot, unsigned index) {
   Counters &ctr = counters_[slot];
   const unsigned n = opt_.mutators;
   unsigned skipped = 0;
+  const bool nested = opt_.address_spaces >> kNested & 1;
   while (!stopping()) {
-    if (m_.chunks && (opt_.address_spaces >> kNested & 1) && rng.below(16) == 0) {
+    if (index == 0 && opt_.table_edits && nested && rng.below(64) == 0) {
+      if (!edit_table(slot, rng)) break;
+      ctr.table_edits.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (m_.chunks && nested && rng.below(16) == 0) {
       const uint64_t c = rng.below(m_.chunks);
       if (c % n != index) continue;
       Versioned &vs = m_.chunk_state[c];
@@ -604,12 +709,25 @@ void Run::mutator(unsigned slot, unsigned index) {
     const State cur = State(vs.hist[v % kHist].load(std::memory_order_relaxed) & 3);
     State next;
     switch (rng.below(8)) {
-      case 0: case 1: case 2: next = kReadWrite; break;                     // remap
-      case 3: next = kReadOnly; break;                                       // remap read-only
-      case 4: case 5: next = cur == kReadWrite ? kReadOnly : kReadWrite; break;  // permissions
-      default: next = cur == kUnmapped ? kReadWrite : kUnmapped; break;      // unmap
+      case 0:
+      case 1:
+      case 2:
+        next = kReadWrite;
+        break;  // remap
+      case 3:
+        next = kReadOnly;
+        break;  // remap read-only
+      case 4:
+      case 5:
+        next = cur == kReadWrite ? kReadOnly : kReadWrite;
+        break;  // permissions
+      default:
+        next = cur == kUnmapped ? kReadWrite : kUnmapped;
+        break;  // unmap
     }
     vs.hist[(v + 1) % kHist].store((v + 1) << 2 | next, std::memory_order_release);
+    std::shared_lock<std::shared_mutex> tables_stay;
+    if (as == kNested) tables_stay = std::shared_lock<std::shared_mutex>(m_.table_mu);
     if (m_.write_leaf(as, p, v + 1, next) != build::Status::kOk) {
       violation(slot, "page-table write failed");
       break;
@@ -620,10 +738,106 @@ void Run::mutator(unsigned slot, unsigned index) {
   }
 }
 
+// Applies op, waits, then publishes what op covers: the typed path a host driver uses.
+void Run::announce(unsigned slot, const invq::InvalidationOp &op) {
+  std::vector<Credit> credits;
+  credit(op, credits);
+  log(slot, {0, LogKind::kInvalidate, 0, 0, kGranGpa, uint64_t(op.did) << 32 | op.pasid, op.addr,
+             op.npages});
+  Engine &e = *m_.engine;
+  if (opt_.sabotage != Sabotage::kSkipInvalidation) e.invalidate(op);
+  e.invalidate_wait();
+  publish(credits);
+  log(slot, {0, LogKind::kWait, 0, 0, credits.size(), 0, 0, 0});
+}
+
+// One host edit of the second-level mapping of a page holding a nested first-level table,
+// announced as Linux announces a change of a nesting parent's second level: a type 0x2
+// invalidation by GPA (page-selective, sometimes a few pages around it, IH either way) or of
+// the whole domain, then a wait. Leaf writers are held off meanwhile (they write through the
+// very mapping being edited).
+bool Run::edit_table(unsigned slot, Rng &rng) {
+  std::unique_lock<std::shared_mutex> lock(m_.table_mu);
+  const unsigned l = unsigned(rng.below(4));
+  Machine::TablePage &tp = m_.tables[l];
+  Versioned &ts = m_.table_state[l];
+  MachineMemory &mem = m_.engine->memory();
+  auto make = [&] {
+    invq::InvalidationOp op;
+    op.caches =
+        rng.below(4) == 0 ? invq::kAllCaches : uint8_t(invq::kCacheIotlb | invq::kCachePaging);
+    op.did = kAs[kNested].did;
+    if (rng.below(4) == 0) {
+      op.scope = invq::Scope::kDomain;
+    } else {
+      op.scope = invq::Scope::kRange;
+      op.addr_is_gpa = true;
+      op.leaf = rng.next() & 1;
+      const uint64_t before = std::min<uint64_t>(rng.below(3), tp.gpa >> 12);
+      op.addr = tp.gpa - before * 4096;
+      op.npages = before + 1 + rng.below(3);
+    }
+    return op;
+  };
+  auto set_state = [&](State st) {
+    const uint64_t v = ts.written.load(std::memory_order_relaxed) + 1;
+    ts.hist[v % kHist].store(v << 2 | st, std::memory_order_release);
+    return v;
+  };
+  auto map = [&](uint64_t hpa) {
+    return m_.sl_nested->map(tp.gpa, hpa, 12, build::sl_leaf_bits(7)) == build::Status::kOk;
+  };
+  const unsigned kind = unsigned(rng.below(3));
+  log(slot, {0, LogKind::kTableEdit, kNested, uint16_t(l + 1), kind, tp.gpa, tp.hpa, 0});
+  if (kind == 0) {  // unmap, let translators run into it, map back
+    const uint64_t v = set_state(kUnmapped);
+    if (m_.sl_nested->unmap(tp.gpa, 12) != build::Status::kOk) {
+      violation(slot, "second-level unmap of a table page failed");
+      return false;
+    }
+    ts.written.store(v, std::memory_order_release);
+    announce(slot, make());
+    for (unsigned i = 0; i < 64 && !stopping(); ++i) std::this_thread::yield();  // dwell
+    const uint64_t w = set_state(kReadWrite);
+    if (!map(tp.hpa)) {
+      violation(slot, "second-level map of a table page failed");
+      return false;
+    }
+    ts.written.store(w, std::memory_order_release);
+    announce(slot, make());
+    return true;
+  }
+  // Remap to a copy (kind 1) or move (kind 2: the old page is scrubbed once the change is
+  // announced, as when the host reuses it; a walk still reading it then sees zeros).
+  std::array<uint8_t, 4096> page;
+  if (mem.read(tp.hpa, page.data(), page.size()) != 0 ||
+      mem.write(tp.spare, page.data(), page.size()) != 0) {
+    violation(slot, "copying a table page failed");
+    return false;
+  }
+  const uint64_t v = set_state(kReadWrite);
+  if (!map(tp.spare)) {
+    violation(slot, "second-level remap of a table page failed");
+    return false;
+  }
+  ts.written.store(v, std::memory_order_release);
+  std::swap(tp.hpa, tp.spare);
+  announce(slot, make());
+  if (kind == 2) {
+    page.fill(0);
+    if (mem.write(tp.spare, page.data(), page.size()) != 0) {
+      violation(slot, "scrubbing a table page failed");
+      return false;
+    }
+  }
+  return true;
+}
+
 // A random typed op of granularity g.
 invq::InvalidationOp make_op(Rng &rng, unsigned g, uint64_t pages, uint64_t chunks) {
   invq::InvalidationOp op;
-  op.caches = rng.below(4) == 0 ? invq::kAllCaches : uint8_t(invq::kCacheIotlb | invq::kCachePaging);
+  op.caches =
+      rng.below(4) == 0 ? invq::kAllCaches : uint8_t(invq::kCacheIotlb | invq::kCachePaging);
   const unsigned as = unsigned(rng.below(kAsCount));
   op.did = kAs[as].did;
   op.pasid = kAs[as].pasid;
@@ -641,17 +855,32 @@ invq::InvalidationOp make_op(Rng &rng, unsigned g, uint64_t pages, uint64_t chun
       op.leaf = rng.next() & 1;
       break;
     }
-    case kGranPasid: op.scope = invq::Scope::kPasid; break;
-    case kGranDomain: op.scope = invq::Scope::kDomain; break;
-    case kGranGlobal: op.scope = invq::Scope::kGlobal; break;
+    case kGranPasid:
+      op.scope = invq::Scope::kPasid;
+      break;
+    case kGranDomain:
+      op.scope = invq::Scope::kDomain;
+      break;
+    case kGranGlobal:
+      op.scope = invq::Scope::kGlobal;
+      break;
     default: {  // GPA: a second-level change, in the nested or the second-level-only domain
       op.scope = invq::Scope::kRange;
       op.addr_is_gpa = true;
       op.leaf = rng.next() & 1;
-      if (rng.next() & 1 && chunks) {
+      const uint64_t pick = rng.below(8);
+      if (pick < 3 && chunks) {
         op.did = kAs[kNested].did;
         op.addr = chunk_gpa(rng.below(chunks)) + rng.below(1u << 18) * 4096;
         op.npages = 1 + rng.below(4);
+      } else if (pick == 3) {  // the guest-table range of the nested domain
+        op.did = kAs[kNested].did;
+        op.addr = rng.below(64) * 4096;
+        op.npages = 1 + rng.below(4);
+      } else if (pick == 4) {  // the first-level-only domain: VT-d still drops its entries
+        op.did = kAs[kFl].did;
+        op.addr = rng.below(1u << 20) * 4096;
+        op.npages = 1;
       } else {
         op.did = kAs[kSl].did;
         op.addr = kIova + rng.below(pages) * 4096;
@@ -734,11 +963,15 @@ void Run::qi_invalidator(unsigned slot) {
           qw1 = (kIova + p * 4096) | ih | am;
           break;
         }
-        case kGranPasid: qw0 = 0x6 | (2u << 4) | did << 16 | pasid << 32; break;
+        case kGranPasid:
+          qw0 = 0x6 | (2u << 4) | did << 16 | pasid << 32;
+          break;
         case kGranDomain:  // IOTLB domain-selective (G=2), any of the three domains
           qw0 = 0x2 | (2u << 4) | uint64_t(kAs[rng.below(kAsCount)].did) << 16;
           break;
-        case kGranGlobal: qw0 = 0x2 | (1u << 4); break;
+        case kGranGlobal:
+          qw0 = 0x2 | (1u << 4);
+          break;
         default: {  // IOTLB page-selective-within-domain (G=3): GPA-addressed
           const bool nested = m_.chunks && (rng.next() & 1);
           const uint64_t gpa = nested ? chunk_gpa(rng.below(m_.chunks)) + rng.below(1u << 18) * 4096
@@ -799,7 +1032,8 @@ std::string Run::dump_log() const {
     const uint64_t n = std::min<uint64_t>(r.n, kRingEntries);
     for (uint64_t i = r.n - n; i < r.n; ++i) all.push_back({s, r.e[i % kRingEntries]});
   }
-  std::sort(all.begin(), all.end(), [](const Tagged &a, const Tagged &b) { return a.e.seq < b.e.seq; });
+  std::sort(all.begin(), all.end(),
+            [](const Tagged &a, const Tagged &b) { return a.e.seq < b.e.seq; });
   const size_t keep = 60;
   std::ostringstream os;
   os << "operation log tail (last " << std::min(keep, all.size()) << " of " << all.size()
@@ -810,12 +1044,14 @@ std::string Run::dump_log() const {
     switch (e.kind) {
       case LogKind::kTranslate:
         if (e.c >> 63)
-          std::snprintf(buf, sizeof buf, "translate %s page %u %s%s c_before=%llu -> fault 0x%llx c_after=%llu",
+          std::snprintf(buf, sizeof buf,
+                        "translate %s page %u %s%s c_before=%llu -> fault 0x%llx c_after=%llu",
                         as_name(e.as), e.page, (e.a & 0xFF) == kAccessWrite ? "W" : "R",
                         (e.a >> 8) & 1 ? " (handle)" : "", (unsigned long long)e.b,
                         (unsigned long long)(e.c & 0xFF), (unsigned long long)e.d);
         else
-          std::snprintf(buf, sizeof buf, "translate %s page %u %s%s c_before=%llu -> 0x%llx (v%llu) c_after=%llu",
+          std::snprintf(buf, sizeof buf,
+                        "translate %s page %u %s%s c_before=%llu -> 0x%llx (v%llu) c_after=%llu",
                         as_name(e.as), e.page, (e.a & 0xFF) == kAccessWrite ? "W" : "R",
                         (e.a >> 8) & 1 ? " (handle)" : "", (unsigned long long)e.b,
                         (unsigned long long)e.c, (unsigned long long)((e.c >> 12) & 0xFFFF),
@@ -831,6 +1067,12 @@ std::string Run::dump_log() const {
         std::snprintf(buf, sizeof buf, "mutate nested SL chunk %u -> w%llu", e.page,
                       (unsigned long long)e.a);
         break;
+      case LogKind::kTableEdit: {
+        static const char *const kinds[] = {"unmap+restore", "remap to copy", "move+scrub"};
+        std::snprintf(buf, sizeof buf, "host %s of level-%u table page gpa=0x%llx hpa=0x%llx",
+                      kinds[e.a % 3], e.page, (unsigned long long)e.b, (unsigned long long)e.c);
+        break;
+      }
       case LogKind::kInvalidate:
         std::snprintf(buf, sizeof buf, "invalidate %s did=%llu pasid=%llu addr=0x%llx npages=%llu",
                       granularity_name(unsigned(e.a)), (unsigned long long)(e.b >> 32),
@@ -866,8 +1108,7 @@ Summary Run::go() {
   unsigned slot = 0;
   for (unsigned i = 0; i < opt_.translators; ++i, ++slot)
     spawn([this, slot, i] { translator(slot, i); });
-  for (unsigned i = 0; i < opt_.mutators; ++i, ++slot)
-    spawn([this, slot, i] { mutator(slot, i); });
+  for (unsigned i = 0; i < opt_.mutators; ++i, ++slot) spawn([this, slot, i] { mutator(slot, i); });
   for (unsigned i = 0; i < opt_.invalidators; ++i, ++slot)
     spawn([this, slot, i] { invalidator(slot, i); });
   if (opt_.qi) spawn([this, slot] { qi_invalidator(slot); });
@@ -878,8 +1119,8 @@ Summary Run::go() {
     return s;
   };
   const auto t0 = Clock::now();
-  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(opt_.seconds));
+  const auto deadline =
+      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.seconds));
   start.arrive_and_wait();
   {
     std::unique_lock lock(mu_);
@@ -917,6 +1158,7 @@ Summary Run::go() {
   s.translations = total(&Counters::translations);
   s.faults = total(&Counters::faults);
   s.mutations = total(&Counters::mutations);
+  s.table_edits = total(&Counters::table_edits);
   s.waits = total(&Counters::waits);
   s.unverifiable = total(&Counters::unverifiable);
   for (unsigned t = 0; t < nthreads; ++t)
@@ -928,8 +1170,8 @@ Summary Run::go() {
   if (s.violations) {
     std::ostringstream os;
     os << first_violation_ << "\n"
-       << "reproduce (same seed; thread interleaving is not deterministic): "
-       << command_line(opt_) << "\n"
+       << "reproduce (same seed; thread interleaving is not deterministic): " << command_line(opt_)
+       << "\n"
        << dump_log();
     s.report = os.str();
   }
@@ -945,17 +1187,20 @@ const char *granularity_name(unsigned g) {
 
 std::string command_line(const Options &o) {
   std::ostringstream os;
-  os << "nestor-stress --seed " << o.seed << " --translators " << o.translators
-     << " --mutators " << o.mutators << " --invalidators " << o.invalidators
-     << (o.qi ? "" : " --no-qi") << " --seconds " << o.seconds << " --pages " << o.pages
-     << " --iotlb-entries " << o.iotlb_entries << " --psc-entries " << o.psc_entries
-     << (o.drain ? " --drain" : "") << (o.coalesce ? "" : " --no-coalesce")
-     << (o.background ? " --background" : "") << (o.contract ? " --contract" : "");
+  os << "nestor-stress --seed " << o.seed << " --translators " << o.translators << " --mutators "
+     << o.mutators << " --invalidators " << o.invalidators << (o.qi ? "" : " --no-qi")
+     << " --seconds " << o.seconds << " --pages " << o.pages << " --iotlb-entries "
+     << o.iotlb_entries << " --psc-entries " << o.psc_entries << (o.drain ? " --drain" : "")
+     << (o.coalesce ? "" : " --no-coalesce") << (o.background ? " --background" : "")
+     << (o.contract ? " --contract" : "") << (o.table_edits ? "" : " --no-table-edits")
+     << (o.gpa_dependencies ? " --gpa-dependencies" : "");
   if (o.max_translations) os << " --translations " << o.max_translations;
   if ((o.granularities & 0x3F) != 0x3F) os << " --granularities " << (o.granularities & 0x3F);
   if ((o.address_spaces & 7) != 7) os << " --address-spaces " << (o.address_spaces & 7);
   if (o.sabotage == Sabotage::kSkipInvalidation) os << " --sabotage skip-invalidation";
-  if (o.sabotage == Sabotage::kDrainCheckWithoutDrain) os << " --sabotage drain-check-without-drain";
+  if (o.sabotage == Sabotage::kDrainCheckWithoutDrain)
+    os << " --sabotage drain-check-without-drain";
+  if (o.sabotage == Sabotage::kNarrowGpaInvalidation) os << " --sabotage narrow-gpa-invalidation";
   return os.str();
 }
 
@@ -963,7 +1208,7 @@ void print_summary(std::ostream &os, const Options &opt, const Summary &s) {
   os << "nestor-stress summary: seed " << opt.seed << ", " << s.seconds << " s\n"
      << "  translations  " << s.translations << " (" << uint64_t(double(s.translations) / s.seconds)
      << "/s), expected faults " << s.faults << ", unverifiable " << s.unverifiable << "\n"
-     << "  mutations     " << s.mutations << "\n"
+     << "  mutations     " << s.mutations << " (table-page edits " << s.table_edits << ")\n"
      << "  waits         " << s.waits << "\n"
      << "  invalidations by granularity (typed / QI):";
   for (unsigned g = 0; g < kGranCount; ++g)

@@ -18,17 +18,20 @@ namespace nestor::stress {
 // Deliberate breakage used to prove the checker can fail (docs/STRESS.md, "Can it fail?").
 enum class Sabotage : uint8_t {
   kNone,
-  kSkipInvalidation,  // typed invalidators publish completion without invalidating
+  kSkipInvalidation,        // typed invalidators publish completion without invalidating
   kDrainCheckWithoutDrain,  // drain off in the engine, but the in-flight (drain) check is run
+  // The engine gets GPA invalidations narrowed to the final GPA's dependents (the pre-fix
+  // reading of type 0x2) while the checker keeps the architecture's rule.
+  kNarrowGpaInvalidation,
 };
 
 struct Options {
   uint64_t seed = 1;
   unsigned translators = 2;
   unsigned mutators = 1;
-  unsigned invalidators = 1;  // typed: Engine::invalidate + Engine::invalidate_wait
-  bool qi = true;             // one more invalidator driving the VT-d queue (QI registers)
-  double seconds = 1.0;       // run time bound (also the soak length)
+  unsigned invalidators = 1;      // typed: Engine::invalidate + Engine::invalidate_wait
+  bool qi = true;                 // one more invalidator driving the VT-d queue (QI registers)
+  double seconds = 1.0;           // run time bound (also the soak length)
   uint64_t max_translations = 0;  // 0: bounded by time only
   unsigned pages = 64;            // IOVA pages per address space (4..256, multiple of 4)
   bool drain = false;             // EngineConfig::drain, enables the in-flight check
@@ -36,12 +39,20 @@ struct Options {
   bool background = false;        // EngineConfig::background_invalidation
   uint32_t iotlb_entries = 1024;  // small: evictions and refills happen all the time
   uint32_t psc_entries = 256;
-  bool progress = false;          // one line per second on stderr (soak)
+  bool progress = false;  // one line per second on stderr (soak)
   // Which invalidations count as removing a page's old version. false: what VT-d requires
   // (first-level/nested leaves: PASID-based ops, domain, global; second-level leaves: GPA
   // ops, domain, global). true: invq::covers(), the engine's own, wider promise (a GPA op
   // also drops every first-level/nested entry of the domain).
   bool contract = false;
+  // Host second-level edits of the pages holding the nested address space's first-level
+  // tables (unmap and restore, remap to a copy, move to a new page and scrub the old one),
+  // each announced with a type 0x2 invalidation by GPA or by domain, then a wait.
+  bool table_edits = true;
+  // EngineConfig::GpaInvalidation::kDependencies, checked against the nesting contract: a type
+  // 0x2 owes the second-level changes in its range (data pages and first-level table pages);
+  // first-level changes are announced with PASID-based invalidations only.
+  bool gpa_dependencies = false;
   unsigned granularities = 0x3F;  // bit g: invalidations of Granularity g are issued
   unsigned address_spaces = 0x7;  // bit a: address space a is translated and mutated
   Sabotage sabotage = Sabotage::kNone;
@@ -54,7 +65,7 @@ enum Granularity : unsigned {
   kGranPasid,   // everything of (DID, PASID)
   kGranDomain,  // everything of a DID
   kGranGlobal,
-  kGranGpa,     // GPA-addressed range within a DID (second-level change)
+  kGranGpa,  // GPA-addressed range within a DID (second-level change)
   kGranCount
 };
 const char *granularity_name(unsigned g);
@@ -63,6 +74,7 @@ struct Summary {
   uint64_t translations = 0;
   uint64_t faults = 0;  // expected faults (unmapped pages, writes to read-only pages)
   uint64_t mutations = 0;
+  uint64_t table_edits = 0;                  // host second-level edits of first-level table pages
   std::array<uint64_t, kGranCount> typed{};  // typed invalidations by granularity
   std::array<uint64_t, kGranCount> qi{};     // QI descriptors by granularity
   uint64_t waits = 0;                        // completed waits (typed + QI)
