@@ -1,7 +1,10 @@
 // The cached engine against the uncached reference engine over the same memory: after every
 // invalidation the two must agree, through the request path, handles and the batch API.
+#include <algorithm>
 #include <cstdio>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "machine.h"
@@ -11,7 +14,8 @@ namespace {
 
 constexpr uint64_t kPages = 512;  // iova pages [0, 512) in play
 
-class CachedEngineModel : public ::testing::TestWithParam<Mode> {};
+using ModelParam = std::tuple<Mode, EngineConfig::GpaInvalidation>;
+class CachedEngineModel : public ::testing::TestWithParam<ModelParam> {};
 
 // Compares `n` random translations (plus the ones at `focus`) through every cached path.
 void compare(Machine &m, AddressSpace &handle, std::mt19937_64 &rng, uint64_t focus, int n,
@@ -30,16 +34,17 @@ void compare(Machine &m, AddressSpace &handle, std::mt19937_64 &rng, uint64_t fo
         << "request path after " << after << ", iova 0x" << std::hex << reqs[i].iova;
     ASSERT_TRUE(same(handle.translate(reqs[i].iova, reqs[i].access), ref))
         << "handle after " << after << ", iova 0x" << std::hex << reqs[i].iova;
-    ASSERT_TRUE(same(batch[i], ref)) << "batch after " << after << ", iova 0x" << std::hex
-                                     << reqs[i].iova;
+    ASSERT_TRUE(same(batch[i], ref))
+        << "batch after " << after << ", iova 0x" << std::hex << reqs[i].iova;
   }
 }
 
 TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
-  const Mode mode = GetParam();
+  const auto [mode, gpa_mode] = GetParam();
   EngineConfig cfg;
   cfg.iotlb_entries = 256;  // small: evictions and set conflicts happen too
   cfg.psc_entries = 64;
+  cfg.gpa_invalidation = gpa_mode;
   Machine m(mode, cfg);
   const uint64_t seed = 0x5eed0000u + uint64_t(mode);
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -49,7 +54,7 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
   AddressSpace handle = m.cached->open(kSid, true, kPasid);
   for (int step = 0; step < 600; ++step) {
     const uint64_t page = rng() % kPages;
-    const int what = int(rng() % 6);
+    const int what = int(rng() % 7);
     const char *after = "";
     if (what == 0) {
       (void)m.map(page, rng() % targets, 12, rng() & 1);  // remap or new mapping
@@ -73,10 +78,50 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
       ASSERT_EQ(m.map(page, gpa_page, 12, true), build::Status::kOk);
       m.invalidate_pages(page, 1, true);
       ASSERT_TRUE(m.cached->translate(Machine::request(page, kAccessRead)).ok);  // cache it
-      ASSERT_EQ(m.remap_guest_page(gpa_page, (kGuestRam >> 12) + rng() % 1024),
-                build::Status::kOk);
+      ASSERT_EQ(m.remap_guest_page(gpa_page, (kGuestRam >> 12) + rng() % 1024), build::Status::kOk);
       m.invalidate_gpa(gpa_page, 1);
       after = "second-level remap + GPA invalidation";
+    } else if (what == 6 && mode == Mode::kNested) {
+      // The host edits the second-level mapping of a page holding one of the guest's
+      // first-level tables on this page's walk and announces it with a type 0x2 invalidation
+      // of that GPA (as Linux flushes a nesting parent): unmap then restore, remap to a copy,
+      // or move and scrub the old page. Between the steps the engines must agree.
+      ASSERT_EQ(m.map(page, rng() % (kGuestTables >> 12), 12, true), build::Status::kOk);
+      m.invalidate_pages(page, 1, true);
+      (void)m.cached->translate(Machine::request(page, kAccessRead));  // cache the walk
+      const int level = 1 + int(rng() % 4);
+      const uint64_t iova = Machine::request(page, kAccessRead).iova;
+      const uint64_t table =
+          level == 4 ? m.pasid_entry.fl_root : m.fl_guest->entry_address(iova, level) & ~0xFFFull;
+      const uint64_t hpa = m.host_page_of(table);
+      ASSERT_NE(hpa, 0u);
+      const int kind = int(rng() % 3);
+      if (kind == 0) {
+        ASSERT_EQ(m.unmap_guest_page(table), build::Status::kOk);
+        m.invalidate_gpa(table >> 12, 1);
+        compare(m, handle, rng, page, 8, "host unmap of a first-level table page + GPA inv");
+        if (HasFatalFailure()) return;
+        ASSERT_EQ(m.map_guest_page_to(table, hpa), build::Status::kOk);
+        after = "host restore of a first-level table page + GPA invalidation";
+      } else {
+        const uint64_t copy = m.alloc_host_table();
+        std::vector<uint8_t> bytes(4096);
+        ASSERT_EQ(m.cached->memory().read(hpa, bytes.data(), bytes.size()), 0);
+        ASSERT_EQ(m.cached->memory().write(copy, bytes.data(), bytes.size()), 0);
+        ASSERT_EQ(m.map_guest_page_to(table, copy), build::Status::kOk);
+        m.invalidate_gpa(table >> 12, 1);
+        if (kind == 2) {  // the old host page is reused for something else
+          std::fill(bytes.begin(), bytes.end(), 0);
+          ASSERT_EQ(m.cached->memory().write(hpa, bytes.data(), bytes.size()), 0);
+        }
+        compare(m, handle, rng, page, 8, "host remap of a first-level table page + GPA inv");
+        if (HasFatalFailure()) return;
+        // A guest edit now lands in the new host page; announced as a first-level change.
+        (void)m.map(page, rng() % (kGuestTables >> 12), 12, true);
+        m.invalidate_pages(page, 1, true);
+        after = kind == 1 ? "remap to a copy + guest edit" : "move+scrub + guest edit";
+      }
+      m.invalidate_gpa(table >> 12, 1);
     } else if (what == 4) {
       // PASID entry rewrite (flags change) + PASID-cache and PASID-scope IOTLB invalidation.
       vtd::PasidEntry pe = m.pasid_entry;
@@ -99,15 +144,22 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
   EXPECT_GT(st.iotlb.entries_removed + st.iotlb.inv_global, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, CachedEngineModel,
-                         ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
-                         [](const auto &info) {
-                           switch (info.param) {
-                             case Mode::kFirstLevel: return std::string("FirstLevel");
-                             case Mode::kSecondLevel: return std::string("SecondLevel");
-                             default: return std::string("Nested");
-                           }
-                         });
+std::string model_name(const ::testing::TestParamInfo<ModelParam> &info) {
+  const Mode mode = std::get<0>(info.param);
+  std::string name = mode == Mode::kFirstLevel    ? "FirstLevel"
+                     : mode == Mode::kSecondLevel ? "SecondLevel"
+                                                  : "Nested";
+  if (std::get<1>(info.param) == EngineConfig::GpaInvalidation::kDependencies)
+    name += "_GpaDependencies";
+  return name;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, CachedEngineModel,
+    ::testing::Combine(::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
+                       ::testing::Values(EngineConfig::GpaInvalidation::kArchitectural,
+                                         EngineConfig::GpaInvalidation::kDependencies)),
+    model_name);
 
 // CACHE_INVLD: the engine never snoops table writes. Without an invalidation the cached
 // engine may keep serving the old mapping; after it, the new one must be served.

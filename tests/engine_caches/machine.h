@@ -77,7 +77,8 @@ class Machine {
         check(sl->map(gpa, kDataBase + gpa, 12, build::sl_leaf_bits(7)));
       guest_ = std::make_unique<GuestTableSpace>(mem, slc_, kGuestTables, kGuestRam - kGuestTables);
       pe.fl_root = guest_->alloc_table();
-      fl_guest = std::make_unique<build::FirstLevelBuilder<GuestTableSpace>>(*guest_, pe.fl_root, 4);
+      fl_guest =
+          std::make_unique<build::FirstLevelBuilder<GuestTableSpace>>(*guest_, pe.fl_root, 4);
       pe.pgtt = vtd::Pgtt::kNested;
       pe.sl_root = slc_.root;
     } else if (mode == Mode::kFirstLevel) {
@@ -112,12 +113,24 @@ class Machine {
   build::Status unmap(uint64_t page, unsigned shift) {
     const uint64_t iova = kIovaBase + page * 4096;
     switch (mode_) {
-      case Mode::kFirstLevel: return fl_host->unmap(iova, shift);
-      case Mode::kNested: return fl_guest->unmap(iova, shift);
-      case Mode::kSecondLevel: return sl->unmap(iova, shift);
+      case Mode::kFirstLevel:
+        return fl_host->unmap(iova, shift);
+      case Mode::kNested:
+        return fl_guest->unmap(iova, shift);
+      case Mode::kSecondLevel:
+        return sl->unmap(iova, shift);
     }
     return build::Status::kMemoryError;
   }
+  // Nested only: the host page the second level maps guest page `gpa` to (0 if unmapped).
+  uint64_t host_page_of(uint64_t gpa) {
+    uint64_t hpa = 0;
+    return guest_ && guest_->resolve(gpa & ~0xFFFull, &hpa) ? hpa & ~0xFFFull : 0;
+  }
+  build::Status map_guest_page_to(uint64_t gpa, uint64_t hpa) {
+    return sl->map(gpa & ~0xFFFull, hpa, 12, build::sl_leaf_bits(7));
+  }
+  build::Status unmap_guest_page(uint64_t gpa) { return sl->unmap(gpa & ~0xFFFull, 12); }
   // Nested only: moves guest page `gpa_page` to another host page.
   build::Status remap_guest_page(uint64_t gpa_page, uint64_t host_page) {
     return sl->map(gpa_page * 4096, kDataBase + host_page * 4096, 12, build::sl_leaf_bits(7));
@@ -200,21 +213,19 @@ class Machine {
 inline ::testing::AssertionResult same(const Result &a, const Result &b) {
   if (a.ok != b.ok)
     return ::testing::AssertionFailure()
-           << "cached ok=" << a.ok << " reference ok=" << b.ok
-           << " (faults 0x" << std::hex << int(a.fault.reason) << " / 0x" << int(b.fault.reason)
-           << ")";
+           << "cached ok=" << a.ok << " reference ok=" << b.ok << " (faults 0x" << std::hex
+           << int(a.fault.reason) << " / 0x" << int(b.fault.reason) << ")";
   if (!a.ok) {
     if (a.fault.reason != b.fault.reason)
-      return ::testing::AssertionFailure() << "fault 0x" << std::hex << int(a.fault.reason)
-                                           << " vs 0x" << int(b.fault.reason);
+      return ::testing::AssertionFailure()
+             << "fault 0x" << std::hex << int(a.fault.reason) << " vs 0x" << int(b.fault.reason);
     return ::testing::AssertionSuccess();
   }
   if (a.t.out != b.t.out || a.t.page_shift != b.t.page_shift || a.t.perms != b.t.perms)
     return ::testing::AssertionFailure()
-           << std::hex << "cached out=0x" << a.t.out << " shift=" << std::dec
-           << int(a.t.page_shift) << " perms=" << int(a.t.perms) << std::hex << "; reference out=0x"
-           << b.t.out << std::dec << " shift=" << int(b.t.page_shift)
-           << " perms=" << int(b.t.perms);
+           << std::hex << "cached out=0x" << a.t.out << " shift=" << std::dec << int(a.t.page_shift)
+           << " perms=" << int(a.t.perms) << std::hex << "; reference out=0x" << b.t.out << std::dec
+           << " shift=" << int(b.t.page_shift) << " perms=" << int(b.t.perms);
   return ::testing::AssertionSuccess();
 }
 
