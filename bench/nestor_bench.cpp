@@ -112,7 +112,8 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(0, 64))
       ->group(storm)
       ->capture_default_str();
-  app.add_option("--mix", mix, "granularity weights: page,range,pasid,domain,global,context,gpa")
+  app.add_option("--mix", mix,
+                 "granularity weights: page,range,pasid,domain,global,context,gpa,gpa-unused")
       ->group(storm)
       ->capture_default_str();
   app.add_option("--inv-rate", o.inv_rate, "operations/s per invalidating thread; 0: unthrottled")
@@ -164,6 +165,13 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_flag("--drain", drain, "drain in-flight translations on invalidation waits")->group(eng);
   app.add_flag("--no-coalesce", no_coalesce, "do not coalesce queued invalidations")->group(eng);
+  std::string gpa_invalidation = "architectural";
+  app.add_option("--gpa-invalidation", gpa_invalidation,
+                 "what a type 0x2 (GPA) invalidation removes: architectural (every first-level "
+                 "and nested entry of the domain) or dependencies (docs/CACHES.md)")
+      ->check(CLI::IsMember({"architectural", "dependencies"}))
+      ->group(eng)
+      ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
   if (print_config) {
@@ -181,6 +189,9 @@ int main(int argc, char **argv) {
     o.verify = !no_verify;
     o.engine.drain = drain;
     o.engine.coalesce = !no_coalesce;
+    o.engine.gpa_invalidation = gpa_invalidation == "dependencies"
+                                    ? EngineConfig::GpaInvalidation::kDependencies
+                                    : EngineConfig::GpaInvalidation::kArchitectural;
     std::unique_ptr<ProgressBar> bar;
     if (!no_progress && isatty(STDERR_FILENO)) {
       bar = std::make_unique<ProgressBar>(stderr);

@@ -79,7 +79,10 @@ void VmMachine::build_vm(int vm) {
       std::make_unique<GuestTableSpace>(engine_->memory(), slc, table_gpa, table_bytes_));
   GuestTableSpace &space = *guest_spaces_.back();
 
-  const uint32_t data_pages = uint32_t(table_gpa >> 12);
+  // The last kBalloonPages data pages stay unmapped by every IOVA (second-level changes there
+  // touch nothing a translation depends on).
+  const uint32_t data_pages = uint32_t(table_gpa >> 12) - kBalloonPages;
+  proto.balloon_first = data_pages;
   const uint32_t per_vm = uint32_t(cfg_.devices_per_vm * cfg_.pasids_per_device);
   const uint32_t slice = std::max<uint32_t>(1, data_pages / per_vm);
   uint32_t index = 0;

@@ -29,6 +29,8 @@ struct MachineConfig {
 
 inline constexpr uint64_t kIovaBase = 0x10'0000'0000ull;
 
+inline constexpr uint32_t kBalloonPages = 256;
+
 // One device address space (source-id, PASID) and the guest's current view of it.
 struct GuestAddressSpace {
   int vm = 0;
@@ -40,6 +42,7 @@ struct GuestAddressSpace {
   std::vector<uint32_t> gpa;  // guest data page each IOVA page maps to
   uint32_t next_free = 0;     // remap target cursor (within this space's data slice)
   uint32_t slice_first = 0, slice_pages = 0;
+  uint32_t balloon_first = 0;  // kBalloonPages guest pages of the VM no IOVA ever maps
   uint64_t expected(uint64_t iova) const {
     return hpa_base + uint64_t(gpa[(iova - kIovaBase) >> 12]) * 4096 + (iova & 0xFFF);
   }

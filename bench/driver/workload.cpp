@@ -37,7 +37,8 @@ std::array<uint32_t, kGranularities> parse_mix(const std::string &text) {
     while (g < kGranularities && name != kGranularityNames[g]) ++g;
     if (g == kGranularities)
       throw std::invalid_argument("mix: unknown granularity '" + name +
-                                  "' (page, range, pasid, domain, global, context, gpa)");
+                                  "' (page, range, pasid, domain, global, context, gpa, "
+                                  "gpa-unused)");
     size_t used = 0;
     unsigned long w = 0;
     try {
@@ -409,6 +410,13 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
           // A guest-physical page of this space's slice; its current IOVA mapping belongs to
           // the owning thread, so the invalidator does not read it.
           op.addr = uint64_t(as.slice_first + page % as.slice_pages) * 4096;
+          op.npages = 1;
+          op.leaf = true;
+          break;
+        case kGpaUnused:
+          op.scope = invq::Scope::kRange;
+          op.addr_is_gpa = true;
+          op.addr = uint64_t(as.balloon_first + page % kBalloonPages) * 4096;
           op.npages = 1;
           op.leaf = true;
           break;

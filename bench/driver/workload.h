@@ -18,10 +18,21 @@ namespace nestor::driver {
 enum class Path { kHandle, kRequest, kBatch };
 
 // Invalidation granularities, as the invalidating threads (and guest remaps) issue them.
-enum Granularity : unsigned { kPage, kRange, kPasidScope, kDomainScope, kGlobal, kContext, kGpa };
-inline constexpr unsigned kGranularities = 7;
+// kGpa: a second-level (type 0x2) invalidation of a guest data page the space uses; kGpaUnused:
+// of a "balloon" page of the same VM that no IOVA maps (a host change nothing depends on).
+enum Granularity : unsigned {
+  kPage,
+  kRange,
+  kPasidScope,
+  kDomainScope,
+  kGlobal,
+  kContext,
+  kGpa,
+  kGpaUnused
+};
+inline constexpr unsigned kGranularities = 8;
 inline constexpr const char *kGranularityNames[kGranularities] = {
-    "page", "range", "pasid", "domain", "global", "context", "gpa"};
+    "page", "range", "pasid", "domain", "global", "context", "gpa", "gpa-unused"};
 
 struct DriverOptions {
   std::string scenario = "vm-mix";  // vm-mix, storm, scaling, walk, replay, import-qemu
@@ -42,7 +53,7 @@ struct DriverOptions {
   uint64_t seed = 1;
   // storm
   int invalidators = 1;
-  std::array<uint32_t, kGranularities> mix = {50, 20, 15, 10, 5, 0, 0};
+  std::array<uint32_t, kGranularities> mix = {50, 20, 15, 10, 5, 0, 0, 0};
   double inv_rate = 0;     // per invalidating thread, operations/s; 0 = unthrottled
   uint32_t inv_batch = 8;  // operations per wait
   // walk

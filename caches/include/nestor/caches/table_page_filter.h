@@ -16,6 +16,15 @@
 
 #include "nestor/caches/hash.h"
 
+// GCC refuses std::atomic_thread_fence under ThreadSanitizer (it cannot model fences).
+#if defined(__SANITIZE_THREAD__)
+#define NESTOR_CACHES_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NESTOR_CACHES_TSAN 1
+#endif
+#endif
+
 namespace nestor::caches {
 
 class TablePageFilter {
@@ -43,12 +52,12 @@ class TablePageFilter {
         marked_.fetch_add(1, std::memory_order_relaxed);
       }
     }
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    store_load_barrier();
   }
 
   // Whether any 4K page of [gpa, gpa + npages * 4K) of did may have been marked.
   bool might_contain(uint16_t did, uint64_t gpa, uint64_t npages) const {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    store_load_barrier();
     if (marked_.load(std::memory_order_relaxed) == 0) return false;
     for (uint64_t p = gpa >> 12, n = 0; n < npages; ++p, ++n) {
       const uint64_t h = mix64(p << 16 | did);
@@ -72,16 +81,31 @@ class TablePageFilter {
     for (size_t i = 0; i < words_; ++i)
       std::atomic_ref<uint64_t>(bits_[i]).store(0, std::memory_order_relaxed);
     marked_.store(0, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    store_load_barrier();
   }
 
  private:
+  // Orders this thread's earlier stores before its later loads (Dekker): the marks before the
+  // walk's reads, the host's table write before the invalidation's check.
+  void store_load_barrier() const {
+#if defined(NESTOR_CACHES_TSAN)
+    // acq_rel RMWs on one shared word give the same guarantee in a form TSan models.
+    // Contended, so only for sanitizer builds.
+    tsan_barrier_.fetch_add(0, std::memory_order_acq_rel);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+  }
+
   struct Free {
     void operator()(uint64_t *p) const { std::free(p); }
   };
   size_t words_;
   std::unique_ptr<uint64_t[], Free> bits_;
   std::atomic<uint64_t> marked_{0};
+#if defined(NESTOR_CACHES_TSAN)
+  mutable std::atomic<uint64_t> tsan_barrier_{0};
+#endif
 };
 
 }  // namespace nestor::caches
