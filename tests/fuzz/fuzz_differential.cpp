@@ -310,9 +310,9 @@ struct Program {
     deliver(b, qi);
   }
 
-  static uint64_t va_of(uint8_t v) {  // 64 pages in each of four 1G regions
-    return uint64_t(v >> 6) << 30 | uint64_t(v & 63) << 12;
-  }
+  // 64 pages in each of four 1G regions, at the data pages' offset: the same IOVA is then a
+  // mapped GPA for second-level-only and pass-through PASIDs, and a first-level VA elsewhere.
+  static uint64_t va_of(uint8_t v) { return uint64_t(v >> 6) << 30 | (kData + uint64_t(v & 63) * 4096); }
 
   void fl_map(Reader &in) {
     const int tree = in.u8() & 1;
