@@ -23,9 +23,8 @@
 
 namespace nestor::fuzz {
 
-// Small caches and logs: evictions and overflows happen within one short input. `*key` (if
-// given) receives the byte the configuration was drawn from, for pooled_engine().
-inline EngineConfig small_config(FuzzedDataProvider &in, unsigned *key = nullptr) {
+// Small caches and logs: evictions and overflows happen within one short input.
+inline EngineConfig small_caches() {
   EngineConfig c;
   c.iotlb_entries = 64;
   c.iotlb_shards = 2;
@@ -33,6 +32,13 @@ inline EngineConfig small_config(FuzzedDataProvider &in, unsigned *key = nullptr
   c.pasid_cache_entries = 16;
   c.psc_entries = 16;
   c.fault_log_entries = 8;
+  return c;
+}
+
+// small_caches() with features drawn from one input byte; `*key` (if given) receives that
+// byte, for pooled_engine().
+inline EngineConfig small_config(FuzzedDataProvider &in, unsigned *key = nullptr) {
+  EngineConfig c = small_caches();
   const uint8_t f = in.ConsumeIntegral<uint8_t>();
   if (key) *key = f;
   c.first_level_5 = f & 1;

@@ -91,13 +91,7 @@ struct Reader {
 struct Engines {
   std::unique_ptr<Engine> cached, uncached;
   Engines() {
-    EngineConfig c;
-    c.iotlb_entries = 64;
-    c.iotlb_shards = 1;
-    c.context_cache_entries = 8;
-    c.pasid_cache_entries = 8;
-    c.psc_entries = 16;
-    c.fault_log_entries = 4;
+    EngineConfig c = fuzz::small_caches();
     c.first_level_5 = false;
     // First-level A/D updates by both engines would race on the shared tables and differ
     // by who walked first; second-level A/D stays off through SLADE = 0 in every entry.
@@ -312,7 +306,9 @@ struct Program {
 
   // 64 pages in each of four 1G regions, at the data pages' offset: the same IOVA is then a
   // mapped GPA for second-level-only and pass-through PASIDs, and a first-level VA elsewhere.
-  static uint64_t va_of(uint8_t v) { return uint64_t(v >> 6) << 30 | (kData + uint64_t(v & 63) * 4096); }
+  static uint64_t va_of(uint8_t v) {
+    return uint64_t(v >> 6) << 30 | (kData + uint64_t(v & 63) * 4096);
+  }
 
   void fl_map(Reader &in) {
     const int tree = in.u8() & 1;
