@@ -146,6 +146,13 @@ typedef struct nestor_fault_record {
 
 NESTOR_API nestor_engine *nestor_engine_create(const nestor_config *cfg); /* NULL: defaults */
 NESTOR_API void nestor_engine_destroy(nestor_engine *e);
+/* Platform reset (e.g. a guest reboot): empties every cache, processes queued invalidations
+ * and returns the invalidation-queue registers to their power-on values, empties the fault
+ * log (and its overflow flag), unsets the root-table pointer and zeroes engine-owned RAM
+ * (nestor_mem_add_ram) without unmapping it. Configuration, RAM regions (caller-owned RAM
+ * keeps its contents), callbacks and statistics stay. Only while no other thread uses the
+ * engine. Returns 0 or -EINVAL. */
+NESTOR_API int nestor_engine_reset(nestor_engine *e);
 
 NESTOR_API int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size); /* zeroed, engine-owned */
 /* Caller-owned RAM: `host` must stay valid (and 8-byte aligned) while the engine lives. */

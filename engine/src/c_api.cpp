@@ -59,6 +59,12 @@ void nestor_engine_destroy(nestor_engine *e) {
   std::unique_ptr<nestor_engine> owned(e);
 }
 
+int nestor_engine_reset(nestor_engine *e) {
+  if (!e) return -EINVAL;
+  e->engine.reset();
+  return 0;
+}
+
 int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size) {
   if (!e) return -EINVAL;
   return e->engine.memory().add_ram(base, size);

@@ -44,6 +44,12 @@ void FaultLog::clear_overflow() {
   overflow_ = false;
 }
 
+void FaultLog::clear() {
+  std::lock_guard lock(mu_);
+  records_.clear();
+  overflow_ = false;
+}
+
 namespace {
 std::atomic<uint64_t> g_next_engine_id{1};
 }  // namespace
@@ -82,6 +88,21 @@ int Engine::set_root_table(uint64_t pa) {
   root_table_.store(pa, std::memory_order_release);
   root_set_.store(true, std::memory_order_release);
   return 0;
+}
+
+void Engine::reset() {
+  // Pending ops first: their wait status writes land in RAM before it is zeroed.
+  inv_->reset();
+  // A global invalidation of every cache is O(1) (a scope time raised) and moves the
+  // generation, which is what handles and the per-thread memos check before reusing anything.
+  invq::InvalidationOp all;
+  all.caches = invq::kAllCaches;
+  all.scope = invq::Scope::kGlobal;
+  invalidate(all);
+  faults_.clear();
+  root_set_.store(false, std::memory_order_release);
+  root_table_.store(0, std::memory_order_release);
+  mem_.zero_ram();
 }
 
 uint64_t Engine::root_table() const {

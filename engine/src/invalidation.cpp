@@ -177,6 +177,13 @@ invq::UapiArrayResult EngineInvalidation::submit_iotlb_array(
   return result;
 }
 
+void EngineInvalidation::reset() {
+  // A fence, not process_pending(): ops not yet followed by a wait may sit in the batch.
+  processor_.fence();
+  qi_configured_.store(false, std::memory_order_release);
+  queue_.write_iqa(0);  // IQA 0: base 0, 128-bit, one page; head, tail and error cleared
+}
+
 int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries,
                                      unsigned descriptor_bits) {
   if (descriptor_bits != 128 && descriptor_bits != 256) return -EINVAL;

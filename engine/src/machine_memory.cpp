@@ -67,6 +67,17 @@ void MachineMemory::set_write_observer(WriteObserverFn fn, void *ctx) {
   if (fn) observe_armed_.store(true, std::memory_order_release);
 }
 
+void MachineMemory::zero_ram() {
+  const int n = count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    const Region &r = regions_[i];
+    if (!r.owned) continue;
+    // A private anonymous mapping refills with zero pages after MADV_DONTNEED; should the
+    // kernel refuse, clearing by hand keeps the promise at the price of touching everything.
+    if (madvise(r.host, r.size, MADV_DONTNEED) != 0) std::memset(r.host, 0, r.size);
+  }
+}
+
 bool MachineMemory::is_ram(uint64_t pa, size_t len) const {
   while (len) {
     const int n = count_.load(std::memory_order_acquire);

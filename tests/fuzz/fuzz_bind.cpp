@@ -16,14 +16,14 @@ using namespace nestor;
 namespace {
 
 constexpr uint64_t kRam = 64ull << 20;
-constexpr uint64_t kTables = 1ull << 20;       // [1, 9) MiB for the layer's tables
+constexpr uint64_t kTables = 1ull << 20;  // [1, 9) MiB for the layer's tables
 constexpr uint64_t kTablesSize = 8ull << 20;
-constexpr uint64_t kHostData = 16ull << 20;    // HPAs domains map: [16, 64) MiB
+constexpr uint64_t kHostData = 16ull << 20;  // HPAs domains map: [16, 64) MiB
 const uint16_t kSids[] = {0x0100, 0x0108, 0x0200, 0x0310};
 
 bool documented(int rc) {
-  static const std::set<int> ok = {-EINVAL, -ENOENT, -EPERM, -EOPNOTSUPP, -EDQUOT, -ENOSPC,
-                                   -EALREADY, -EBUSY, -EEXIST, -ENOMEM};
+  static const std::set<int> ok = {-EINVAL, -ENOENT,   -EPERM, -EOPNOTSUPP, -EDQUOT,
+                                   -ENOSPC, -EALREADY, -EBUSY, -EEXIST,     -ENOMEM};
   return rc >= 0 || ok.count(rc);
 }
 
@@ -31,8 +31,12 @@ bool documented(int rc) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FuzzedDataProvider in(data, size);
-  Engine e(fuzz::small_config(in));
-  if (e.memory().add_ram(0, kRam) != 0) return 0;
+  unsigned key = 0;
+  EngineConfig cfg = fuzz::small_config(in, &key);
+  // 10 PASID bits, not 20: the bind layer's PASID allocator keeps a table over the whole PASID
+  // space, and filling 2^20 entries per input would cost more than everything else.
+  cfg.pasid_bits = 10;
+  Engine &e = fuzz::pooled_engine(cfg, key, kRam);
   BindConfig bc;
   bc.features = in.ConsumeBool() ? kNestingFeatAll : in.ConsumeIntegralInRange<uint32_t>(0, 7);
   bc.table_base = kTables;
@@ -43,17 +47,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!b) return 0;
   std::vector<uint32_t> owners;
   std::vector<uint16_t> dids;
-  auto owner = [&] { return owners.empty() || in.ConsumeIntegralInRange<int>(0, 7) == 0
-                                ? in.ConsumeIntegralInRange<uint32_t>(0, 5)
-                                : owners[in.ConsumeIntegralInRange<size_t>(0, owners.size() - 1)]; };
-  auto did = [&] { return dids.empty() || in.ConsumeIntegralInRange<int>(0, 7) == 0
-                              ? in.ConsumeIntegral<uint16_t>()
-                              : dids[in.ConsumeIntegralInRange<size_t>(0, dids.size() - 1)]; };
+  auto owner = [&] {
+    return owners.empty() || in.ConsumeIntegralInRange<int>(0, 7) == 0
+               ? in.ConsumeIntegralInRange<uint32_t>(0, 5)
+               : owners[in.ConsumeIntegralInRange<size_t>(0, owners.size() - 1)];
+  };
+  auto did = [&] {
+    return dids.empty() || in.ConsumeIntegralInRange<int>(0, 7) == 0
+               ? in.ConsumeIntegral<uint16_t>()
+               : dids[in.ConsumeIntegralInRange<size_t>(0, dids.size() - 1)];
+  };
   auto sid = [&] { return kSids[in.ConsumeIntegralInRange<size_t>(0, 3)]; };
-  auto pasid = [&] { return in.ConsumeBool() ? in.ConsumeIntegralInRange<uint32_t>(0, 8)
-                                             : in.ConsumeIntegral<uint32_t>(); };
-  auto gpa = [&] { return uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 64)) << 21 |
-                          (in.ConsumeBool() ? 0 : uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 511)) << 12); };
+  auto pasid = [&] {
+    return in.ConsumeBool() ? in.ConsumeIntegralInRange<uint32_t>(0, 8)
+                            : in.ConsumeIntegral<uint32_t>();
+  };
+  auto gpa = [&] {
+    return uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 64)) << 21 |
+           (in.ConsumeBool() ? 0 : uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 511)) << 12);
+  };
 
   while (in.remaining_bytes() > 0) {
     int rc = 0;
@@ -65,14 +77,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == 0) owners.push_back(o);
         break;
       }
-      case 1: rc = b->destroy_owner(owner()); break;
-      case 2: rc = b->release_owner(owner()); break;
+      case 1:
+        rc = b->destroy_owner(owner());
+        break;
+      case 2:
+        rc = b->release_owner(owner());
+        break;
       case 3: {
         uint32_t p = 0;
-        rc = b->alloc_pasid(owner(), pasid(), in.ConsumeBool() ? PasidAllocator::kNoGuestPasid : pasid(), &p);
+        rc = b->alloc_pasid(owner(), pasid(),
+                            in.ConsumeBool() ? PasidAllocator::kNoGuestPasid : pasid(), &p);
         break;
       }
-      case 4: rc = b->free_pasid(owner(), pasid()); break;
+      case 4:
+        rc = b->free_pasid(owner(), pasid());
+        break;
       case 5: {
         DomainConfig dc;
         dc.levels = in.ConsumeIntegralInRange<uint8_t>(2, 6);
@@ -84,27 +103,41 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == 0) dids.push_back(d);
         break;
       }
-      case 6: rc = b->destroy_domain(did()); break;
+      case 6:
+        rc = b->destroy_domain(did());
+        break;
       case 7: {
         const uint64_t g = gpa();
-        const uint64_t hpa = kHostData + (uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 23)) << 21);
-        const uint64_t sz = in.ConsumeBool() ? (2u << 20) : uint64_t(in.ConsumeIntegralInRange<uint32_t>(1, 16)) << 12;
+        const uint64_t hpa =
+            kHostData + (uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 23)) << 21);
+        const uint64_t sz = in.ConsumeBool()
+                                ? (2u << 20)
+                                : uint64_t(in.ConsumeIntegralInRange<uint32_t>(1, 16)) << 12;
         rc = b->map(did(), g, hpa, sz, in.ConsumeIntegralInRange<uint8_t>(0, 7));
         break;
       }
-      case 8: rc = b->unmap(did(), gpa(), in.ConsumeBool() ? (2u << 20) : 4096); break;
-      case 9: rc = b->attach_device(sid(), did()); break;
-      case 10: rc = b->detach_device(sid()); break;
+      case 8:
+        rc = b->unmap(did(), gpa(), in.ConsumeBool() ? (2u << 20) : 4096);
+        break;
+      case 9:
+        rc = b->attach_device(sid(), did());
+        break;
+      case 10:
+        rc = b->detach_device(sid());
+        break;
       case 11: {
         BindRequest r;
         r.fl_root_gpa = gpa() & ~0xFFFull;
-        r.addr_width = in.ConsumeBool() ? 48 : (in.ConsumeBool() ? 57 : in.ConsumeIntegral<uint8_t>());
+        r.addr_width =
+            in.ConsumeBool() ? 48 : (in.ConsumeBool() ? 57 : in.ConsumeIntegral<uint8_t>());
         r.flags = in.ConsumeIntegralInRange<uint32_t>(0, 63);
         r.guest_pasid = in.ConsumeBool() ? PasidAllocator::kNoGuestPasid : pasid();
         rc = b->bind(owner(), sid(), pasid(), r);
         break;
       }
-      case 12: rc = b->unbind(owner(), sid(), pasid()); break;
+      case 12:
+        rc = b->unbind(owner(), sid(), pasid());
+        break;
       case 13: {
         invq::InvalidationOp op;
         op.caches = in.ConsumeIntegral<uint8_t>() & invq::kAllCaches;

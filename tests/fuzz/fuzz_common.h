@@ -4,25 +4,27 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <memory>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include "nestor/engine.h"
 
-#define FUZZ_CHECK(cond, ...)                                              \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
+#define FUZZ_CHECK(cond, ...)                                                             \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
       std::fprintf(stderr, "FUZZ_CHECK failed: %s (%s:%d): ", #cond, __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                                   \
-      std::fprintf(stderr, "\n");                                          \
-      std::abort();                                                        \
-    }                                                                      \
+      std::fprintf(stderr, __VA_ARGS__);                                                  \
+      std::fprintf(stderr, "\n");                                                         \
+      std::abort();                                                                       \
+    }                                                                                     \
   } while (0)
 
 namespace nestor::fuzz {
 
-// Engines are created per input: small caches keep that cheap, the structure is the same.
-inline EngineConfig small_config(FuzzedDataProvider &in) {
+// Small caches and logs: evictions and overflows happen within one short input.
+inline EngineConfig small_caches() {
   EngineConfig c;
   c.iotlb_entries = 64;
   c.iotlb_shards = 2;
@@ -30,7 +32,15 @@ inline EngineConfig small_config(FuzzedDataProvider &in) {
   c.pasid_cache_entries = 16;
   c.psc_entries = 16;
   c.fault_log_entries = 8;
+  return c;
+}
+
+// small_caches() with features drawn from one input byte; `*key` (if given) receives that
+// byte, for pooled_engine().
+inline EngineConfig small_config(FuzzedDataProvider &in, unsigned *key = nullptr) {
+  EngineConfig c = small_caches();
   const uint8_t f = in.ConsumeIntegral<uint8_t>();
+  if (key) *key = f;
   c.first_level_5 = f & 1;
   c.first_level_1g = f & 2;
   c.second_level_2m = f & 4;
@@ -40,6 +50,23 @@ inline EngineConfig small_config(FuzzedDataProvider &in) {
   c.coalesce = f & 64;
   c.caching = !(f & 128);
   return c;
+}
+
+// One engine per configuration for the whole fuzzing process, with RAM [0, ram_size), reset
+// (Engine::reset) before each input instead of rebuilt: construction and mapping RAM cost
+// milliseconds under ASan, a reset microseconds. A reset engine behaves like a new one, so an
+// input still replays alone. `key` must identify `c` (and the RAM size) within the target.
+inline Engine &pooled_engine(const EngineConfig &c, unsigned key, uint64_t ram_size) {
+  static std::map<unsigned, std::unique_ptr<Engine>> pool;
+  std::unique_ptr<Engine> &e = pool[key];
+  if (e) {
+    e->reset();
+  } else {
+    e = std::make_unique<Engine>(c);
+    FUZZ_CHECK(e->memory().add_ram(0, ram_size) == 0, "pooled RAM of %llu bytes",
+               (unsigned long long)ram_size);
+  }
+  return *e;
 }
 
 }  // namespace nestor::fuzz

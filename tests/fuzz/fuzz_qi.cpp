@@ -48,11 +48,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   // 2. The bare queue over a small fuzz-filled memory window.
   {
-    std::vector<uint8_t> window = in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(0, 2048));
+    std::vector<uint8_t> window =
+        in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(0, 2048));
     const uint64_t window_base = 0x10000;
     invq::InvalidationQueue q;
     auto fetch = [&](uint64_t pa, void *buf, size_t len) {
-      if (pa < window_base || pa - window_base > window.size() || len > window.size() - (pa - window_base))
+      if (pa < window_base || pa - window_base > window.size() ||
+          len > window.size() - (pa - window_base))
         return false;
       std::memcpy(buf, window.data() + (pa - window_base), len);
       return true;
@@ -61,26 +63,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     auto sink = [&](const invq::DecodedDescriptor &) { ++sunk; };
     for (int i = in.ConsumeIntegralInRange<int>(0, 16); i > 0; --i) {
       switch (in.ConsumeIntegralInRange<int>(0, 3)) {
-        case 0: q.write_iqa(window_base | (in.ConsumeIntegral<uint64_t>() & 0xFFF)); break;
-        case 1: q.write_iqa(in.ConsumeIntegral<uint64_t>()); break;
+        case 0:
+          q.write_iqa(window_base | (in.ConsumeIntegral<uint64_t>() & 0xFFF));
+          break;
+        case 1:
+          q.write_iqa(in.ConsumeIntegral<uint64_t>());
+          break;
         case 2: {
           const size_t head_before = q.head();
           const bool ok = q.write_iqt(in.ConsumeIntegral<uint64_t>(), fetch, sink);
-          FUZZ_CHECK(q.head() < q.entries() || q.entries() == 0, "head %zu beyond %zu", q.head(), q.entries());
-          if (ok) FUZZ_CHECK(q.head() == q.tail(), "ok tail write left head %zu tail %zu", q.head(), q.tail());
-          else FUZZ_CHECK(q.error() != invq::QiError::kNone, "refused tail write without error");
+          FUZZ_CHECK(q.head() < q.entries() || q.entries() == 0, "head %zu beyond %zu", q.head(),
+                     q.entries());
+          if (ok)
+            FUZZ_CHECK(q.head() == q.tail(), "ok tail write left head %zu tail %zu", q.head(),
+                       q.tail());
+          else
+            FUZZ_CHECK(q.error() != invq::QiError::kNone, "refused tail write without error");
           (void)head_before;
           break;
         }
-        default: q.clear_error(); break;
+        default:
+          q.clear_error();
+          break;
       }
     }
   }
 
   // 3. The engine's queue over machine memory, with a translation now and then.
-  Engine e(fuzz::small_config(in));
+  unsigned key = 0;
+  const EngineConfig cfg = fuzz::small_config(in, &key);
+  Engine &e = fuzz::pooled_engine(cfg, key, 1u << 20);
   MachineMemory &mem = e.memory();
-  if (mem.add_ram(0, 1u << 20) != 0) return 0;
   e.set_root_table(in.ConsumeIntegral<uint16_t>() & ~0xFFFu);
   EngineInvalidation &inv = e.invalidation();
   bool configured = false;
@@ -89,15 +102,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case 0: {  // program IQA: base in or out of RAM, entries and width arbitrary
         const uint64_t base = in.ConsumeBool() ? (in.ConsumeIntegral<uint32_t>() & 0xFF000)
                                                : in.ConsumeIntegral<uint64_t>();
-        const uint64_t entries = in.ConsumeBool() ? (uint64_t{1} << in.ConsumeIntegralInRange<int>(0, 16))
-                                                  : in.ConsumeIntegral<uint64_t>();
-        const unsigned bits = in.ConsumeBool() ? 128 : (in.ConsumeBool() ? 256 : in.ConsumeIntegral<unsigned>());
+        const uint64_t entries = in.ConsumeBool()
+                                     ? (uint64_t{1} << in.ConsumeIntegralInRange<int>(0, 16))
+                                     : in.ConsumeIntegral<uint64_t>();
+        const unsigned bits =
+            in.ConsumeBool() ? 128 : (in.ConsumeBool() ? 256 : in.ConsumeIntegral<unsigned>());
         configured = inv.qi_configure(base, entries, bits) == 0 || configured;
         break;
       }
       case 1: {  // descriptors into memory (anywhere in RAM: ring, status, tables alike)
         const uint64_t pa = in.ConsumeIntegral<uint32_t>() & 0xFFFF0;
-        const std::vector<uint8_t> bytes = in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(1, 128));
+        const std::vector<uint8_t> bytes =
+            in.ConsumeBytes<uint8_t>(in.ConsumeIntegralInRange<size_t>(1, 128));
         mem.write(pa, bytes.data(), bytes.size());
         break;
       }
@@ -105,7 +121,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint64_t slot = in.ConsumeIntegralInRange<uint64_t>(0, 255);
         const uint64_t base = inv.queue().base();
         const uint64_t width = inv.queue().width() == invq::DescriptorWidth::k256 ? 32 : 16;
-        uint64_t qw[4] = {in.ConsumeIntegral<uint64_t>() & 0xFFFFF'FFFF'FF7Full, in.ConsumeIntegral<uint64_t>(), 0, 0};
+        uint64_t qw[4] = {in.ConsumeIntegral<uint64_t>() & 0xFFFFF'FFFF'FF7Full,
+                          in.ConsumeIntegral<uint64_t>(), 0, 0};
         mem.write(base + slot * width, qw, width);
         const uint64_t wait[4] = {0x25 | uint64_t(in.ConsumeIntegral<uint32_t>()) << 32,
                                   in.ConsumeIntegral<uint32_t>() & 0xFFFFC, 0, 0};
@@ -116,13 +133,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const int rc = inv.qi_write_tail(in.ConsumeIntegralInRange<uint64_t>(0, 300));
         FUZZ_CHECK(rc == 0 || rc == -EINVAL || rc == -EBUSY, "qi_write_tail returned %d", rc);
         if (rc == 0) FUZZ_CHECK(inv.queue().head() == inv.queue().tail(), "head != tail after ok");
-        if (rc == -EBUSY) FUZZ_CHECK(inv.queue().error() != invq::QiError::kNone, "EBUSY without error");
+        if (rc == -EBUSY)
+          FUZZ_CHECK(inv.queue().error() != invq::QiError::kNone, "EBUSY without error");
         if (rc == -EINVAL && configured) {
           // a bad tail stops the queue like hardware (IQE); nothing else to check
         }
         break;
       }
-      case 4: inv.queue().clear_error(); break;
+      case 4:
+        inv.queue().clear_error();
+        break;
       case 5: {
         Request r;
         r.source_id = in.ConsumeIntegral<uint16_t>();

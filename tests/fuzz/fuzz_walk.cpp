@@ -11,7 +11,7 @@
 // as one 2M page. The input controls only guest memory (the domain's backing pages, where the
 // guest's first-level tables live), the nested PASID entry's first-level root GPA, paging mode
 // and flags. Invariant 3 is asserted: every translated HPA lies in the domain's backing, and
-// host memory outside it (structures, second-level tables) is bit-for-bit unchanged, so A/D
+// host memory outside it (structures, second-level tables) is never written but for SL A/D, so A/D
 // updates never escaped either.
 #include <algorithm>
 #include <cstring>
@@ -27,9 +27,9 @@ using namespace nestor;
 namespace {
 
 constexpr uint64_t kRam = 6ull << 20;
-constexpr uint64_t kHostTables = 1ull << 20;   // [1, 2) MiB: structures + second-level tables
-constexpr uint64_t kGuestA = 2ull << 20;       // GPA [0, 1) MiB  -> HPA [2, 3) MiB
-constexpr uint64_t kGuestB = 4ull << 20;       // GPA [4, 6) MiB  -> HPA [4, 6) MiB (2M page)
+constexpr uint64_t kHostTables = 1ull << 20;  // [1, 2) MiB: structures + second-level tables
+constexpr uint64_t kGuestA = 2ull << 20;      // GPA [0, 1) MiB  -> HPA [2, 3) MiB
+constexpr uint64_t kGuestB = 4ull << 20;      // GPA [4, 6) MiB  -> HPA [4, 6) MiB (2M page)
 constexpr uint16_t kSid = 0x0308;
 constexpr uint16_t kDid = 9;
 
@@ -53,13 +53,16 @@ Request fuzz_request(FuzzedDataProvider &in, bool isolation) {
 }
 
 bool in_domain(uint64_t hpa) {
-  return (hpa >= kGuestA && hpa < kGuestA + (1u << 20)) || (hpa >= kGuestB && hpa < kGuestB + (2u << 20));
+  return (hpa >= kGuestA && hpa < kGuestA + (1u << 20)) ||
+         (hpa >= kGuestB && hpa < kGuestB + (2u << 20));
 }
 
 void chaos(FuzzedDataProvider &in) {
-  Engine e(fuzz::small_config(in));
+  unsigned key = 0;
+  const EngineConfig cfg = fuzz::small_config(in, &key);
+  // Chaos only ever writes and points into the first MiB of the shared 6 MiB layout.
+  Engine &e = fuzz::pooled_engine(cfg, key, kRam);
   MachineMemory &mem = e.memory();
-  if (mem.add_ram(0, 1u << 20) != 0) return;
   e.set_root_table(in.ConsumeIntegral<uint32_t>() & 0xFF000);
   while (in.remaining_bytes() > 0) {
     if (in.ConsumeIntegralInRange<int>(0, 3) != 0) {
@@ -81,11 +84,11 @@ void chaos(FuzzedDataProvider &in) {
 }
 
 void isolation(FuzzedDataProvider &in) {
-  EngineConfig cfg = fuzz::small_config(in);
+  unsigned key = 0;
+  EngineConfig cfg = fuzz::small_config(in, &key);
   cfg.second_level_2m = true;
-  Engine e(cfg);
+  Engine &e = fuzz::pooled_engine(cfg, key | 4 | 0x100, kRam);
   MachineMemory &mem = e.memory();
-  if (mem.add_ram(0, kRam) != 0) return;
   PageAllocator pages(mem, kHostTables, 1u << 20);
   HostTableSpace host(mem, pages);
   StructuresWriter structures(mem, pages);
@@ -99,10 +102,13 @@ void isolation(FuzzedDataProvider &in) {
     const uint64_t page = gpa >> 12;
     if (page % 17 == holes % 17 && holes & 1) continue;  // a few GPAs unmapped
     const uint8_t perms = page % 13 == (holes >> 1) % 13 ? kAccessRead : 7;
-    FUZZ_CHECK(sl.map(gpa, kGuestA + gpa, 12, build::sl_leaf_bits(perms)) == build::Status::kOk, "sl map");
+    FUZZ_CHECK(sl.map(gpa, kGuestA + gpa, 12, build::sl_leaf_bits(perms)) == build::Status::kOk,
+               "sl map");
   }
   FUZZ_CHECK(sl.map(4u << 20, kGuestB, 21, build::sl_leaf_bits(7)) == build::Status::kOk, "sl 2M");
-  FUZZ_CHECK(structures.attach(kSid, 0) == 0, "attach");
+  // A one-page PASID directory (PDTS 0): PASIDs 1 and 2 need no more, and a default 128-page
+  // one would be zeroed and compared on every input.
+  FUZZ_CHECK(structures.attach(kSid, 0, true, 0) == 0, "attach");
   for (uint32_t pasid = 1; pasid <= 2; ++pasid) {
     vtd::PasidEntry pe;
     pe.present = true;
@@ -119,21 +125,36 @@ void isolation(FuzzedDataProvider &in) {
     pe.slade = f & 32;  // second-level A/D: the engine writes host SL tables, not the guest
     // First-level root: a guest-physical address the guest chose (possibly unmapped).
     pe.fl_root = (in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() % (6u << 20)
-                                   : in.ConsumeIntegral<uint64_t>() & ((uint64_t{1} << 48) - 1)) & ~0xFFFull;
+                                   : in.ConsumeIntegral<uint64_t>() & ((uint64_t{1} << 48) - 1)) &
+                 ~0xFFFull;
     FUZZ_CHECK(structures.set_pasid_entry(kSid, pasid, pe) == 0, "pasid entry");
   }
   // Host memory outside the guest's backing, snapshotted: nothing the guest controls may change
   // it. (Second-level A/D is host state by design; excluded when SLADE is on by comparing
   // entries with their A/D bits masked.)
-  // Host memory = everything but the guest's backing: [0, kGuestA) and [kGuestA + 1M, kGuestB).
-  auto host_snapshot = [&] {
-    std::vector<uint64_t> v(kGuestB / 8);
-    mem.read(0, v.data(), kGuestA + (1u << 20));
-    mem.read(kGuestA + (1u << 20), v.data() + (kGuestA + (1u << 20)) / 8, kGuestB - kGuestA - (1u << 20));
-    std::fill(v.begin() + kGuestA / 8, v.begin() + (kGuestA + (1u << 20)) / 8, 0);
-    return v;
-  };
-  const std::vector<uint64_t> host_before = host_snapshot();
+  // Host memory is everything outside the guest's backing. From here on every write the
+  // engine or the guest makes is seen by the (never failing) fail injector: a write outside the
+  // backing must land in the host table pages, and there change second-level A/D bits only
+  // (compared below). Cheaper than snapshotting all host memory twice per input, and exact.
+  const uint64_t tables_end = kHostTables + pages.pages_in_use() * 4096;
+  struct Fence {
+    MachineMemory &mem;
+    uint64_t tables_end;
+    static bool check(void *ctx, uint64_t pa, bool is_write) {
+      const Fence &f = *static_cast<const Fence *>(ctx);
+      if (is_write && !in_domain(pa))
+        FUZZ_CHECK(pa >= kHostTables && pa < f.tables_end, "write to host memory at 0x%llx",
+                   (unsigned long long)pa);
+      return false;
+    }
+    ~Fence() { mem.set_fail_injector(nullptr, nullptr); }  // the engine outlives this input
+  } fence{mem, tables_end};
+  mem.set_fail_injector(&Fence::check, &fence);
+  std::vector<uint64_t> host_before((tables_end - kHostTables) / 8), host_after(host_before.size());
+  // Straight from the RAM's host mapping: MachineMemory::read copies word by word.
+  const uint8_t *tables = mem.host_ptr(kHostTables, tables_end - kHostTables);
+  FUZZ_CHECK(tables != nullptr, "tables");
+  std::memcpy(host_before.data(), tables, tables_end - kHostTables);
 
   while (in.remaining_bytes() > 0) {
     if (in.ConsumeIntegralInRange<int>(0, 2) != 0) {
@@ -141,13 +162,16 @@ void isolation(FuzzedDataProvider &in) {
       const bool b = in.ConsumeBool();
       const uint64_t off = in.ConsumeIntegral<uint32_t>() % (b ? (2u << 20) : (1u << 20)) & ~7ull;
       uint64_t v = in.ConsumeIntegral<uint64_t>();
-      if (in.ConsumeBool()) v = (v & 0xFFF0'0000'0000'0FFFull) | (in.ConsumeIntegral<uint32_t>() % (6u << 20) & ~0xFFFull);
+      if (in.ConsumeBool())
+        v = (v & 0xFFF0'0000'0000'0FFFull) |
+            (in.ConsumeIntegral<uint32_t>() % (6u << 20) & ~0xFFFull);
       mem.write64((b ? kGuestB : kGuestA) + off, v);
     } else {
       const Request r = fuzz_request(in, true);
       const Result res = e.translate(r);
-      if (res.ok) FUZZ_CHECK(in_domain(res.t.out), "nested HPA 0x%llx outside the domain (iova 0x%llx)",
-                             (unsigned long long)res.t.out, (unsigned long long)r.iova);
+      if (res.ok)
+        FUZZ_CHECK(in_domain(res.t.out), "nested HPA 0x%llx outside the domain (iova 0x%llx)",
+                   (unsigned long long)res.t.out, (unsigned long long)r.iova);
       if (in.ConsumeBool()) {  // the guest's invalidation after changing its tables
         invq::InvalidationOp op;
         op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCachePasid;
@@ -159,13 +183,14 @@ void isolation(FuzzedDataProvider &in) {
       }
     }
   }
-  const std::vector<uint64_t> host_after = host_snapshot();
+  std::memcpy(host_after.data(), tables, tables_end - kHostTables);
   for (size_t i = 0; i < host_before.size(); ++i) {
     if (host_before[i] == host_after[i]) continue;
     // Second-level leaf/non-leaf A/D (bits 8, 9) may be set by the engine when SLADE is on.
     FUZZ_CHECK((host_before[i] ^ host_after[i]) == ((host_before[i] ^ host_after[i]) & 0x300ull),
-               "host memory at 0x%llx changed: 0x%llx -> 0x%llx", (unsigned long long)(i * 8),
-               (unsigned long long)host_before[i], (unsigned long long)host_after[i]);
+               "host memory at 0x%llx changed: 0x%llx -> 0x%llx",
+               (unsigned long long)(kHostTables + i * 8), (unsigned long long)host_before[i],
+               (unsigned long long)host_after[i]);
   }
 }
 

@@ -39,6 +39,28 @@ def main():
           bytes(rng.getrandbits(8) for _ in range(400)))
     write("fuzz_capi", "sequence-0", bytes([0] * 8) + bytes([1, 0, 0x10, 0, 0, 3, 0, 4, 1, 9, 10, 11, 12, 13, 14, 15, 16, 17]) +
           bytes(rng.getrandbits(8) for _ in range(400)))
+    differential_programs()
+
+
+# fuzz_differential: one short program per edit kind (opcodes in fuzz_differential.cpp). Each
+# sets up a PASID, maps a guest page, translates, edits, translates again.
+def differential_programs():
+    T = lambda a, va, acc=1: bytes([7, a, va, acc])   # translate: a = pasid << 2 | dev
+    nested = bytes([5, 0, 1, 0x04, 0])                 # dev 0 PASID 1 nested, domain 0, tree 0
+    fl_map = bytes([0, 0, 1, 5, 0x07])                 # tree 0: VA page 1 -> data page 5, W/U/X
+    base = nested + fl_map + T(0x04, 1) + T(0x04, 1, 2)
+    write("fuzz_differential", "fl-edit", base + bytes([0, 0, 1, 9, 0x03]) + T(0x04, 1) +
+          bytes([1, 0, 1, 0x10]) + T(0x04, 1) + bytes([2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]) + T(0x04, 1))
+    # Host remaps, unmaps and write-protects the data page (GPA page 133) and the first-level
+    # table pages (GPA pages 2..4), page-selective and domain-selective.
+    write("fuzz_differential", "sl-edit", base + bytes([3, 0, 133, 200, 0x07]) + T(0x04, 1) +
+          bytes([4, 0, 133, 0x10]) + T(0x04, 1) + bytes([3, 0, 133, 133, 0x07]) + T(0x04, 1) +
+          bytes([4, 0, 3, 0x20]) + T(0x04, 1) + bytes([3, 0, 4, 4, 0x02]) + T(0x04, 1))
+    write("fuzz_differential", "pasid-edit", base + bytes([5, 0, 1, 0x01, 0]) + T(0x04, 1) +
+          bytes([5, 0, 1, 0x02, 0x10]) + T(0x04, 1) + bytes([5, 0, 1, 0x07, 0]) + T(0x04, 1) +
+          bytes([5, 0, 1, 0x14, 0x01]) + T(0x04, 1) + bytes([5, 0, 1, 0x00, 0]) + T(0x04, 1))
+    write("fuzz_differential", "context-edit", base + bytes([5, 0, 0, 0x02, 0]) + T(0x02, 1) +
+          bytes([6, 0, 0x01]) + T(0x04, 1) + T(0x02, 1) + bytes([6, 0, 0x12]) + T(0x04, 1, 9) + T(0x02, 1))
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ class NESTOR_CXX_API FaultLog {
   size_t size() const;
   bool overflowed() const;
   void clear_overflow();
+  // Drops every record and the overflow flag.
+  void clear();
 
  private:
   mutable std::mutex mu_;
@@ -173,6 +175,20 @@ class NESTOR_CXX_API Engine {
   Result translate(const Request &req);
 
   EngineStats stats() const;
+
+  // Back to the state of a freshly created engine with the same configuration and memory map,
+  // as on a platform reset (an embedder's guest reboot, a fuzzer's next input): every cache
+  // (context, PASID, IOTLB, paging-structure) and every handle's or thread's resolution memo
+  // stop serving anything filled before; invalidations queued but not yet waited for are
+  // processed (their waits complete) and the invalidation queue registers return to their
+  // power-on values (IQA 0, head = tail = 0, no error, QI unconfigured); the fault log is
+  // emptied and its overflow flag cleared; the root-table pointer is unset; engine-owned RAM
+  // reads as zero again (MachineMemory::zero_ram), still mapped. Kept: the configuration,
+  // RAM regions (caller-owned RAM keeps its contents), I/O callbacks, fail injector, write
+  // observer, a running background invalidation worker, and cumulative statistics (the reset
+  // counts as one global invalidation of each cache). Only safe while no other thread
+  // translates, invalidates or touches machine memory, and not from a callback of this engine.
+  void reset();
 
   // Address-space handle: the fastest path for repeated translations of one device/PASID.
   // `privileged` applies to requests with PASID; without PASID the context's RID_PRIV does.

@@ -64,6 +64,10 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   int qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits);
   int qi_write_tail(uint64_t tail_index);
 
+  // Engine::reset()'s part: processes whatever is queued, then puts the QI registers back to
+  // their power-on values and marks the queue unconfigured.
+  void reset();
+
   invq::InvalidationProcessor &processor() { return processor_; }
   invq::InvalidationQueue &queue() { return queue_; }
   invq::EpochDomain &epoch();

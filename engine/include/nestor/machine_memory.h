@@ -102,6 +102,12 @@ class NESTOR_CXX_API MachineMemory {
   int read(uint64_t pa, void *buf, size_t len);
   int write(uint64_t pa, const void *buf, size_t len);
 
+  // Zeroes every engine-owned RAM region (add_ram) without unmapping it: the pages are handed
+  // back to the kernel and read as zero on next touch, so the cost follows what was touched,
+  // not what was declared. Caller-owned RAM (add_host_ram) is the caller's to clear. Regions,
+  // callbacks and the fail injector stay. Not safe while another thread accesses memory.
+  void zero_ram();
+
   // True if every byte of [pa, pa+len) is RAM.
   bool is_ram(uint64_t pa, size_t len) const;
 
