@@ -26,8 +26,7 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 # Fuzzing (tests/fuzz, docs/STRESS.md): clang-14 libFuzzer + ASan/UBSan in its own CMake project,
 # each target for NESTOR_FUZZ_SECONDS over the committed seeds (and its dictionary, if any),
 # growing its corpus in build/fuzz/corpus/<target>; any crash, leak or UB fails the step.
-# tests/fuzz/regressions/<target>/ holds inputs that reproduce known, still unfixed bugs: they
-# are not run here (see tests/fuzz/regressions/README.md) until their fix lands.
+# Inputs that once reproduced a bug stay in the corpus as regression-* seeds.
 echo "=== nestor tests: fuzz"
 cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build build/fuzz -j"$jobs"
