@@ -52,7 +52,7 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
   const uint64_t targets = mode == Mode::kNested ? (kGuestTables >> 12) : 4096;
   for (uint64_t p = 0; p < kPages; p += 2) ASSERT_EQ(m.map(p, p, 12, true), build::Status::kOk);
   AddressSpace handle = m.cached->open(kSid, true, kPasid);
-  for (int step = 0; step < 600; ++step) {
+  for (int step = 0; step < 3000; ++step) {
     const uint64_t page = rng() % kPages;
     const int what = int(rng() % 7);
     const char *after = "";
