@@ -219,10 +219,11 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
   if (gpa_op && table_pages_ && op.npages <= cfg_.promote_threshold_pages &&
       !table_pages_->might_contain(op.did, op.addr, op.npages))
     reach = caches::GpaReach::kFinalGpaDependents;
-  if (op.scope == Scope::kGlobal && table_pages_ &&
-      (op.caches & (invq::kCacheIotlb | invq::kCachePaging)) && table_pages_->marked() != 0) {
-    // Every entry that depended on a marked page goes with this op, applied below while the
-    // lock keeps GPA ops from consulting the emptied filter first.
+  // An IOTLB op also empties the paging-structure caches (below), so every entry that
+  // depended on a marked page goes with it; the lock keeps GPA ops from consulting the emptied
+  // filter before those removals are in place. A paging-only op leaves IOTLB dependents.
+  if (op.scope == Scope::kGlobal && table_pages_ && (op.caches & invq::kCacheIotlb) &&
+      table_pages_->marked() != 0) {
     table_pages_->clear();
   }
   if (op.caches & invq::kCacheContext) {

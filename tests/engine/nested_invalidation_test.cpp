@@ -260,6 +260,24 @@ TEST(NestedInvalidation, DependencyModeKeepsEntriesThatDoNotDependOnTheRange) {
   }
 }
 
+TEST(NestedInvalidation, PagingOnlyGlobalFlushDoesNotForgetTablePages) {
+  // A global flush of the paging-structure caches alone leaves IOTLB entries whose walks read
+  // first-level tables; a later host unmap of such a table page, announced by GPA, must still
+  // reach them in the dependency mode.
+  NestedMachine m(NESTOR_GPA_INV_DEPENDENCIES);
+  const std::vector<uint64_t> all = iovas();
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(m.tr(all[i]).hpa, m.expected(i));
+  nestor_inv_op op{};
+  op.cache = NESTOR_CACHE_PAGING;
+  op.scope = NESTOR_SCOPE_GLOBAL;
+  ASSERT_EQ(nestor_inv_submit(m.x.e, &op), 0);
+  ASSERT_EQ(nestor_inv_wait(m.x.e), 0);
+  const uint64_t victim = m.table_gpa(all[0], 1);
+  ASSERT_EQ(m.sl.unmap(victim, 12), build::Status::kOk);
+  m.submit({iotlb_psi(kDid, victim)});
+  EXPECT_NE(m.tr(all[0]).fault, 0) << "stale translation through an unmapped table page";
+}
+
 TEST(NestedInvalidation, UnknownGpaInvalidationModeIsRefused) {
   nestor_config c = config(7);
   EXPECT_EQ(nestor_engine_create(&c), nullptr);
