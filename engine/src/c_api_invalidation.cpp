@@ -28,16 +28,16 @@ static_assert(NESTOR_UAPI_GRAN_DOMAIN == unsigned(invq::UserGranularity::kDomain
               NESTOR_UAPI_GRAN_ADDR == unsigned(invq::UserGranularity::kAddr));
 static_assert(NESTOR_UAPI_IOTLB_LEAF == invq::kIotlbInvalidateFlagLeaf &&
               NESTOR_UAPI_ALL_PAGES == invq::kIotlbInvalidateAllPages);
-static_assert(sizeof(nestor_uapi_iotlb_entry) == sizeof(invq::IotlbInvalidateEntry) &&
-              offsetof(nestor_uapi_iotlb_entry, npages) ==
-                  offsetof(invq::IotlbInvalidateEntry, npages) &&
-              offsetof(nestor_uapi_iotlb_entry, flags) ==
-                  offsetof(invq::IotlbInvalidateEntry, flags) &&
-              offsetof(nestor_uapi_iotlb_entry, reserved) ==
-                  offsetof(invq::IotlbInvalidateEntry, reserved));
+static_assert(
+    sizeof(nestor_uapi_iotlb_entry) == sizeof(invq::IotlbInvalidateEntry) &&
+    offsetof(nestor_uapi_iotlb_entry, npages) == offsetof(invq::IotlbInvalidateEntry, npages) &&
+    offsetof(nestor_uapi_iotlb_entry, flags) == offsetof(invq::IotlbInvalidateEntry, flags) &&
+    offsetof(nestor_uapi_iotlb_entry, reserved) == offsetof(invq::IotlbInvalidateEntry, reserved));
 static_assert(NESTOR_INV_STATS_TYPES <= invq::kDescriptorTypeCount);
 
-nestor::EngineInvalidation &inv(nestor_engine *e) { return e->engine.invalidation(); }
+nestor::EngineInvalidation &inv(nestor_engine *e) {
+  return e->engine.invalidation();
+}
 
 }  // namespace
 
@@ -112,7 +112,10 @@ int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *
   // Versioned: fields past the caller's size read as zero (and are then rejected if needed).
   nestor_uapi_cache_inv c{};
   std::memcpy(&c, in, std::min<size_t>(in->size, sizeof c));
-  if (c.granularity > NESTOR_UAPI_GRAN_ADDR || (c.flags & ~NESTOR_UAPI_FLAG_LEAF)) return -EINVAL;
+  if (c.granularity > NESTOR_UAPI_GRAN_ADDR ||
+      (c.flags & ~(NESTOR_UAPI_FLAG_LEAF | NESTOR_UAPI_FLAG_ADDR_NO_PASID))) {
+    return -EINVAL;
+  }
   invq::UserCacheInvalidate request;
   request.cache = c.cache;
   request.granularity = invq::UserGranularity(c.granularity);
@@ -121,6 +124,7 @@ int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *
   request.granule_size = c.granule_size;
   request.nb_granules = c.nb_granules;
   request.leaf = (c.flags & NESTOR_UAPI_FLAG_LEAF) != 0;
+  request.has_pasid = (c.flags & NESTOR_UAPI_FLAG_ADDR_NO_PASID) == 0;
   invq::UserTarget target;
   target.did = c.did;
   target.source_id = c.source_id;
@@ -141,7 +145,7 @@ int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did, uint32_t 
     for (uint32_t i = 0; i < count; ++i)
       in[i] = {entries[i].addr, entries[i].npages, entries[i].flags, entries[i].reserved};
     const invq::UapiArrayResult r = inv(e).submit_iotlb_array(in, did, pasid);
-    if (error && !r.ok()) *error = -EINVAL;
+    if (error && !r.ok()) *error = invq::to_errno(r.error);
     return int(std::min<size_t>(r.handled, INT32_MAX));
   } catch (const std::exception &) {
     return -ENOMEM;

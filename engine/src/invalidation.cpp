@@ -139,9 +139,13 @@ EngineInvalidation::EngineInvalidation(Engine &engine, const EngineConfig &cfg)
 // engine's caches still exist (Engine destroys this object before its caches).
 EngineInvalidation::~EngineInvalidation() = default;
 
-invq::EpochDomain &EngineInvalidation::epoch() { return drain_state_->domain; }
+invq::EpochDomain &EngineInvalidation::epoch() {
+  return drain_state_->domain;
+}
 
-void EngineInvalidation::apply(const invq::InvalidationOp &op) { engine_.invalidate(op); }
+void EngineInvalidation::apply(const invq::InvalidationOp &op) {
+  engine_.invalidate(op);
+}
 
 void EngineInvalidation::drain() {
   if (drain_enabled_) drain_state_->synchronize();
@@ -153,7 +157,9 @@ bool EngineInvalidation::write_status(uint64_t pa, uint32_t data) {
   return engine_.memory().write(pa, &data, sizeof data) == 0;
 }
 
-void EngineInvalidation::submit(const invq::InvalidationOp &op) { processor_.submit(op); }
+void EngineInvalidation::submit(const invq::InvalidationOp &op) {
+  processor_.submit(op);
+}
 
 void EngineInvalidation::wait() {
   processor_.fence();
@@ -177,8 +183,7 @@ invq::UapiArrayResult EngineInvalidation::submit_iotlb_array(
   return result;
 }
 
-int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries,
-                                     unsigned descriptor_bits) {
+int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits) {
   if (descriptor_bits != 128 && descriptor_bits != 256) return -EINVAL;
   if ((base_pa & 0xFFF) != 0 || (base_pa >> engine_.config().host_address_width) != 0)
     return -EINVAL;
@@ -200,12 +205,24 @@ int EngineInvalidation::qi_write_tail(uint64_t tail_index) {
   const bool ok = queue_.write_tail(
       static_cast<size_t>(tail_index),
       [&mem](uint64_t pa, void *buf, size_t len) { return mem.read(pa, buf, len) == 0; },
-      [this](const invq::DecodedDescriptor &d) {
+      [this, &mem](const invq::DecodedDescriptor &d) {
         switch (d.kind) {
-          case invq::DecodedKind::kOp: processor_.submit(d.op); break;
-          case invq::DecodedKind::kWait: processor_.submit_wait(d.wait); break;
-          case invq::DecodedKind::kNoOp: break;  // interrupt-entry cache: nothing cached here
+          case invq::DecodedKind::kOp:
+            processor_.submit(d.op);
+            break;
+          case invq::DecodedKind::kWait:
+            // The status write happens after the batch completes; a write that could never
+            // land (no RAM there) is refused now so the queue stops on this descriptor, as
+            // QEMU's vtd_process_wait_desc fails the descriptor when its write fails.
+            if (d.wait.status_write && !mem.is_ram(d.wait.status_addr, sizeof(uint32_t))) {
+              return false;
+            }
+            processor_.submit_wait(d.wait);
+            break;
+          case invq::DecodedKind::kNoOp:
+            break;  // interrupt-entry cache: nothing cached here
         }
+        return true;
       });
   // Descriptors before an error were accepted and must take effect, as on hardware.
   if (!processor_.running()) processor_.process_pending();
@@ -222,7 +239,9 @@ invq::StatsSnapshot EngineInvalidation::stats() const {
 
 // --- Engine members that belong to the invalidation wiring ---------------------------------
 
-void Engine::invalidate_wait() { inv_->wait(); }
+void Engine::invalidate_wait() {
+  inv_->wait();
+}
 
 Result Engine::translate_drained(const Request &req) {
   EngineInvalidation::TranslationGuard guard(*inv_);
