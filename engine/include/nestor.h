@@ -128,8 +128,8 @@ typedef struct nestor_fault_record {
   uint64_t iova;
   uint8_t access;
   uint8_t privileged;
-  int reason; /* NESTOR_FAULT_* */
-  int stage;  /* NESTOR_STAGE_* */
+  int reason;       /* NESTOR_FAULT_* */
+  int stage;        /* NESTOR_STAGE_* */
   uint8_t level;
   uint64_t address; /* iova, or the GPA for second-level and nested-table faults */
 } nestor_fault_record;
@@ -137,8 +137,7 @@ typedef struct nestor_fault_record {
 NESTOR_API nestor_engine *nestor_engine_create(const nestor_config *cfg); /* NULL: defaults */
 NESTOR_API void nestor_engine_destroy(nestor_engine *e);
 
-NESTOR_API int nestor_mem_add_ram(nestor_engine *e, uint64_t base,
-                                  uint64_t size); /* zeroed, engine-owned */
+NESTOR_API int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size); /* zeroed, engine-owned */
 /* Caller-owned RAM: `host` must stay valid (and 8-byte aligned) while the engine lives. */
 NESTOR_API int nestor_mem_add_host_ram(nestor_engine *e, uint64_t base, uint64_t size, void *host);
 /* Everything outside RAM goes to these callbacks (either may be NULL: accesses fault). */
@@ -164,8 +163,8 @@ NESTOR_API int nestor_fault_log_clear_overflow(nestor_engine *e);
  * PASID-cache lookups until an invalidation is applied. A handle is used by one thread at a
  * time; open as many as needed (one per device per thread). Close before destroying the engine. */
 typedef struct nestor_handle nestor_handle;
-NESTOR_API nestor_handle *nestor_handle_open(nestor_engine *e, uint16_t source_id,
-                                             uint8_t has_pasid, uint32_t pasid, uint8_t privileged);
+NESTOR_API nestor_handle *nestor_handle_open(nestor_engine *e, uint16_t source_id, uint8_t has_pasid,
+                                             uint32_t pasid, uint8_t privileged);
 NESTOR_API void nestor_handle_close(nestor_handle *h);
 NESTOR_API int nestor_handle_translate(nestor_handle *h, uint64_t iova, uint8_t access,
                                        nestor_result *res);
@@ -209,21 +208,20 @@ NESTOR_API const char *nestor_strerror(int err);
 #define NESTOR_SCOPE_RANGE 4
 
 typedef struct nestor_inv_op {
-  uint8_t cache; /* bitmask: NESTOR_CACHE_CONTEXT=1, _PASID=2, _IOTLB=4, _PAGING=8, _DEVTLB=16 */
-  uint8_t scope; /* NESTOR_SCOPE_GLOBAL, _DOMAIN, _DEVICE, _PASID, _RANGE */
+  uint8_t  cache;     /* bitmask: NESTOR_CACHE_CONTEXT=1, _PASID=2, _IOTLB=4, _PAGING=8, _DEVTLB=16 */
+  uint8_t  scope;     /* NESTOR_SCOPE_GLOBAL, _DOMAIN, _DEVICE, _PASID, _RANGE */
   uint16_t did;
   uint16_t source_id;
   uint32_t pasid;
-  uint64_t addr;   /* _RANGE: first byte */
-  uint64_t npages; /* _RANGE: 4K pages */
-  uint8_t leaf;    /* invalidation hint: paging-structure caches may be kept */
+  uint64_t addr;      /* _RANGE: first byte */
+  uint64_t npages;    /* _RANGE: 4K pages */
+  uint8_t  leaf;      /* invalidation hint: paging-structure caches may be kept */
 } nestor_inv_op;
 
 /* Enqueues (see "Invalidation queue" below); nestor_inv_wait makes it take effect.
  * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
 NESTOR_API int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op);
-NESTOR_API int nestor_inv_wait(
-    nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
+NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
 
 /* ==== Invalidation queue (engine/src/c_api_invalidation.cpp; C++: nestor/invalidation.h) ====
  * Every front end below (typed ops above, VT-d queued invalidation, uAPI-style calls) feeds one
@@ -294,9 +292,9 @@ NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_
 #define NESTOR_UAPI_IOTLB_LEAF 0x1u
 #define NESTOR_UAPI_ALL_PAGES UINT64_MAX
 typedef struct nestor_uapi_iotlb_entry {
-  uint64_t addr;     /* 4K aligned */
-  uint64_t npages;   /* >= 1 */
-  uint32_t flags;    /* NESTOR_UAPI_IOTLB_LEAF */
+  uint64_t addr;   /* 4K aligned */
+  uint64_t npages; /* >= 1 */
+  uint32_t flags;  /* NESTOR_UAPI_IOTLB_LEAF */
   uint32_t reserved; /* must be 0 */
 } nestor_uapi_iotlb_entry;
 NESTOR_API int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did, uint32_t pasid,
@@ -311,20 +309,20 @@ typedef struct nestor_inv_stats {
   uint32_t size;    /* in: sizeof(nestor_inv_stats); out: bytes the engine filled */
   uint32_t version; /* out: NESTOR_INV_STATS_VERSION */
   uint64_t descriptors_by_type[NESTOR_INV_STATS_TYPES]; /* QI descriptors decoded, by type */
-  uint64_t ops_submitted;                               /* from every front end */
+  uint64_t ops_submitted;       /* from every front end */
   uint64_t waits_submitted;
-  uint64_t batches;        /* batches applied (ops between two waits) */
-  uint64_t batch_ops_sum;  /* ops entering coalescing, summed over batches */
-  uint64_t batch_ops_max;  /* largest batch */
-  uint64_t ops_applied;    /* ops applied to the caches after coalescing */
-  uint64_t coalesced_away; /* batch_ops_sum - ops_applied */
-  uint64_t promotions;     /* ranges widened to PASID/domain scope */
+  uint64_t batches;             /* batches applied (ops between two waits) */
+  uint64_t batch_ops_sum;       /* ops entering coalescing, summed over batches */
+  uint64_t batch_ops_max;       /* largest batch */
+  uint64_t ops_applied;         /* ops applied to the caches after coalescing */
+  uint64_t coalesced_away;      /* batch_ops_sum - ops_applied */
+  uint64_t promotions;          /* ranges widened to PASID/domain scope */
   uint64_t waits_completed;
   uint64_t wait_latency_sum_ns; /* submission to completion */
   uint64_t wait_latency_max_ns;
-  uint64_t interrupts; /* waits with IF set */
-  uint64_t drains;     /* grace periods waited for */
-  uint64_t errors;     /* queue errors and failed status writes */
+  uint64_t interrupts;          /* waits with IF set */
+  uint64_t drains;              /* grace periods waited for */
+  uint64_t errors;              /* queue errors and failed status writes */
 } nestor_inv_stats;
 NESTOR_API int nestor_inv_get_stats(nestor_engine *e, nestor_inv_stats *out);
 /* ==== end of Invalidation queue ============================================================ */

@@ -28,16 +28,16 @@ static_assert(NESTOR_UAPI_GRAN_DOMAIN == unsigned(invq::UserGranularity::kDomain
               NESTOR_UAPI_GRAN_ADDR == unsigned(invq::UserGranularity::kAddr));
 static_assert(NESTOR_UAPI_IOTLB_LEAF == invq::kIotlbInvalidateFlagLeaf &&
               NESTOR_UAPI_ALL_PAGES == invq::kIotlbInvalidateAllPages);
-static_assert(
-    sizeof(nestor_uapi_iotlb_entry) == sizeof(invq::IotlbInvalidateEntry) &&
-    offsetof(nestor_uapi_iotlb_entry, npages) == offsetof(invq::IotlbInvalidateEntry, npages) &&
-    offsetof(nestor_uapi_iotlb_entry, flags) == offsetof(invq::IotlbInvalidateEntry, flags) &&
-    offsetof(nestor_uapi_iotlb_entry, reserved) == offsetof(invq::IotlbInvalidateEntry, reserved));
+static_assert(sizeof(nestor_uapi_iotlb_entry) == sizeof(invq::IotlbInvalidateEntry) &&
+              offsetof(nestor_uapi_iotlb_entry, npages) ==
+                  offsetof(invq::IotlbInvalidateEntry, npages) &&
+              offsetof(nestor_uapi_iotlb_entry, flags) ==
+                  offsetof(invq::IotlbInvalidateEntry, flags) &&
+              offsetof(nestor_uapi_iotlb_entry, reserved) ==
+                  offsetof(invq::IotlbInvalidateEntry, reserved));
 static_assert(NESTOR_INV_STATS_TYPES <= invq::kDescriptorTypeCount);
 
-nestor::EngineInvalidation &inv(nestor_engine *e) {
-  return e->engine.invalidation();
-}
+nestor::EngineInvalidation &inv(nestor_engine *e) { return e->engine.invalidation(); }
 
 }  // namespace
 

@@ -27,9 +27,7 @@ uint8_t hit_perms(const caches::IotlbEntry &e, const vtd::PasidEntry &pe, bool p
   return uint8_t(fl::perms_for(e.perms & 0xF, privileged, c) & sl_perms);
 }
 
-uint8_t level_of_shift(unsigned shift) {
-  return uint8_t((shift - 12) / 9 + 1);
-}
+uint8_t level_of_shift(unsigned shift) { return uint8_t((shift - 12) / 9 + 1); }
 
 }  // namespace
 
@@ -65,8 +63,8 @@ class CachedTables {
   // --- the Tables interface of fl::walk / nested::walk ---
   bool fetch_table(uint64_t gpa, int fl_level, bool is_root, uint64_t *hpa, Fault *f,
                    uint8_t *refs) {
-    const FaultReason denied =
-        is_root ? FaultReason::kFirstLevelRootReadDenied : FaultReason::kFirstLevelEntryReadDenied;
+    const FaultReason denied = is_root ? FaultReason::kFirstLevelRootReadDenied
+                                       : FaultReason::kFirstLevelEntryReadDenied;
     caches::NestedTableEntry nt;
     if (e_.psc_->lookup_nested_table(did_, gpa, &nt) && (nt.sl_perms & kAccessRead)) {
       *hpa = nt.hpa_page;
@@ -208,72 +206,46 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
   using invq::Scope;
   if (op.caches & invq::kCacheContext) {
     switch (op.scope) {
-      case Scope::kDomain:
-        context_cache_->invalidate_domain(op.did);
-        break;
-      case Scope::kDevice:
-        context_cache_->invalidate_device(op.source_id, op.function_mask);
-        break;
-      default:
-        context_cache_->invalidate_global();
-        break;
+      case Scope::kDomain: context_cache_->invalidate_domain(op.did); break;
+      case Scope::kDevice: context_cache_->invalidate_device(op.source_id, op.function_mask); break;
+      default: context_cache_->invalidate_global(); break;
     }
   }
   if (op.caches & invq::kCachePasid) {
     switch (op.scope) {
-      case Scope::kDomain:
-        pasid_cache_->invalidate_domain(op.did);
-        break;
-      case Scope::kDevice:
-        pasid_cache_->invalidate_device(op.source_id, op.function_mask);
-        break;
+      case Scope::kDomain: pasid_cache_->invalidate_domain(op.did); break;
+      case Scope::kDevice: pasid_cache_->invalidate_device(op.source_id, op.function_mask); break;
       case Scope::kPasid:
-      case Scope::kRange:
-        pasid_cache_->invalidate_pasid(op.did, op.pasid);
-        break;
-      default:
-        pasid_cache_->invalidate_global();
-        break;
+      case Scope::kRange: pasid_cache_->invalidate_pasid(op.did, op.pasid); break;
+      default: pasid_cache_->invalidate_global(); break;
     }
   }
   if (op.caches & invq::kCacheIotlb) {
     switch (op.scope) {
-      case Scope::kDomain:
-        iotlb_->invalidate_domain(op.did);
-        break;
-      case Scope::kPasid:
-        iotlb_->invalidate_pasid(op.did, op.pasid);
-        break;
+      case Scope::kDomain: iotlb_->invalidate_domain(op.did); break;
+      case Scope::kPasid: iotlb_->invalidate_pasid(op.did, op.pasid); break;
       case Scope::kRange:
         if (op.addr_is_gpa)
           iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages);
         else
           iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
         break;
-      default:
-        iotlb_->invalidate_global();
-        break;  // device scope has no IOTLB tag: widen
+      default: iotlb_->invalidate_global(); break;  // device scope has no IOTLB tag: widen
     }
   }
   // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
   // lets them keep their entries, which the range calls decide from op.leaf.
   if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) {
     switch (op.scope) {
-      case Scope::kDomain:
-        psc_->invalidate_domain(op.did);
-        break;
-      case Scope::kPasid:
-        psc_->invalidate_pasid(op.did, op.pasid);
-        break;
+      case Scope::kDomain: psc_->invalidate_domain(op.did); break;
+      case Scope::kPasid: psc_->invalidate_pasid(op.did, op.pasid); break;
       case Scope::kRange:
         if (op.addr_is_gpa)
           psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf);
         else
           psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
         break;
-      default:
-        psc_->invalidate_global();
-        break;
+      default: psc_->invalidate_global(); break;
     }
   }
   // After the caches: a handle that sees the new generation re-resolves from them.

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "capi_fixture.h"
 #include "nestor.h"
@@ -86,8 +87,20 @@ class Qi : public ::testing::Test {
     bits_ = bits;
   }
 
+  // A first-level table for (kSid, PASID 1, kDid) mapping one 4K page `iova` -> `hpa`.
+  FlB &first_level_pasid1(uint64_t iova, uint64_t hpa) {
+    fl_.emplace(x.tables, x.tables.alloc_table(), 4);
+    EXPECT_EQ(fl_->map(iova, hpa, 12, kUserRW), build::Status::kOk);
+    x.layout.device(kSid);
+    vtdw_pasid_entry pe = test::pe_first_level(fl_->root());
+    pe.did = kDid;
+    x.layout.pasid(kSid, 1, pe);
+    return *fl_;
+  }
+
   CapiEngine x;
   unsigned bits_ = 128;
+  std::optional<FlB> fl_;
 };
 
 // Nested (device, PASID 1): IOVA 0x7000'0000 (2M FL page) -> GPA 0x2000'0000; GPA
@@ -271,12 +284,7 @@ TEST_F(Qi, BadDescriptorStopsQueueUntilClearError) {
 // invalidation, 0x6) in a queue set up for 128-bit descriptors is an invalid descriptor: IQE,
 // head on it, and nothing behind it runs.
 TEST_F(Qi, PasidGranularDescriptorIn128BitQueueIsInvalid) {
-  FlB fl(x.tables, x.tables.alloc_table(), 4);
-  ASSERT_EQ(fl.map(0x5000, kOut + 0x1000, 12, kUserRW), build::Status::kOk);
-  x.layout.device(kSid);
-  vtdw_pasid_entry pe = test::pe_first_level(fl.root());
-  pe.did = kDid;
-  x.layout.pasid(kSid, 1, pe);
+  first_level_pasid1(0x5000, kOut + 0x1000);
   start();
   put(0, {piotlb_page(kDid, 1, 0x5000), wait_status(kStatus, 3)});
   EXPECT_EQ(nestor_qi_write_tail(x.e, 2), -EBUSY);
@@ -292,12 +300,7 @@ TEST_F(Qi, PasidGranularDescriptorIn128BitQueueIsInvalid) {
 // QEMU's vtd_process_piotlb_desc takes them; CAP.MAMV (18 here) limits only type 0x2. A large
 // unmap must therefore take effect instead of stopping the queue.
 TEST_F(Qi, PasidIotlbAddressMaskAboveMamvTakesEffect) {
-  FlB fl(x.tables, x.tables.alloc_table(), 4);
-  ASSERT_EQ(fl.map(0x5000, kOut + 0x1000, 12, kUserRW), build::Status::kOk);
-  x.layout.device(kSid);
-  vtdw_pasid_entry pe = test::pe_first_level(fl.root());
-  pe.did = kDid;
-  x.layout.pasid(kSid, 1, pe);
+  FlB &fl = first_level_pasid1(0x5000, kOut + 0x1000);
   start(128, 256);
   ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000);
   ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);

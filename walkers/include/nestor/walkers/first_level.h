@@ -48,9 +48,7 @@ struct Config {
   bool large_1g = true;   // FL1GP
 };
 
-constexpr unsigned input_width(int levels) {
-  return levels == 5 ? 57 : 48;
-}
+constexpr unsigned input_width(int levels) { return levels == 5 ? 57 : 48; }
 
 // Permissions a path with `attrs` grants to a request of the given privilege.
 constexpr uint8_t perms_for(uint8_t attrs, bool privileged, const Config &c) {
@@ -138,8 +136,8 @@ inline Result walk(Mem &mem, Tables &tables, const Config &c, uint64_t iova, uin
   if (top != 0 && top != (~uint64_t{0} >> (width - 1)))
     return detail::fail(r, FaultReason::kNonCanonicalAddress, FaultStage::kFirstLevel, c.levels,
                         iova);
-  if (FaultReason pre =
-          check_access(kAttrWritable | kAttrUser, access & kAccessExec, privileged, c);
+  if (FaultReason pre = check_access(kAttrWritable | kAttrUser, access & kAccessExec, privileged,
+                                     c);
       pre == FaultReason::kSupervisorRequestsDisabled ||
       pre == FaultReason::kExecuteRequestsDisabled)
     return detail::fail(r, pre, FaultStage::kStructures, 0, iova);

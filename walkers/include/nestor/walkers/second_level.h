@@ -21,37 +21,33 @@ inline constexpr uint64_t kReservedLow = 1ull << 11;
 inline constexpr uint64_t kAddrMask52 = 0x000F'FFFF'FFFF'F000ull;
 
 // Number of levels for an AGAW: 39 -> 3, 48 -> 4, 57 -> 5.
-constexpr int levels_for_width(unsigned agaw) {
-  return agaw <= 39 ? 3 : agaw <= 48 ? 4 : 5;
-}
-constexpr unsigned width_for_levels(int levels) {
-  return 12 + 9 * static_cast<unsigned>(levels);
-}
+constexpr int levels_for_width(unsigned agaw) { return agaw <= 39 ? 3 : agaw <= 48 ? 4 : 5; }
+constexpr unsigned width_for_levels(int levels) { return 12 + 9 * static_cast<unsigned>(levels); }
 
 struct Config {
-  uint64_t root = 0;        // HPA of the top-level table
-  uint8_t levels = 4;       // 3, 4 or 5
-  uint8_t host_width = 48;  // HAW: address bits above it are reserved in entries
-  bool ad_enabled = false;  // PASID entry SLADE: set A on every level, D on writes
+  uint64_t root = 0;              // HPA of the top-level table
+  uint8_t levels = 4;             // 3, 4 or 5
+  uint8_t host_width = 48;        // HAW: address bits above it are reserved in entries
+  bool ad_enabled = false;        // PASID entry SLADE: set A on every level, D on writes
   // PASID entry SLEE: the X bit governs execute requests only when set; without it X is
   // ignored and an instruction fetch needs what a read needs.
   bool execute_enable = true;
-  bool large_2m = true;  // SLLPS bit 0
-  bool large_1g = true;  // SLLPS bit 1
+  bool large_2m = true;           // SLLPS bit 0
+  bool large_1g = true;           // SLLPS bit 1
 };
 
 // Bits that must be zero in an entry at `level` (1 = last table). `leaf_large` is PS=1.
 constexpr uint64_t reserved_mask(const Config &c, int level, bool leaf_large) {
   uint64_t m = kReservedLow | (kAddrMask52 & ~((uint64_t{1} << c.host_width) - 1));
-  if (level >= 4) m |= kPageSize;                     // no 512G pages
-  if (leaf_large && level == 2) m |= 0x1F'F000ull;    // bits 20:12 of a 2M page
-  if (leaf_large && level == 3) m |= 0x3FFF'F000ull;  // bits 29:12 of a 1G page
+  if (level >= 4) m |= kPageSize;  // no 512G pages
+  if (leaf_large && level == 2) m |= 0x1F'F000ull;        // bits 20:12 of a 2M page
+  if (leaf_large && level == 3) m |= 0x3FFF'F000ull;      // bits 29:12 of a 1G page
   return m;
 }
 
 // Where a walk may start: the top table, or (with a paging-structure cache) a lower one.
 struct Start {
-  int level = 0;  // 0 = from the root
+  int level = 0;      // 0 = from the root
   uint64_t table = 0;
   uint8_t perms = 7;  // permissions accumulated above `level`
 };
@@ -64,9 +60,9 @@ struct Path {
 
 struct Result {
   bool ok = false;
-  Translation t;  // out = HPA of the input GPA
+  Translation t;   // out = HPA of the input GPA
   Fault fault;
-  uint8_t refs = 0;    // entry reads done
+  uint8_t refs = 0;  // entry reads done
   bool dirty = false;  // the leaf has D set (or A/D tracking is off)
 };
 
@@ -100,8 +96,8 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
       return r;
     }
     if ((e & (kRead | kWrite)) == 0) {
-      r.fault = {FaultReason::kSecondLevelEntryNotPresent, FaultStage::kSecondLevel, uint8_t(level),
-                 gpa};
+      r.fault = {FaultReason::kSecondLevelEntryNotPresent, FaultStage::kSecondLevel,
+                 uint8_t(level), gpa};
       return r;
     }
     const bool large = (e & kPageSize) && level > 1;
@@ -128,14 +124,14 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
         uint64_t expected = e;
         CasStatus s = mem.cas64(entry_pa, expected, want);
         if (s == CasStatus::kError) {
-          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel, uint8_t(level),
-                     gpa};
+          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel,
+                     uint8_t(level), gpa};
           return r;
         }
         if (s == CasStatus::kChanged) {
           if (retries < 64) continue;  // re-read this entry
-          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel, uint8_t(level),
-                     gpa};
+          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel,
+                     uint8_t(level), gpa};
           return r;
         }
         e = want;

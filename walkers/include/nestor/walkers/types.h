@@ -67,44 +67,30 @@ enum class FaultReason : uint8_t {
 // The message Linux prints for each reason, so logs read the same as on hardware.
 constexpr const char *fault_reason_name(FaultReason r) noexcept {
   switch (r) {
-    case FaultReason::kNone:
-      return "no fault";
-    case FaultReason::kRootTableAddressInvalid:
-      return "SM: Invalid Root Table Address";
-    case FaultReason::kRootEntryAccess:
-      return "SM: Error attempting to access Root Entry";
-    case FaultReason::kRootEntryNotPresent:
-      return "SM: Present bit in Root Entry is clear";
-    case FaultReason::kRootEntryReserved:
-      return "SM: Non-zero reserved field set in Root Entry";
-    case FaultReason::kContextEntryAccess:
-      return "SM: Error attempting to access Context Entry";
-    case FaultReason::kContextEntryNotPresent:
-      return "SM: Present bit in Context Entry is clear";
+    case FaultReason::kNone: return "no fault";
+    case FaultReason::kRootTableAddressInvalid: return "SM: Invalid Root Table Address";
+    case FaultReason::kRootEntryAccess: return "SM: Error attempting to access Root Entry";
+    case FaultReason::kRootEntryNotPresent: return "SM: Present bit in Root Entry is clear";
+    case FaultReason::kRootEntryReserved: return "SM: Non-zero reserved field set in Root Entry";
+    case FaultReason::kContextEntryAccess: return "SM: Error attempting to access Context Entry";
+    case FaultReason::kContextEntryNotPresent: return "SM: Present bit in Context Entry is clear";
     case FaultReason::kContextEntryReserved:
       return "SM: Non-zero reserved field set in the Context Entry";
     case FaultReason::kContextPasidDisabled:
       return "SM: PASID Enable field in Context Entry is clear";
-    case FaultReason::kPasidTooLarge:
-      return "SM: PASID is larger than the max in Context Entry";
-    case FaultReason::kRidPasidError:
-      return "SM: RID_PASID field error in Context-Entry";
+    case FaultReason::kPasidTooLarge: return "SM: PASID is larger than the max in Context Entry";
+    case FaultReason::kRidPasidError: return "SM: RID_PASID field error in Context-Entry";
     case FaultReason::kPasidDirEntryAccess:
       return "SM: Error attempting to access the PASID Directory Entry";
-    case FaultReason::kPasidDirEntryNotPresent:
-      return "SM: Present bit in Directory Entry is clear";
+    case FaultReason::kPasidDirEntryNotPresent: return "SM: Present bit in Directory Entry is clear";
     case FaultReason::kPasidDirEntryReserved:
       return "SM: Non-zero reserved field set in PASID Directory Entry";
-    case FaultReason::kPasidEntryAccess:
-      return "SM: Error attempting to access PASID Table Entry";
-    case FaultReason::kPasidEntryNotPresent:
-      return "SM: Present bit in PASID Table Entry is clear";
+    case FaultReason::kPasidEntryAccess: return "SM: Error attempting to access PASID Table Entry";
+    case FaultReason::kPasidEntryNotPresent: return "SM: Present bit in PASID Table Entry is clear";
     case FaultReason::kPasidEntryReserved:
       return "SM: Non-zero reserved field set in PASID Table Entry";
-    case FaultReason::kPasidEntryInvalid:
-      return "SM: Invalid Scalable-Mode PASID Table Entry";
-    case FaultReason::kExecuteRequestsDisabled:
-      return "SM: ERE field is clear in PASID Table Entry";
+    case FaultReason::kPasidEntryInvalid: return "SM: Invalid Scalable-Mode PASID Table Entry";
+    case FaultReason::kExecuteRequestsDisabled: return "SM: ERE field is clear in PASID Table Entry";
     case FaultReason::kSupervisorRequestsDisabled:
       return "SM: SRE field is clear in PASID Table Entry";
     case FaultReason::kFirstLevelEntryAccess:
@@ -113,8 +99,7 @@ constexpr const char *fault_reason_name(FaultReason r) noexcept {
       return "SM: Present bit in first-level paging entry is clear";
     case FaultReason::kFirstLevelEntryReserved:
       return "SM: Non-zero reserved field set in first-level paging entry";
-    case FaultReason::kFirstLevelRootAccess:
-      return "SM: Error attempting to access FL-PML4 entry";
+    case FaultReason::kFirstLevelRootAccess: return "SM: Error attempting to access FL-PML4 entry";
     case FaultReason::kFirstLevelAddressBeyondGaw:
       return "SM: First-level entry address beyond MGAW in Nested translation";
     case FaultReason::kFirstLevelRootReadDenied:
@@ -139,10 +124,8 @@ constexpr const char *fault_reason_name(FaultReason r) noexcept {
       return "SM: No execute permission for request with PASID and ER=1";
     case FaultReason::kAddressBeyondMax:
       return "SM: Address beyond the DMA hardware max";
-    case FaultReason::kWriteDenied:
-      return "SM: No write permission for Write/AtomicOp request";
-    case FaultReason::kReadDenied:
-      return "SM: No read permission for Read/AtomicOp request";
+    case FaultReason::kWriteDenied: return "SM: No write permission for Write/AtomicOp request";
+    case FaultReason::kReadDenied: return "SM: No read permission for Read/AtomicOp request";
   }
   return "Unknown";
 }
@@ -162,8 +145,6 @@ struct Translation {
   uint8_t level = 1;        // level of the leaf entry that produced it
 };
 
-inline constexpr uint64_t page_mask(unsigned shift) {
-  return ~((uint64_t{1} << shift) - 1);
-}
+inline constexpr uint64_t page_mask(unsigned shift) { return ~((uint64_t{1} << shift) - 1); }
 
 }  // namespace nestor
