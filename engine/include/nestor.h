@@ -88,7 +88,7 @@ enum {
   NESTOR_FAULT_CONTEXT_ENTRY_ACCESS = 0x40,
   NESTOR_FAULT_CONTEXT_ENTRY_NOT_PRESENT = 0x41,
   NESTOR_FAULT_CONTEXT_ENTRY_RESERVED = 0x42,
-  NESTOR_FAULT_CONTEXT_ENTRY_INVALID = 0x43,
+  NESTOR_FAULT_CONTEXT_ENTRY_INVALID = 0x43, /* named, never produced */
   NESTOR_FAULT_CONTEXT_PASID_DISABLED = 0x45,
   NESTOR_FAULT_PASID_TOO_LARGE = 0x46,
   NESTOR_FAULT_RID_PASID = 0x48,
@@ -117,7 +117,7 @@ enum {
   NESTOR_FAULT_USER_DENIED = 0x81,
   NESTOR_FAULT_EXEC_DENIED = 0x82,
   NESTOR_FAULT_ADDRESS_BEYOND_MAX = 0x83,
-  NESTOR_FAULT_SL_ADDRESS_BEYOND_MAX = 0x84,
+  NESTOR_FAULT_SL_ADDRESS_BEYOND_MAX = 0x84, /* never produced: such an entry is 0x7A */
   NESTOR_FAULT_WRITE_DENIED = 0x85,
   NESTOR_FAULT_READ_DENIED = 0x86
 };
@@ -276,7 +276,9 @@ NESTOR_API int nestor_qi_clear_error(nestor_engine *e);
 /* uAPI-style cache invalidation (Linux iommu_cache_invalidate_info-like), for (did, source_id).
  * Valid cache x granularity: IOTLB: DOMAIN, PASID, ADDR; DEV_IOTLB: PASID, ADDR; PASID cache:
  * DOMAIN, PASID. Every type in the mask must be valid for the granularity. ADDR: granule_size
- * 4K, 2M or 1G, addr aligned to it, nb_granules >= 1, no overflow. Else -EINVAL, nothing queued. */
+ * a power of two >= 4K, addr aligned to it, nb_granules >= 1, no overflow; with
+ * NESTOR_UAPI_FLAG_ADDR_NO_PASID the range has no PASID (IOTLB: every PASID of the domain is
+ * flushed; device TLB: its requests without PASID). Else -EINVAL, nothing queued. */
 #define NESTOR_UAPI_CACHE_IOTLB 0x1u
 #define NESTOR_UAPI_CACHE_DEV_IOTLB 0x2u
 #define NESTOR_UAPI_CACHE_PASID 0x4u
@@ -284,6 +286,7 @@ NESTOR_API int nestor_qi_clear_error(nestor_engine *e);
 #define NESTOR_UAPI_GRAN_PASID 1u
 #define NESTOR_UAPI_GRAN_ADDR 2u
 #define NESTOR_UAPI_FLAG_LEAF 0x1u
+#define NESTOR_UAPI_FLAG_ADDR_NO_PASID 0x2u /* Linux: IOMMU_INV_ADDR_FLAGS_PASID clear */
 typedef struct nestor_uapi_cache_inv {
   uint32_t size;        /* sizeof(nestor_uapi_cache_inv) */
   uint32_t cache;       /* NESTOR_UAPI_CACHE_* mask */
@@ -293,7 +296,7 @@ typedef struct nestor_uapi_cache_inv {
   uint16_t source_id;   /* device of the device-TLB entries */
   uint32_t pasid;
   uint64_t addr;         /* ADDR: first byte, aligned to granule_size */
-  uint64_t granule_size; /* ADDR: 4K, 2M or 1G */
+  uint64_t granule_size; /* ADDR: a power of two >= 4K */
   uint64_t nb_granules;  /* ADDR: >= 1 */
 } nestor_uapi_cache_inv;
 NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *inv);
@@ -301,7 +304,8 @@ NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_
 /* iommufd IOMMU_HWPT_INVALIDATE_DATA_VTD_S1-like array of first-level IOTLB ranges for
  * (did, pasid). addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
  * of entries queued before the first invalid one (== count on success), or -EINVAL for NULL
- * arguments; *error (if non-NULL) is 0 or -EINVAL for entry [return value]. */
+ * arguments; *error (if non-NULL) is 0, -EOPNOTSUPP (unknown flags or non-zero reserved, as
+ * Linux's intel_nested_cache_invalidate_user) or -EINVAL for entry [return value]. */
 #define NESTOR_UAPI_IOTLB_LEAF 0x1u
 #define NESTOR_UAPI_ALL_PAGES UINT64_MAX
 typedef struct nestor_uapi_iotlb_entry {

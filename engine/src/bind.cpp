@@ -42,7 +42,7 @@ uint64_t vtd_ecap(const EngineConfig &cfg) {
 
 NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features, uint16_t max_did) {
   NestingInfo info;
-  info.features = features & kNestingFeatAll;
+  info.features = effective_nesting_features(features);
   info.host_address_width = cfg.host_address_width;
   info.guest_address_width = max_guest_address_width(cfg.sagaw);
   info.pasid_bits = cfg.pasid_bits;
@@ -68,8 +68,6 @@ int copy_nesting_info(const NestingInfo &info, void *out, uint32_t size) {
 
 namespace {
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kPcdBit = 1ull << 23;  // PASID entry bit 87 (word 1), Linux pasid_set_pcd
-constexpr uint64_t kPwtBit = 1ull << 24;  // PASID entry bit 88 (word 1), Linux pasid_set_pwt
 
 bool add_overflows(uint64_t a, uint64_t b) {
   return a + b < a;
@@ -120,6 +118,8 @@ BindLayer::BindLayer(Key, Engine &engine, const BindConfig &cfg)
       free_dids_(uint32_t(cfg.max_domain_id) + 1) {
   free_dids_.set_all();
   free_dids_.clear(0);
+  // What is reported is what is provided: BIND_PGTBL brings CACHE_INVLD with it.
+  cfg_.features = effective_nesting_features(cfg_.features);
 }
 
 BindLayer::~BindLayer() = default;
@@ -575,7 +575,9 @@ int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequ
   pe.fl_root = req.fl_root_gpa;
   uint64_t w[8];
   vtd::encode_pasid_entry(w, pe);
-  w[1] |= (req.flags & kBindPcd ? kPcdBit : 0) | (req.flags & kBindPwt ? kPwtBit : 0);
+  // PCD/PWT live at bits 95/94 (Linux's 2020 pasid_set_pcd/pasid_set_pwt); bits 87/88 are
+  // PWSNP/PGSNP, snoop controls that are not the guest's to set.
+  w[1] |= (req.flags & kBindPcd ? vtd::kPtePcd : 0) | (req.flags & kBindPwt ? vtd::kPtePwt : 0);
 
   int err;
   const uint64_t pa = pasid_entry_address(sid, pasid, true, &err);

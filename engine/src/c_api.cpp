@@ -261,7 +261,10 @@ int nestor_get_stats(nestor_engine *e, nestor_stats *out) {
 
 const char *nestor_fault_name(int reason) {
   if (reason < 0 || reason > 255) return "Unknown";
-  // Scalable-mode codes Linux names but the engine never produces (not in FaultReason).
+  // Scalable-mode codes Linux names but the engine never produces (not in FaultReason):
+  // 0x43 has no condition in this model (every context-entry error has its own code), and an
+  // address above HAW in a second-level entry is the reserved-field fault 0x7A (VT-d 9.8
+  // marks those bits reserved), so 0x84 never arises either.
   switch (reason) {
     case 0x31:
       return "SM: TTM 0 for request with PASID";
@@ -269,8 +272,12 @@ const char *nestor_fault_name(int reason) {
       return "SM: TTM 0 for page group request";
     case 0x44:
       return "SM: DTE field in Context Entry is clear";
+    case 0x43:
+      return "SM: Invalid Context Entry";
     case 0x47:
       return "SM: PRE field in Context-Entry is clear";
+    case 0x84:
+      return "SM: Second-level entry address beyond the max";
     case 0x7C:
       return "SM: A/D bit update needed in second-level entry when set up in no snoop";
     case 0x87:

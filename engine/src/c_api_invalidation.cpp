@@ -112,7 +112,10 @@ int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *
   // Versioned: fields past the caller's size read as zero (and are then rejected if needed).
   nestor_uapi_cache_inv c{};
   std::memcpy(&c, in, std::min<size_t>(in->size, sizeof c));
-  if (c.granularity > NESTOR_UAPI_GRAN_ADDR || (c.flags & ~NESTOR_UAPI_FLAG_LEAF)) return -EINVAL;
+  if (c.granularity > NESTOR_UAPI_GRAN_ADDR ||
+      (c.flags & ~(NESTOR_UAPI_FLAG_LEAF | NESTOR_UAPI_FLAG_ADDR_NO_PASID))) {
+    return -EINVAL;
+  }
   invq::UserCacheInvalidate request;
   request.cache = c.cache;
   request.granularity = invq::UserGranularity(c.granularity);
@@ -121,6 +124,7 @@ int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *
   request.granule_size = c.granule_size;
   request.nb_granules = c.nb_granules;
   request.leaf = (c.flags & NESTOR_UAPI_FLAG_LEAF) != 0;
+  request.has_pasid = (c.flags & NESTOR_UAPI_FLAG_ADDR_NO_PASID) == 0;
   invq::UserTarget target;
   target.did = c.did;
   target.source_id = c.source_id;
@@ -141,7 +145,7 @@ int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did, uint32_t 
     for (uint32_t i = 0; i < count; ++i)
       in[i] = {entries[i].addr, entries[i].npages, entries[i].flags, entries[i].reserved};
     const invq::UapiArrayResult r = inv(e).submit_iotlb_array(in, did, pasid);
-    if (error && !r.ok()) *error = -EINVAL;
+    if (error && !r.ok()) *error = invq::to_errno(r.error);
     return int(std::min<size_t>(r.handled, INT32_MAX));
   } catch (const std::exception &) {
     return -ENOMEM;

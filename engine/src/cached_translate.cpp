@@ -23,6 +23,7 @@ uint8_t hit_perms(const caches::IotlbEntry &e, const vtd::PasidEntry &pe, bool p
   c.sre = pe.sre;
   c.wpe = pe.wpe;
   c.ere = pe.ere;
+  c.smep = pe.smep;
   return uint8_t(fl::perms_for(e.perms & 0xF, privileged, c) & sl_perms);
 }
 

@@ -144,8 +144,7 @@ bool Engine::read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd:
     *fault = {r, FaultStage::kStructures, 0, 0};
     return false;
   };
-  if (pasid >= (1u << cfg_.pasid_bits) || pasid >= ctx.max_pasids())
-    return structure_fault(FaultReason::kPasidTooLarge);
+  if (!pasid_in_range(ctx, pasid)) return structure_fault(FaultReason::kPasidTooLarge);
   uint64_t pde;
   if (!mem_.read64(ctx.pasid_dir + uint64_t(pasid >> 6) * 8, &pde))
     return structure_fault(FaultReason::kPasidDirEntryAccess);
@@ -193,6 +192,13 @@ bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *
     return false;
   }
   out->pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
+  // A RID_PASID the context's own PASID directory cannot hold is a programming error of the
+  // context entry (VT-d 7.1.3 fault 0x48), not a request for a too-large PASID (0x46).
+  if (!req.has_pasid && !pasid_in_range(ctx, ctx.rid_pasid)) {
+    *fault_out =
+        fail(req, {FaultReason::kRidPasidError, FaultStage::kStructures, 0, req.iova}, ctx_fpd);
+    return false;
+  }
   out->privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
   vtd::PasidEntry &pe = out->pe;
   if (!caching || !pasid_cache_->lookup(req.source_id, out->pasid, &pe)) {
@@ -389,6 +395,7 @@ sl::Config Engine::sl_config(const vtd::PasidEntry &pe) const {
   slc.levels = uint8_t(pe.sl_levels());
   slc.host_width = cfg_.host_address_width;
   slc.ad_enabled = pe.slade;
+  slc.execute_enable = pe.slee;
   slc.large_2m = cfg_.second_level_2m;
   slc.large_1g = cfg_.second_level_1g;
   return slc;
@@ -404,6 +411,8 @@ fl::Config Engine::fl_config(const vtd::PasidEntry &pe) const {
   flc.wpe = pe.wpe;
   flc.ere = pe.ere;
   flc.eafe = pe.eafe;
+  flc.nxe = pe.nxe;
+  flc.smep = pe.smep;
   flc.update_ad = cfg_.first_level_ad;
   flc.large_1g = cfg_.first_level_1g;
   return flc;

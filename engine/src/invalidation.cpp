@@ -207,12 +207,24 @@ int EngineInvalidation::qi_write_tail(uint64_t tail_index) {
   const bool ok = queue_.write_tail(
       static_cast<size_t>(tail_index),
       [&mem](uint64_t pa, void *buf, size_t len) { return mem.read(pa, buf, len) == 0; },
-      [this](const invq::DecodedDescriptor &d) {
+      [this, &mem](const invq::DecodedDescriptor &d) {
         switch (d.kind) {
-          case invq::DecodedKind::kOp: processor_.submit(d.op); break;
-          case invq::DecodedKind::kWait: processor_.submit_wait(d.wait); break;
-          case invq::DecodedKind::kNoOp: break;  // interrupt-entry cache: nothing cached here
+          case invq::DecodedKind::kOp:
+            processor_.submit(d.op);
+            break;
+          case invq::DecodedKind::kWait:
+            // The status write happens after the batch completes; a write that could never
+            // land (no RAM there) is refused now so the queue stops on this descriptor, as
+            // QEMU's vtd_process_wait_desc fails the descriptor when its write fails.
+            if (d.wait.status_write && !mem.is_ram(d.wait.status_addr, sizeof(uint32_t))) {
+              return false;
+            }
+            processor_.submit_wait(d.wait);
+            break;
+          case invq::DecodedKind::kNoOp:
+            break;  // interrupt-entry cache: nothing cached here
         }
+        return true;
       });
   // Descriptors before an error were accepted and must take effect, as on hardware.
   if (!processor_.running()) processor_.process_pending();

@@ -27,11 +27,16 @@ DecodeResult make_op(uint8_t type, const InvalidationOp &op) {
   return result;
 }
 
-// Page-selective IOTLB / PASID-IOTLB address: ADDR 63:12, IH 6, AM 5:0 of qw1.
-DecodeError decode_page_range(uint64_t qw1, const DecodeOptions &options, InvalidationOp &op) {
-  const unsigned address_mask = static_cast<unsigned>(bits(qw1, 0, 6));
+// Page-selective IOTLB / PASID-IOTLB address: ADDR 63:12, IH 6, AM 5:0 of qw1. `mamv_applies`
+// is false for type 0x6: Linux's qi_flush_piotlb sends masks up to the address width for large
+// unmaps and QEMU's vtd_process_piotlb_desc takes any AM, so CAP.MAMV bounds only type 0x2.
+// A mask at or beyond the 52-bit page space names every page.
+DecodeError decode_page_range(uint64_t qw1, const DecodeOptions &options, bool mamv_applies,
+                              InvalidationOp &op) {
+  unsigned address_mask = static_cast<unsigned>(bits(qw1, 0, 6));
   const unsigned mamv = options.mamv > 52 ? 52u : options.mamv;
-  if (address_mask > mamv) return DecodeError::kAddressMaskTooLarge;
+  if (mamv_applies && address_mask > mamv) return DecodeError::kAddressMaskTooLarge;
+  if (address_mask > 52) address_mask = 52;
   uint64_t page = qw1 >> kPageShift;
   const uint64_t low_pages = (uint64_t{1} << address_mask) - 1;
   if ((page & low_pages) != 0) {
@@ -84,12 +89,21 @@ const char *to_string(DecodeError error) {
       return "address mask larger than MAMV";
     case DecodeError::kMisalignedAddress:
       return "address not aligned to 2^AM pages";
+    case DecodeError::kRequires256Bit:
+      return "256-bit descriptor in a 128-bit queue";
+    case DecodeError::kWaitWithoutAction:
+      return "wait descriptor with none of SW, IF, FN";
   }
   return "?";
 }
 
 uint8_t descriptor_type(uint64_t qw0) {
   return static_cast<uint8_t>(bits(qw0, 0, 4) | (bits(qw0, 9, 3) << 4));
+}
+
+bool requires_256bit(DescriptorType type) {
+  return type == DescriptorType::kPasidIotlb || type == DescriptorType::kPasidCache ||
+         type == DescriptorType::kPasidDevTlb;
 }
 
 ReservedMasks reserved_masks(DescriptorType type) {
@@ -129,6 +143,12 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
   const uint8_t type = descriptor_type(qw0);
   if (type < 0x1 || type > 0x8) return fail(DecodeError::kUnknownType, type);
   const auto kind = static_cast<DescriptorType>(type);
+  // QEMU's vtd_inv_desc_reserved_check refuses a 256-bit-only descriptor in a 128-bit queue;
+  // a caller handing over a non-zero upper half for a 128-bit queue has the same mismatch.
+  if (width == DescriptorWidth::k128 &&
+      (requires_256bit(kind) || raw.qw[2] != 0 || raw.qw[3] != 0)) {
+    return fail(DecodeError::kRequires256Bit, type);
+  }
   const ReservedMasks reserved = reserved_masks(kind);
   if ((qw0 & reserved.qw0) != 0 || (qw1 & reserved.qw1) != 0) {
     return fail(DecodeError::kReservedBit, type);
@@ -167,7 +187,7 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
         op.scope = Scope::kDomain;
       } else if (granularity == 3) {
         op.addr_is_gpa = true;
-        const DecodeError error = decode_page_range(qw1, options, op);
+        const DecodeError error = decode_page_range(qw1, options, true, op);
         if (error != DecodeError::kNone) return fail(error, type);
       } else {
         return fail(DecodeError::kInvalidGranularity, type);
@@ -200,6 +220,11 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       wait.page_request_drain = bits(qw0, 7, 1) != 0;
       wait.status_data = static_cast<uint32_t>(qw0 >> 32);
       wait.status_addr = qw1 & ~uint64_t{0x3};
+      // QEMU's vtd_process_wait_desc: a wait asking for nothing is invalid; FN alone is the
+      // ordering barrier of VT-d 7.10 and is valid.
+      if (!wait.interrupt && !wait.status_write && !wait.fence) {
+        return fail(DecodeError::kWaitWithoutAction, type);
+      }
       return result;
     }
     case DescriptorType::kPasidIotlb: {
@@ -209,7 +234,7 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       if (granularity == 2) {
         op.scope = Scope::kPasid;
       } else if (granularity == 3) {
-        const DecodeError error = decode_page_range(qw1, options, op);
+        const DecodeError error = decode_page_range(qw1, options, false, op);
         if (error != DecodeError::kNone) return fail(error, type);
       } else {
         return fail(DecodeError::kInvalidGranularity, type);

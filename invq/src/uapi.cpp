@@ -1,5 +1,8 @@
 #include "nestor/invq/uapi.h"
 
+#include <bit>
+#include <cerrno>
+
 namespace nestor::invq {
 
 namespace {
@@ -33,7 +36,7 @@ const char *to_string(UapiError error) {
     case UapiError::kInvalidPasid:
       return "PASID wider than 20 bits";
     case UapiError::kInvalidGranuleSize:
-      return "granule size not 4K, 2M or 1G";
+      return "granule size not a power of two of at least 4K";
     case UapiError::kMisalignedAddress:
       return "address not aligned";
     case UapiError::kZeroLength:
@@ -46,6 +49,18 @@ const char *to_string(UapiError error) {
       return "reserved field not zero";
   }
   return "?";
+}
+
+int to_errno(UapiError error) {
+  switch (error) {
+    case UapiError::kNone:
+      return 0;
+    case UapiError::kUnknownFlags:
+    case UapiError::kReservedField:
+      return -EOPNOTSUPP;
+    default:
+      return -EINVAL;
+  }
 }
 
 UapiOps cache_invalidate_user(const UserCacheInvalidate &request, const UserTarget &target) {
@@ -66,21 +81,23 @@ UapiOps cache_invalidate_user(const UserCacheInvalidate &request, const UserTarg
   if ((request.cache & kUserCachePasid) && granularity == UserGranularity::kAddr) {
     return fail(UapiError::kInvalidCombination);
   }
-  if (granularity != UserGranularity::kDomain && request.pasid > kMaxPasid) {
-    return fail(UapiError::kInvalidPasid);
-  }
+  const bool pasid_given = granularity == UserGranularity::kPasid ||
+                           (granularity == UserGranularity::kAddr && request.has_pasid);
+  if (pasid_given && request.pasid > kMaxPasid) return fail(UapiError::kInvalidPasid);
 
   InvalidationOp base;
   base.did = target.did;
   base.source_id = target.source_id;
-  base.pasid = granularity == UserGranularity::kDomain ? kNoPasid : request.pasid;
+  base.pasid = pasid_given ? request.pasid : kNoPasid;
   if (granularity == UserGranularity::kDomain) {
     base.scope = Scope::kDomain;
   } else if (granularity == UserGranularity::kPasid) {
     base.scope = Scope::kPasid;
   } else {
+    // Linux's iommu_inv_addr_info documents granule_size as the page/block size of the
+    // mapping; any power of two from 4K is one (VT-d's AM covers 2^n pages).
     const uint64_t size = request.granule_size;
-    if (size != kPageSize && size != (uint64_t{1} << 21) && size != (uint64_t{1} << 30)) {
+    if (size < kPageSize || !std::has_single_bit(size)) {
       return fail(UapiError::kInvalidGranuleSize);
     }
     if ((request.addr & (size - 1)) != 0) return fail(UapiError::kMisalignedAddress);
@@ -99,6 +116,15 @@ UapiOps cache_invalidate_user(const UserCacheInvalidate &request, const UserTarg
   if (request.cache & kUserCacheIotlb) {
     InvalidationOp op = base;
     op.caches = kCacheIotlb | kCachePaging;
+    // Without a PASID the range belongs to the device's requests without PASID, which use
+    // its context entry's RID_PASID; the DID alone cannot name that PASID here, so every
+    // PASID of the domain is flushed (over-invalidation, never under).
+    if (base.scope == Scope::kRange && !pasid_given) {
+      op.scope = Scope::kDomain;
+      op.addr = 0;
+      op.npages = 0;
+      op.leaf = false;
+    }
     result.ops.push_back(op);
   }
   if (request.cache & kUserCacheDevIotlb) {

@@ -88,7 +88,10 @@ TEST_F(BindTest, FlagsReachThePasidEntry) {
     return pde & vtd::kAddr;
   }();
   ASSERT_TRUE(w.mem().read64(table + (pa & 63) * 64 + 8, &w1));
-  EXPECT_EQ(w1 & (3ull << 23), 3ull << 23);  // PCD (bit 87) and PWT (bit 88)
+  // Linux's 2020 pasid_set_pcd/pasid_set_pwt put PCD at PASID-entry bit 95 and PWT at bit 94;
+  // bits 87/88 are PWSNP/PGSNP (Linux pasid_set_page_snoop/pasid_set_pgsnp) and stay clear.
+  EXPECT_EQ(w1 & (3ull << 30), 3ull << 30);
+  EXPECT_EQ(w1 & (3ull << 23), 0u);
   // SRE on: supervisor requests translate.
   Request r;
   r.source_id = kSidA;
@@ -406,8 +409,29 @@ TEST(Features, WithoutBindPgtblBindIsRefused) {
 
 TEST(Features, WithoutCacheInvldInvalidateIsRefused) {
   BindConfig bc;
-  bc.features = kNestingFeatAll & ~kNestingFeatCacheInvld;
+  bc.features = kNestingFeatSyswidePasid;  // no binding, so nothing of the owner's to flush
   World w({}, bc, 1);
+  Vm vm = w.make_vm(0);
+  ASSERT_EQ(w.layer().attach_device(kSidA, vm.did), 0);
+  uint32_t p;
+  ASSERT_EQ(w.layer().alloc_pasid(vm.owner, 0, PasidAllocator::kNoGuestPasid, &p), 0);
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb;
+  op.scope = invq::Scope::kPasid;
+  op.source_id = kSidA;
+  op.pasid = p;
+  EXPECT_EQ(w.layer().cache_invalidate(vm.owner, op), -EOPNOTSUPP);
+}
+
+// The nesting-info series (v2, "iommu: Report domain nesting info" and its review) treats
+// CACHE_INVLD as mandatory for nesting: the owner of a bound first-level table has no other
+// way to invalidate. A configuration asking for BIND_PGTBL without it still gets it, and the
+// operation works.
+TEST(Features, BindPgtblBringsCacheInvld) {
+  BindConfig bc;
+  bc.features = kNestingFeatSyswidePasid | kNestingFeatBindPgtbl;
+  World w({}, bc, 1);
+  EXPECT_NE(w.layer().nesting_info().features & kNestingFeatCacheInvld, 0u);
   Vm vm = w.make_vm(0);
   ASSERT_EQ(w.layer().attach_device(kSidA, vm.did), 0);
   uint32_t p;
@@ -419,7 +443,7 @@ TEST(Features, WithoutCacheInvldInvalidateIsRefused) {
   op.scope = invq::Scope::kPasid;
   op.source_id = kSidA;
   op.pasid = p;
-  EXPECT_EQ(w.layer().cache_invalidate(vm.owner, op), -EOPNOTSUPP);
+  EXPECT_EQ(w.layer().cache_invalidate(vm.owner, op), 0);
 }
 
 TEST(Features, WithoutSyswidePasidPasidsArePerDevice) {

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "capi_fixture.h"
 #include "nestor.h"
@@ -35,7 +36,9 @@ constexpr uint64_t kStatus = 0x3F8'0000;
 struct Desc {
   uint64_t qw0, qw1;
 };
-Desc context_global() { return {0x1 | (1u << 4), 0}; }
+Desc context_global() {
+  return {0x1 | (1u << 4), 0};
+}
 Desc context_device(uint16_t sid, uint16_t did) {
   return {0x1 | (3u << 4) | (uint64_t(did) << 16) | (uint64_t(sid) << 32), 0};
 }
@@ -54,8 +57,9 @@ Desc pasid_cache_pasid(uint16_t did, uint32_t pasid) {
 
 class Qi : public ::testing::Test {
  protected:
-  // Writes descriptors from `index` on (128-bit slots unless configured otherwise).
-  void put(uint64_t index, std::initializer_list<Desc> ds, unsigned bits = 128) {
+  // Writes descriptors from `index` on, in slots of the width start() configured.
+  void put(uint64_t index, std::initializer_list<Desc> ds) {
+    const unsigned bits = bits_;
     for (const Desc &d : ds) {
       uint64_t qw[4] = {d.qw0, d.qw1, 0, 0};
       ASSERT_EQ(nestor_mem_write(x.e, kRing + index * (bits / 8), qw, bits / 8), 0);
@@ -76,12 +80,27 @@ class Qi : public ::testing::Test {
   }
   // Call once all structures are written: the fixture rebuilds the engine on its first
   // translation after writes, so the queue is configured on the final engine.
+  // PASID-granular descriptors (0x6, 0x7, 0x8) need bits = 256.
   void start(uint64_t entries = 256, unsigned bits = 128) {
     x.fault(kSid, true, 1, 0xFFFF'F000);
     ASSERT_EQ(nestor_qi_configure(x.e, kRing, entries, bits), 0);
+    bits_ = bits;
+  }
+
+  // A first-level table for (kSid, PASID 1, kDid) mapping one 4K page `iova` -> `hpa`.
+  FlB &first_level_pasid1(uint64_t iova, uint64_t hpa) {
+    fl_.emplace(x.tables, x.tables.alloc_table(), 4);
+    EXPECT_EQ(fl_->map(iova, hpa, 12, kUserRW), build::Status::kOk);
+    x.layout.device(kSid);
+    vtdw_pasid_entry pe = test::pe_first_level(fl_->root());
+    pe.did = kDid;
+    x.layout.pasid(kSid, 1, pe);
+    return *fl_;
   }
 
   CapiEngine x;
+  unsigned bits_ = 128;
+  std::optional<FlB> fl_;
 };
 
 // Nested (device, PASID 1): IOVA 0x7000'0000 (2M FL page) -> GPA 0x2000'0000; GPA
@@ -153,7 +172,7 @@ TEST_F(Qi, PasidIotlbRemovesStaleFirstLevelTranslation) {
   vtdw_pasid_entry pe = test::pe_first_level(fl.root());
   pe.did = kDid;
   x.layout.pasid(kSid, 1, pe);
-  start();
+  start(128, 256);
   ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000);
   ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
   ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000) << "not cached";
@@ -199,7 +218,7 @@ TEST_F(Qi, PasidCacheInvalidationMakesPasidEntryChangeVisible) {
   vtdw_pasid_entry pe = test::pe_second_level(sl.root());
   pe.did = kDid;
   x.layout.pasid(kSid, 1, pe);
-  start();
+  start(128, 256);
   ASSERT_EQ(tr(1, 0x4000).fault, 0);
   vtdw_pasid_entry gone{};  // not present
   const vtdw_writer raw = vtdw_capi_writer(x.e);
@@ -221,7 +240,7 @@ TEST_F(Qi, BadDescriptorStopsQueueUntilClearError) {
   vtdw_pasid_entry pe = test::pe_first_level(fl.root());
   pe.did = kDid;
   x.layout.pasid(kSid, 1, pe);
-  start();
+  start(128, 256);
   ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000);
   ASSERT_EQ(tr(1, 0x6000).hpa, kOut + 0x3000);
   ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
@@ -261,6 +280,66 @@ TEST_F(Qi, BadDescriptorStopsQueueUntilClearError) {
   EXPECT_GE(st.errors, 1u);
 }
 
+// QEMU vtd_inv_desc_reserved_check: a 256-bit-only descriptor (here a PASID-based IOTLB
+// invalidation, 0x6) in a queue set up for 128-bit descriptors is an invalid descriptor: IQE,
+// head on it, and nothing behind it runs.
+TEST_F(Qi, PasidGranularDescriptorIn128BitQueueIsInvalid) {
+  first_level_pasid1(0x5000, kOut + 0x1000);
+  start();
+  put(0, {piotlb_page(kDid, 1, 0x5000), wait_status(kStatus, 3)});
+  EXPECT_EQ(nestor_qi_write_tail(x.e, 2), -EBUSY);
+  uint64_t head = 9;
+  int err = 0;
+  ASSERT_EQ(nestor_qi_state(x.e, &head, &err), 0);
+  EXPECT_EQ(head, 0u);
+  EXPECT_EQ(err, NESTOR_QI_ERR_IQE);
+  EXPECT_EQ(status(), 0u);
+}
+
+// Linux's qi_flush_piotlb sends address masks up to the address width for large unmaps and
+// QEMU's vtd_process_piotlb_desc takes them; CAP.MAMV (18 here) limits only type 0x2. A large
+// unmap must therefore take effect instead of stopping the queue.
+TEST_F(Qi, PasidIotlbAddressMaskAboveMamvTakesEffect) {
+  FlB &fl = first_level_pasid1(0x5000, kOut + 0x1000);
+  start(128, 256);
+  ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000);
+  ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
+  ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000) << "not cached";
+  put(0, {piotlb_page(kDid, 1, 0, 36), wait_status(kStatus, 4)});  // 2^36 pages from 0
+  ASSERT_EQ(nestor_qi_write_tail(x.e, 2), 0);
+  EXPECT_EQ(status(), 4u);
+  EXPECT_EQ(tr(1, 0x5000).hpa, kOut + 0x2000);
+}
+
+// Invalidation wait, QEMU vtd_process_wait_desc: a status write that fails makes the
+// descriptor invalid (IQE); a wait with none of SW, IF and FN is invalid; FN alone is the
+// VT-d 7.10 barrier and completes.
+TEST_F(Qi, WaitStatusOutsideRamAndEmptyWaitAreInvalid) {
+  start();
+  put(0, {context_global(), wait_status(uint64_t{1} << 40, 1)});  // no RAM at 1 TiB
+  EXPECT_EQ(nestor_qi_write_tail(x.e, 2), -EBUSY);
+  uint64_t head = 9;
+  int err = 0;
+  ASSERT_EQ(nestor_qi_state(x.e, &head, &err), 0);
+  EXPECT_EQ(head, 1u);
+  EXPECT_EQ(err, NESTOR_QI_ERR_IQE);
+
+  put(1, {Desc{0x5 | (1u << 7), 0}});  // PD alone: asks for nothing
+  ASSERT_EQ(nestor_qi_clear_error(x.e), 0);
+  EXPECT_EQ(nestor_qi_write_tail(x.e, 2), -EBUSY);
+  ASSERT_EQ(nestor_qi_state(x.e, &head, &err), 0);
+  EXPECT_EQ(head, 1u);
+  EXPECT_EQ(err, NESTOR_QI_ERR_IQE);
+
+  put(1, {Desc{0x5 | (1u << 6), 0}, wait_status(kStatus, 6)});  // FN alone, then a status
+  ASSERT_EQ(nestor_qi_clear_error(x.e), 0);
+  EXPECT_EQ(nestor_qi_write_tail(x.e, 3), 0);
+  ASSERT_EQ(nestor_qi_state(x.e, &head, &err), 0);
+  EXPECT_EQ(head, 3u);
+  EXPECT_EQ(err, NESTOR_QI_ERR_NONE);
+  EXPECT_EQ(status(), 6u);
+}
+
 TEST_F(Qi, Wide256BitDescriptorsAndConfigureValidation) {
   EXPECT_EQ(nestor_qi_write_tail(x.e, 1), -EINVAL);  // not configured
   EXPECT_EQ(nestor_qi_configure(x.e, kRing, 256, 64), -EINVAL);
@@ -278,7 +357,7 @@ TEST_F(Qi, Wide256BitDescriptorsAndConfigureValidation) {
   start(128, 256);
   ASSERT_EQ(tr(1, 0x5000).hpa, kOut + 0x1000);
   ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
-  put(0, {piotlb_page(kDid, 1, 0x5000), wait_status(kStatus, 9)}, 256);
+  put(0, {piotlb_page(kDid, 1, 0x5000), wait_status(kStatus, 9)});
   ASSERT_EQ(nestor_qi_write_tail(x.e, 2), 0);
   EXPECT_EQ(status(), 9u);
   EXPECT_EQ(tr(1, 0x5000).hpa, kOut + 0x2000);
@@ -300,10 +379,10 @@ TEST_F(Qi, BackgroundWorkerCompletesStatusWrites) {
   pe.did = kDid;
   bg.layout.pasid(kSid, 1, pe);
   ASSERT_EQ(bg.tr(kSid, true, 1, 0x5000).hpa, kOut + 0x1000);
-  ASSERT_EQ(nestor_qi_configure(bg.e, kRing, 256, 128), 0);
+  ASSERT_EQ(nestor_qi_configure(bg.e, kRing, 128, 256), 0);
   ASSERT_EQ(fl.map(0x5000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
-  uint64_t qw[4] = {piotlb_page(kDid, 1, 0x5000).qw0, piotlb_page(kDid, 1, 0x5000).qw1,
-                    wait_status(kStatus, 5).qw0, wait_status(kStatus, 5).qw1};
+  uint64_t qw[8] = {piotlb_page(kDid, 1, 0x5000).qw0, piotlb_page(kDid, 1, 0x5000).qw1, 0, 0,
+                    wait_status(kStatus, 5).qw0,      wait_status(kStatus, 5).qw1,      0, 0};
   ASSERT_EQ(nestor_mem_write(bg.e, kRing, qw, sizeof qw), 0);
   ASSERT_EQ(nestor_qi_write_tail(bg.e, 2), 0);
   // The worker completes asynchronously; a typed wait orders after the queued wait.
@@ -354,9 +433,9 @@ TEST(InvUapi, ValidityTable) {
   };
   // docs/INVQ.md "uAPI": a mask is valid only if every type in it is valid for the granularity.
   const Row rows[] = {
-      {I, {true, true, true}},          {D, {false, true, true}},
-      {P, {true, true, false}},         {I | D, {false, true, true}},
-      {I | P, {true, true, false}},     {D | P, {false, true, false}},
+      {I, {true, true, true}},           {D, {false, true, true}},
+      {P, {true, true, false}},          {I | D, {false, true, true}},
+      {I | P, {true, true, false}},      {D | P, {false, true, false}},
       {I | D | P, {false, true, false}}, {0, {false, false, false}},
       {8, {false, false, false}},
   };
@@ -388,8 +467,20 @@ TEST(InvUapi, ValidityTable) {
   inv.addr = 0x20'1000;  // not 2M aligned
   EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
   inv.addr = 0x20'0000;
-  inv.granule_size = 8192;  // not 4K/2M/1G
+  // Linux iommu_inv_addr_info: granule_size is the page/block size of the mapping, any power
+  // of two from 4K with addr aligned to it.
+  inv.granule_size = 8192;
+  EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), 0);
+  inv.granule_size = 64u << 10;
+  EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), 0);
+  inv.granule_size = 12288;  // not a power of two
   EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
+  inv.granule_size = 2048;  // below 4K
+  EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
+  inv.granule_size = 64u << 10;
+  inv.addr = 0x20'8000;  // not aligned to 64K
+  EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
+  inv.addr = 0x20'0000;
   inv.granule_size = 4096;
   inv.nb_granules = 0;
   EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
@@ -397,7 +488,7 @@ TEST(InvUapi, ValidityTable) {
   inv.granularity = 3;
   EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
   inv.granularity = NESTOR_UAPI_GRAN_ADDR;
-  inv.flags = 0x2;  // unknown flag
+  inv.flags = 0x4;  // unknown flag
   EXPECT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), -EINVAL);
   inv.flags = NESTOR_UAPI_FLAG_LEAF;
   inv.pasid = 1u << 20;  // wider than 20 bits
@@ -430,6 +521,39 @@ TEST_F(Qi, UapiAddrInvalidationRemovesFirstLevelEntry) {
   EXPECT_EQ(tr(1, 0x5000).hpa, kOut + 0x2000);
 }
 
+// Linux iommu_inv_addr_info without IOMMU_INV_ADDR_FLAGS_PASID: an address-selective
+// invalidation of the device's requests without PASID. It must be accepted and must remove
+// the stale translation those requests hit.
+TEST_F(Qi, UapiAddrInvalidationWithoutPasid) {
+  FlB fl(x.tables, x.tables.alloc_table(), 4);
+  ASSERT_EQ(fl.map(0x4000, kOut + 0x1000, 12, kUserRW), build::Status::kOk);
+  x.layout.device(kSid);
+  vtdw_pasid_entry pe = test::pe_first_level(fl.root());
+  pe.did = kDid;
+  x.layout.pasid(kSid, 0, pe);  // RID_PASID 0: what requests without PASID use
+  start();
+  nestor_result r{};
+  ASSERT_GE(vtdw_translate(x.e, kSid, 0, 0, 0x4000, R, 0, &r), 0);
+  ASSERT_EQ(r.hpa, kOut + 0x1000);
+  ASSERT_EQ(fl.map(0x4000, kOut + 0x2000, 12, kUserRW), build::Status::kOk);
+  ASSERT_GE(vtdw_translate(x.e, kSid, 0, 0, 0x4000, R, 0, &r), 0);
+  ASSERT_EQ(r.hpa, kOut + 0x1000) << "not cached";
+  nestor_uapi_cache_inv inv{};
+  inv.size = sizeof inv;
+  inv.cache = NESTOR_UAPI_CACHE_IOTLB;
+  inv.granularity = NESTOR_UAPI_GRAN_ADDR;
+  inv.flags = NESTOR_UAPI_FLAG_ADDR_NO_PASID;
+  inv.did = kDid;
+  inv.pasid = 0xFFFF'FFFF;  // ignored without a PASID
+  inv.addr = 0x4000;
+  inv.granule_size = 4096;
+  inv.nb_granules = 1;
+  ASSERT_EQ(nestor_uapi_cache_invalidate(x.e, &inv), 0);
+  ASSERT_EQ(nestor_inv_wait(x.e), 0);
+  ASSERT_GE(vtdw_translate(x.e, kSid, 0, 0, 0x4000, R, 0, &r), 0);
+  EXPECT_EQ(r.hpa, kOut + 0x2000);
+}
+
 TEST_F(Qi, UapiArrayPartialProgress) {
   FlB fl(x.tables, x.tables.alloc_table(), 4);
   for (uint64_t p = 1; p <= 4; ++p)
@@ -444,9 +568,10 @@ TEST_F(Qi, UapiArrayPartialProgress) {
     ASSERT_EQ(fl.map(p << 12, kOut + 0x10'0000 + (p << 12), 12, kUserRW), build::Status::kOk);
   // Entries 0 and 1 are valid, entry 2 is misaligned, entry 3 would be valid but comes after
   // the error and must not be handled.
-  const nestor_uapi_iotlb_entry entries[] = {
-      {0x1000, 1, 0, 0}, {0x2000, 1, NESTOR_UAPI_IOTLB_LEAF, 0}, {0x3001, 1, 0, 0},
-      {0x4000, 1, 0, 0}};
+  const nestor_uapi_iotlb_entry entries[] = {{0x1000, 1, 0, 0},
+                                             {0x2000, 1, NESTOR_UAPI_IOTLB_LEAF, 0},
+                                             {0x3001, 1, 0, 0},
+                                             {0x4000, 1, 0, 0}};
   int err = 0;
   EXPECT_EQ(nestor_uapi_iotlb_invalidate_array(x.e, kDid, 1, entries, 4, &err), 2);
   EXPECT_EQ(err, -EINVAL);
@@ -456,9 +581,14 @@ TEST_F(Qi, UapiArrayPartialProgress) {
   EXPECT_EQ(tr(1, 0x4000).hpa, kOut + 0x4000) << "entry after the error was handled";
   EXPECT_EQ(nestor_uapi_iotlb_invalidate_array(x.e, kDid, 1, entries + 3, 1, &err), 1);
   EXPECT_EQ(err, 0);
+  // Linux intel_nested_cache_invalidate_user: an unknown flag is -EOPNOTSUPP (a feature this
+  // kernel lacks), and so is a non-zero reserved field; misalignment stays -EINVAL.
   const nestor_uapi_iotlb_entry bad_reserved[] = {{0x1000, 1, 0, 1}};
   EXPECT_EQ(nestor_uapi_iotlb_invalidate_array(x.e, kDid, 1, bad_reserved, 1, &err), 0);
-  EXPECT_EQ(err, -EINVAL);
+  EXPECT_EQ(err, -EOPNOTSUPP);
+  const nestor_uapi_iotlb_entry bad_flags[] = {{0x1000, 1, 0, 0}, {0x2000, 1, 0x2, 0}};
+  EXPECT_EQ(nestor_uapi_iotlb_invalidate_array(x.e, kDid, 1, bad_flags, 2, &err), 1);
+  EXPECT_EQ(err, -EOPNOTSUPP);
   EXPECT_EQ(nestor_uapi_iotlb_invalidate_array(x.e, kDid, 1, nullptr, 1, &err), -EINVAL);
   ASSERT_EQ(nestor_inv_wait(x.e), 0);
   EXPECT_EQ(tr(1, 0x4000).hpa, kOut + 0x10'4000);

@@ -19,6 +19,19 @@ DecodeResult decode128(uint64_t qw0, uint64_t qw1, DecodeOptions options = {}) {
   return decode_descriptor(raw, DescriptorWidth::k128, options);
 }
 
+DecodeResult decode256(uint64_t qw0, uint64_t qw1, DecodeOptions options = {}) {
+  RawDescriptor raw;
+  raw.qw = {qw0, qw1, 0, 0};
+  return decode_descriptor(raw, DescriptorWidth::k256, options);
+}
+
+// The PASID-granular types exist only as 256-bit descriptors (VT-d 6.5.2.5-6.5.2.7 lay them
+// out over 256 bits); every other type is tested in a 128-bit queue.
+DecodeResult decode_native(uint64_t qw0, uint64_t qw1) {
+  const uint64_t type = qw0 & 0xF;
+  return type >= 0x6 ? decode256(qw0, qw1) : decode128(qw0, qw1);
+}
+
 // --- type field --------------------------------------------------------------------------
 
 TEST(DescriptorType, CombinesLowAndHighTypeBits) {
@@ -64,7 +77,7 @@ const ReservedCase kReservedCases[] = {
     {DescriptorType::kInterruptEntryCache, 0x4, 0,
      0x1E0ull | 0xF000ull | 0x07FF0000ull | 0xFFFF000000000000ull, ~0ull},
     // Wait: IF 4, SW 5, FN 6, PD 7, data 63:32; rsvd 8, 31:12. qw1 rsvd 1:0.
-    {DescriptorType::kWait, 0x5, 0, bit(8) | 0xFFFFF000ull, 0x3ull},
+    {DescriptorType::kWait, 0x5 | bit(6), 0, bit(8) | 0xFFFFF000ull, 0x3ull},
     // PASID-IOTLB: rsvd 8:6, 15:12, 63:52. qw1 rsvd 11:7.
     {DescriptorType::kPasidIotlb, 0x6 | (2u << 4), 0, 0x1C0ull | 0xF000ull | 0xFFF0000000000000ull,
      0xF80ull},
@@ -86,14 +99,16 @@ TEST(DescriptorReserved, LibraryMasksMatchLayouts) {
 TEST(DescriptorReserved, EveryReservedBitIsRejectedAndNoFieldBitIs) {
   constexpr uint64_t kTypeBits = 0xFull | bit(9) | bit(10) | bit(11);
   for (const ReservedCase &c : kReservedCases) {
-    ASSERT_TRUE(decode128(c.valid_qw0, c.valid_qw1).ok()) << static_cast<int>(c.type);
+    ASSERT_TRUE(decode_native(c.valid_qw0, c.valid_qw1).ok()) << static_cast<int>(c.type);
     for (unsigned n = 0; n < 64; ++n) {
       if ((kTypeBits & bit(n)) != 0) continue;
-      const DecodeResult low = decode128(c.valid_qw0 ^ bit(n), c.valid_qw1);
+      // Clearing FN leaves a wait that asks for nothing: invalid, but not for a reserved bit.
+      if (c.type == DescriptorType::kWait && n == 6) continue;
+      const DecodeResult low = decode_native(c.valid_qw0 ^ bit(n), c.valid_qw1);
       const bool low_reserved = (c.reserved_qw0 & bit(n)) != 0;
       EXPECT_EQ(low.error == DecodeError::kReservedBit, low_reserved)
           << "type " << static_cast<int>(c.type) << " qw0 bit " << n;
-      const DecodeResult high = decode128(c.valid_qw0, c.valid_qw1 ^ bit(n));
+      const DecodeResult high = decode_native(c.valid_qw0, c.valid_qw1 ^ bit(n));
       const bool high_reserved = (c.reserved_qw1 & bit(n)) != 0;
       EXPECT_EQ(high.error == DecodeError::kReservedBit, high_reserved)
           << "type " << static_cast<int>(c.type) << " qw1 bit " << n;
@@ -111,8 +126,10 @@ TEST(DescriptorReserved, UpperHalfOf256BitDescriptorMustBeZero) {
         raw.qw = {c.valid_qw0, c.valid_qw1, 0, 0};
         raw.qw[word] = bit(n);
         EXPECT_EQ(decode_descriptor(raw, DescriptorWidth::k256).error, DecodeError::kReservedBit);
-        // In 128-bit mode those words are not part of the descriptor at all.
-        EXPECT_TRUE(decode_descriptor(raw, DescriptorWidth::k128).ok());
+        // A non-zero upper half handed over for a 128-bit queue is a 256-bit descriptor in
+        // the wrong queue (QEMU vtd_inv_desc_reserved_check: invalid descriptor).
+        EXPECT_EQ(decode_descriptor(raw, DescriptorWidth::k128).error,
+                  DecodeError::kRequires256Bit);
       }
     }
   }
@@ -272,26 +289,52 @@ TEST(WaitDescriptor, Fields) {
   EXPECT_EQ(w.status_data, 0xCAFEF00Du);
   EXPECT_EQ(w.status_addr, 0x123456788ull);
 
-  const DecodeResult plain = decode128(0x5 | bit(7), 0);
-  ASSERT_TRUE(plain.ok());
-  EXPECT_FALSE(plain.descriptor.wait.status_write);
-  EXPECT_FALSE(plain.descriptor.wait.interrupt);
-  EXPECT_FALSE(plain.descriptor.wait.fence);
-  EXPECT_TRUE(plain.descriptor.wait.page_request_drain);
+  const DecodeResult drain = decode128(0x5 | bit(6) | bit(7), 0);
+  ASSERT_TRUE(drain.ok());
+  EXPECT_FALSE(drain.descriptor.wait.status_write);
+  EXPECT_FALSE(drain.descriptor.wait.interrupt);
+  EXPECT_TRUE(drain.descriptor.wait.fence);
+  EXPECT_TRUE(drain.descriptor.wait.page_request_drain);
+}
+
+// QEMU vtd_process_wait_desc: a wait with none of IF, SW and FN set is an invalid descriptor;
+// FN alone is valid, being the ordering barrier of VT-d 7.10 (software drains with it).
+TEST(WaitDescriptor, MustAskForStatusInterruptOrFence) {
+  EXPECT_EQ(decode128(0x5, 0).error, DecodeError::kWaitWithoutAction);
+  EXPECT_EQ(decode128(0x5 | bit(7), 0).error, DecodeError::kWaitWithoutAction);  // PD alone
+  const DecodeResult fence = decode128(0x5 | bit(6), 0);
+  ASSERT_TRUE(fence.ok());
+  EXPECT_TRUE(fence.descriptor.wait.fence);
+  EXPECT_TRUE(decode128(0x5 | bit(4), 0).ok());
+  EXPECT_TRUE(decode128(0x5 | bit(5), 0x1000).ok());
+}
+
+// QEMU vtd_inv_desc_reserved_check: a descriptor type defined only in the 256-bit format
+// (PASID-based IOTLB 0x6, PASID cache 0x7, PASID-based device TLB 0x8) found in a queue set
+// up for 128-bit descriptors is an invalid descriptor.
+TEST(DescriptorWidth128, PasidGranularTypesAreInvalid) {
+  const uint64_t pasid_iotlb = 0x6 | (2u << 4);
+  const uint64_t pasid_cache = 0x7 | (3u << 4);
+  const uint64_t pasid_devtlb = 0x8;
+  for (uint64_t qw0 : {pasid_iotlb, pasid_cache, pasid_devtlb}) {
+    EXPECT_EQ(decode128(qw0, 0).error, DecodeError::kRequires256Bit) << qw0;
+    EXPECT_TRUE(decode256(qw0, 0).ok()) << qw0;
+  }
+  EXPECT_TRUE(decode128(0x2 | (1u << 4), 0).ok());
 }
 
 // --- PASID-based IOTLB (0x6) ----------------------------------------------------------------
 
 TEST(PasidIotlbDescriptor, Granularities) {
   const uint64_t ids = (uint64_t{3} << 16) | (uint64_t{0xABCDE} << 32);
-  const DecodeResult all = decode128(0x6 | (2u << 4) | ids, 0);
+  const DecodeResult all = decode256(0x6 | (2u << 4) | ids, 0);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all.descriptor.op.scope, Scope::kPasid);
   EXPECT_EQ(all.descriptor.op.did, 3);
   EXPECT_EQ(all.descriptor.op.pasid, 0xABCDEu);
   EXPECT_EQ(all.descriptor.op.caches, kCacheIotlb | kCachePaging);
 
-  const DecodeResult page = decode128(0x6 | (3u << 4) | ids, 0x40000ull | bit(6) | 2);
+  const DecodeResult page = decode256(0x6 | (3u << 4) | ids, 0x40000ull | bit(6) | 2);
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page.descriptor.op.scope, Scope::kRange);
   EXPECT_FALSE(page.descriptor.op.addr_is_gpa);
@@ -299,28 +342,48 @@ TEST(PasidIotlbDescriptor, Granularities) {
   EXPECT_EQ(page.descriptor.op.addr, 0x40000ull);
   EXPECT_EQ(page.descriptor.op.npages, 4u);
 
-  EXPECT_EQ(decode128(0x6 | (0u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
-  EXPECT_EQ(decode128(0x6 | (1u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
-  EXPECT_EQ(decode128(0x6 | (3u << 4) | ids, 19).error, DecodeError::kAddressMaskTooLarge);
+  EXPECT_EQ(decode256(0x6 | (0u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
+  EXPECT_EQ(decode256(0x6 | (1u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
+}
+
+// CAP.MAMV bounds the address mask of page-selective IOTLB invalidation (type 0x2); QEMU's
+// vtd_process_piotlb_desc takes any AM for type 0x6 and Linux's qi_flush_piotlb sends masks
+// up to the address width for large unmaps, so 0x6 must not stop the queue for AM > MAMV.
+TEST(PasidIotlbDescriptor, AddressMaskAboveMamvIsAccepted) {
+  const uint64_t qw0 = 0x6 | (3u << 4) | (uint64_t{3} << 16) | (uint64_t{9} << 32);
+  const DecodeResult big = decode256(qw0, (uint64_t{1} << 42) | 30);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big.descriptor.op.scope, Scope::kRange);
+  EXPECT_EQ(big.descriptor.op.addr, uint64_t{1} << 42);
+  EXPECT_EQ(big.descriptor.op.npages, uint64_t{1} << 30);
+  // A mask as wide as the 52-bit page space (or wider) names every address.
+  for (unsigned am : {52u, 63u}) {
+    const DecodeResult all = decode256(qw0, 0x1234000ull | am);
+    ASSERT_TRUE(all.ok()) << am;
+    EXPECT_EQ(all.descriptor.op.addr, 0u) << am;
+    EXPECT_EQ(all.descriptor.op.npages, uint64_t{1} << 52) << am;
+  }
+  // Type 0x2 keeps the MAMV limit.
+  EXPECT_EQ(decode128(0x2 | (3u << 4), 19).error, DecodeError::kAddressMaskTooLarge);
 }
 
 // --- PASID cache (0x7) ----------------------------------------------------------------------
 
 TEST(PasidCacheDescriptor, Granularities) {
   const uint64_t ids = (uint64_t{0x44} << 16) | (uint64_t{0x77} << 32);
-  const DecodeResult domain = decode128(0x7 | (0u << 4) | ids, 0);
+  const DecodeResult domain = decode256(0x7 | (0u << 4) | ids, 0);
   ASSERT_TRUE(domain.ok());
   EXPECT_EQ(domain.descriptor.op.caches, kCachePasid);
   EXPECT_EQ(domain.descriptor.op.scope, Scope::kDomain);
   EXPECT_EQ(domain.descriptor.op.did, 0x44);
-  const DecodeResult pasid = decode128(0x7 | (1u << 4) | ids, 0);
+  const DecodeResult pasid = decode256(0x7 | (1u << 4) | ids, 0);
   ASSERT_TRUE(pasid.ok());
   EXPECT_EQ(pasid.descriptor.op.scope, Scope::kPasid);
   EXPECT_EQ(pasid.descriptor.op.pasid, 0x77u);
-  const DecodeResult global = decode128(0x7 | (3u << 4) | ids, 0);
+  const DecodeResult global = decode256(0x7 | (3u << 4) | ids, 0);
   ASSERT_TRUE(global.ok());
   EXPECT_EQ(global.descriptor.op.scope, Scope::kGlobal);
-  EXPECT_EQ(decode128(0x7 | (2u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
+  EXPECT_EQ(decode256(0x7 | (2u << 4) | ids, 0).error, DecodeError::kInvalidGranularity);
 }
 
 // --- PASID-based device TLB (0x8) -----------------------------------------------------------
@@ -329,7 +392,7 @@ TEST(PasidDevTlbDescriptor, FieldsSizeAndGlobal) {
   const uint64_t qw0 = 0x8 | (uint64_t{0x11} << 4) | (uint64_t{0x5} << 12) |
                        (uint64_t{0x0300} << 16) | (uint64_t{0x12345} << 32) |
                        (uint64_t{0xFFF} << 52);
-  DecodeResult r = decode128(qw0, 0x10000ull | 1);  // G=1, S=0
+  DecodeResult r = decode256(qw0, 0x10000ull | 1);  // G=1, S=0
   ASSERT_TRUE(r.ok());
   const InvalidationOp &op = r.descriptor.op;
   EXPECT_EQ(op.caches, kCacheDevTlb);
@@ -341,13 +404,13 @@ TEST(PasidDevTlbDescriptor, FieldsSizeAndGlobal) {
   EXPECT_EQ(op.scope, Scope::kRange);
   EXPECT_EQ(op.npages, 1u);
 
-  r = decode128(qw0, 0x13000ull | bit(11));  // S=1, ADDR[13:12]=11b, [14]=0 -> 8 pages
+  r = decode256(qw0, 0x13000ull | bit(11));  // S=1, ADDR[13:12]=11b, [14]=0 -> 8 pages
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r.descriptor.op.devtlb_global);
   EXPECT_EQ(r.descriptor.op.npages, 8u);
   EXPECT_EQ(r.descriptor.op.addr, 0x10000ull);
 
-  r = decode128(qw0, 0xFFFFFFFFFFFFF000ull | bit(11));
+  r = decode256(qw0, 0xFFFFFFFFFFFFF000ull | bit(11));
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r.descriptor.op.scope, Scope::kPasid);
   EXPECT_EQ(r.descriptor.op.pasid, 0x12345u);

@@ -98,6 +98,28 @@ TEST_F(QueueTest, WrapsAround) {
   EXPECT_EQ(recorder.seen.back().op.did, 3);
 }
 
+// QEMU vtd_process_wait_desc fails the descriptor when its status write fails, which stops
+// the queue with IQE on that descriptor; a sink that cannot do the write refuses it the same way.
+TEST_F(QueueTest, SinkRefusalStopsOnTheRefusedDescriptor) {
+  queue.write_iqa(kBase);
+  memory.put(kBase + 0, iotlb_domain(1), 0);
+  memory.put(kBase + 16, 0x5 | (1u << 5), 0xDEAD0000);  // wait, SW
+  memory.put(kBase + 32, iotlb_domain(3), 0);
+  std::vector<DecodedDescriptor> accepted;
+  auto refuse_waits = [&](const DecodedDescriptor &d) {
+    if (d.kind == DecodedKind::kWait) return false;
+    accepted.push_back(d);
+    return true;
+  };
+  auto fetch = [&](uint64_t pa, void *buf, size_t len) { return memory.fetch(pa, buf, len); };
+  EXPECT_FALSE(queue.write_tail(3, fetch, refuse_waits));
+  EXPECT_EQ(queue.error(), QiError::kInvalidDescriptor);
+  EXPECT_EQ(queue.fault(), QueueFault::kStatusWrite);
+  EXPECT_EQ(queue.head(), 1u);
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0].op.did, 1);
+}
+
 TEST_F(QueueTest, ErrorStopsOnBadDescriptorUntilCleared) {
   queue.write_iqa(kBase);
   memory.put(kBase + 0, iotlb_domain(1), 0);

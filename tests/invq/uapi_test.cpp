@@ -1,6 +1,8 @@
 // uAPI-style entry points: validity table, ranges, and the array's partial progress.
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 #include <vector>
 
 #include "nestor/invq/uapi.h"
@@ -80,7 +82,9 @@ TEST(UapiCacheInvalidate, RejectsBadInput) {
   r.pasid = 1u << 20;
   EXPECT_EQ(error(r), UapiError::kInvalidPasid);
   r = request(kUserCacheIotlb, UserGranularity::kAddr);
-  r.granule_size = 8192;
+  r.granule_size = 12288;  // Linux iommu_inv_addr_info: a page/block size, so a power of two
+  EXPECT_EQ(error(r), UapiError::kInvalidGranuleSize);
+  r.granule_size = 2048;  // below the 4K VT-d page
   EXPECT_EQ(error(r), UapiError::kInvalidGranuleSize);
   r = request(kUserCacheIotlb, UserGranularity::kAddr);
   r.addr = 0x201000;
@@ -95,6 +99,42 @@ TEST(UapiCacheInvalidate, RejectsBadInput) {
   EXPECT_EQ(error(r), UapiError::kOverflow);
   r.nb_granules = 1;
   EXPECT_EQ(error(r), UapiError::kNone);
+}
+
+// Linux iommu_inv_addr_info: granule_size is the mapping's page/block size (any power of two
+// from 4K) and IOMMU_INV_ADDR_FLAGS_PASID clear means the range has no PASID.
+TEST(UapiCacheInvalidate, AddrFormGranulesAndNoPasid) {
+  UserCacheInvalidate r = request(kUserCacheIotlb | kUserCacheDevIotlb, UserGranularity::kAddr);
+  r.addr = 0x10000;
+  r.granule_size = 64u << 10;
+  r.nb_granules = 3;
+  UapiOps ops = cache_invalidate_user(r, kTarget);
+  ASSERT_TRUE(ops.ok());
+  ASSERT_EQ(ops.ops.size(), 2u);
+  EXPECT_EQ(ops.ops[0].scope, Scope::kRange);
+  EXPECT_EQ(ops.ops[0].npages, 48u);
+  r.has_pasid = false;
+  r.pasid = 0xFFFFFFFFu;  // not looked at without a PASID
+  ops = cache_invalidate_user(r, kTarget);
+  ASSERT_TRUE(ops.ok());
+  ASSERT_EQ(ops.ops.size(), 2u);
+  // Requests without PASID use the context's RID_PASID, which the DID alone cannot name: the
+  // IOTLB side must reach every PASID of the domain (never less than the range).
+  EXPECT_EQ(ops.ops[0].scope, Scope::kDomain);
+  EXPECT_EQ(ops.ops[0].did, kTarget.did);
+  EXPECT_EQ(ops.ops[1].scope, Scope::kRange);
+  EXPECT_EQ(ops.ops[1].pasid, kNoPasid);
+  EXPECT_EQ(ops.ops[1].source_id, kTarget.source_id);
+}
+
+// Linux intel_nested_cache_invalidate_user: unknown flags are -EOPNOTSUPP; the issue extends
+// that to a non-zero reserved field; every other entry error is -EINVAL.
+TEST(UapiArray, ErrnoFollowsLinux) {
+  EXPECT_EQ(to_errno(UapiError::kUnknownFlags), -EOPNOTSUPP);
+  EXPECT_EQ(to_errno(UapiError::kReservedField), -EOPNOTSUPP);
+  EXPECT_EQ(to_errno(UapiError::kMisalignedAddress), -EINVAL);
+  EXPECT_EQ(to_errno(UapiError::kOverflow), -EINVAL);
+  EXPECT_EQ(to_errno(UapiError::kNone), 0);
 }
 
 TEST(UapiArray, HandlesEntriesUntilFirstError) {

@@ -107,6 +107,13 @@ class VtdLayout {
   std::map<std::pair<uint16_t, uint32_t>, uint64_t> tables_;
 };
 
+// PASID-entry bits the C writer has no named field for (VT-d 9.6), set through `extra`:
+// SLEE (bit 5), NXE (bit 133), SMEP (bit 134).
+inline constexpr uint64_t kPeSlee = uint64_t{1} << 5;  // extra[0]
+inline constexpr uint64_t kPeNxe = uint64_t{1} << 5;   // extra[2]
+inline constexpr uint64_t kPeSmep = uint64_t{1} << 6;  // extra[2]
+
+// The helpers write what an x86-64 driver using XD writes: NXE and SMEP on, SL X honoured.
 inline vtdw_pasid_entry pe_first_level(uint64_t fl_root, bool five = false) {
   vtdw_pasid_entry pe{};
   pe.present = 1;
@@ -116,6 +123,7 @@ inline vtdw_pasid_entry pe_first_level(uint64_t fl_root, bool five = false) {
   pe.flpm = five ? 1 : 0;
   pe.sre = 1;
   pe.ere = 1;
+  pe.extra[2] = kPeNxe | kPeSmep;
   return pe;
 }
 inline vtdw_pasid_entry pe_second_level(uint64_t sl_root, unsigned aw = 2) {
@@ -124,6 +132,7 @@ inline vtdw_pasid_entry pe_second_level(uint64_t sl_root, unsigned aw = 2) {
   pe.pgtt = 2;
   pe.aw = aw;
   pe.sl_root = sl_root;
+  pe.extra[0] = kPeSlee;
   return pe;
 }
 inline vtdw_pasid_entry pe_nested(uint64_t fl_root_gpa, uint64_t sl_root, unsigned aw = 2,
@@ -132,6 +141,7 @@ inline vtdw_pasid_entry pe_nested(uint64_t fl_root_gpa, uint64_t sl_root, unsign
   pe.pgtt = 3;
   pe.aw = aw;
   pe.sl_root = sl_root;
+  pe.extra[0] = kPeSlee;
   return pe;
 }
 inline vtdw_pasid_entry pe_pass_through() {

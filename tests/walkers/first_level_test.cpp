@@ -14,11 +14,13 @@ using test::FlatMemory;
 using test::FlatSpace;
 
 constexpr uint64_t kMemSize = 4ull << 20;
-constexpr uint64_t kOutBase = 0x0000'0012'4000'0000ull;  // 1G aligned  // output addresses need no backing
+constexpr uint64_t kOutBase =
+    0x0000'0012'4000'0000ull;  // 1G aligned  // output addresses need no backing
 
 class FirstLevelTest : public ::testing::TestWithParam<int> {
  protected:
-  FirstLevelTest() : mem(0, kMemSize), space(mem, 0x1000, kMemSize), b(space, space.alloc_table(), GetParam()) {
+  FirstLevelTest()
+      : mem(0, kMemSize), space(mem, 0x1000, kMemSize), b(space, space.alloc_table(), GetParam()) {
     cfg.root = b.root();
     cfg.levels = uint8_t(GetParam());
     cfg.sre = cfg.ere = true;
@@ -98,8 +100,7 @@ TEST_P(FirstLevelTest, NonCanonicalAddressFaults) {
   }
   // Upper-half canonical addresses are walked (and are simply not mapped here).
   const uint64_t upper = ~0ull << (w - 1);
-  EXPECT_EQ(walk(upper, kAccessRead, false).fault.reason,
-            FaultReason::kFirstLevelEntryNotPresent);
+  EXPECT_EQ(walk(upper, kAccessRead, false).fault.reason, FaultReason::kFirstLevelEntryNotPresent);
   EXPECT_EQ(mem.reads, 1u);
 }
 
@@ -203,8 +204,7 @@ TEST_P(FirstLevelTest, SupervisorRequestsNeedSre) {
   const auto r = walk(0x1000, kAccessRead, true);  // not even mapped: checked first
   EXPECT_EQ(r.fault.reason, FaultReason::kSupervisorRequestsDisabled);
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kSupRW), build::Status::kOk);
-  EXPECT_EQ(walk(0x1000, kAccessRead, true).fault.reason,
-            FaultReason::kSupervisorRequestsDisabled);
+  EXPECT_EQ(walk(0x1000, kAccessRead, true).fault.reason, FaultReason::kSupervisorRequestsDisabled);
   cfg.sre = true;
   EXPECT_TRUE(walk(0x1000, kAccessRead, true).ok);
 }
@@ -317,6 +317,25 @@ TEST_P(FirstLevelTest, SupervisorCannotExecuteUserPages) {
   EXPECT_TRUE(walk(0x2000, kAccessExec, true).ok);
   EXPECT_TRUE(walk(0x1000, kAccessExec, false).ok);
   EXPECT_EQ(walk(0x2000, kAccessExec, false).fault.reason, FaultReason::kUserAccessDenied);
+}
+
+// PASID-entry SMEP (VT-d 9.6, like CR4.SMEP): without it a supervisor may fetch from a user
+// page; PASID-entry NXE (like IA32_EFER.NXE): without it XD is a reserved bit at every level.
+TEST_P(FirstLevelTest, SmepAndNxeComeFromThePasidEntry) {
+  ASSERT_EQ(b.map(0x1000, kOutBase, 12, kUserRW), build::Status::kOk);
+  cfg.smep = false;
+  EXPECT_TRUE(walk(0x1000, kAccessExec, true).ok);
+  for (int level = top(); level >= 1; --level) {
+    const uint64_t a = b.entry_address(0x1000, level), old = mem.peek(a);
+    mem.poke(a, old | fl::kNoExecute);
+    cfg.nxe = false;
+    const auto r = walk(0x1000, kAccessRead, false);
+    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved) << level;
+    EXPECT_EQ(r.fault.level, level);
+    cfg.nxe = true;
+    EXPECT_EQ(walk(0x1000, kAccessExec, false).fault.reason, FaultReason::kExecuteDenied);
+    mem.poke(a, old);
+  }
 }
 
 // --- accessed / dirty --------------------------------------------------------------------

@@ -19,7 +19,8 @@ constexpr uint8_t kRWX = kAccessRead | kAccessWrite | kAccessExec;
 
 class SecondLevelTest : public ::testing::TestWithParam<int> {
  protected:
-  SecondLevelTest() : mem(0, kMemSize), space(mem, 0x1000, kMemSize), b(space, space.alloc_table(), GetParam()) {
+  SecondLevelTest()
+      : mem(0, kMemSize), space(mem, 0x1000, kMemSize), b(space, space.alloc_table(), GetParam()) {
     cfg.root = b.root();
     cfg.levels = uint8_t(GetParam());
   }
@@ -153,7 +154,8 @@ TEST_P(SecondLevelTest, NonLeafPermissionsIntersect) {
         const uint8_t acc = uint8_t(drop);  // the access the dropped bit would grant
         const auto r = sl::walk(m, c, gpa, acc);
         EXPECT_FALSE(r.ok) << shift << "/" << level << "/" << drop;
-        const auto other = sl::walk(m, c, gpa, uint8_t(kRWX & ~drop & (kAccessRead | kAccessWrite)));
+        const auto other =
+            sl::walk(m, c, gpa, uint8_t(kRWX & ~drop & (kAccessRead | kAccessWrite)));
         ASSERT_TRUE(other.ok);
         EXPECT_EQ(other.t.perms, uint8_t(kRWX & ~drop));
       }
@@ -179,6 +181,20 @@ TEST_P(SecondLevelTest, ReservedBitElevenAndAddressBitsAtEveryLevel) {
   // Bits 61:52 and 63 are ignored.
   set_bits(gpa, 1, (0x3FFull << 52) | (1ull << 63));
   EXPECT_TRUE(walk(gpa, kAccessRead).ok);
+}
+
+// PASID-entry SLEE (VT-d 9.6; VT-d 2.x extended-context SLEE: with 0, instruction fetch is
+// allowed from any GPA with read permission): X is honoured only when SLEE=1.
+TEST_P(SecondLevelTest, ExecuteFollowsReadWithoutSlee) {
+  ASSERT_EQ(b.map(0x5000, kOut, 12, build::sl_leaf_bits(kAccessRead)), build::Status::kOk);
+  ASSERT_EQ(b.map(0x6000, kOut, 12, build::sl_leaf_bits(kAccessWrite | kAccessExec)),
+            build::Status::kOk);
+  EXPECT_EQ(walk(0x5000, kAccessExec).fault.reason, FaultReason::kExecuteDenied);
+  cfg.execute_enable = false;
+  const auto r = walk(0x5000, kAccessExec);
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.t.perms, kAccessRead | kAccessExec);
+  EXPECT_EQ(walk(0x6000, kAccessExec).fault.reason, FaultReason::kExecuteDenied);  // X, no R
 }
 
 TEST_P(SecondLevelTest, PageSizeAtLevelFourOrFiveIsReserved) {

@@ -51,8 +51,8 @@ enum BindFlags : uint32_t {
   kBindSre = 1u << 0,   // supervisor requests enabled
   kBindWpe = 1u << 1,   // write protect enable for supervisor requests
   kBindEafe = 1u << 2,  // extended accessed flag enable
-  kBindPcd = 1u << 3,   // page-level cache disable for first-level table accesses
-  kBindPwt = 1u << 4,   // page-level write-through for first-level table accesses
+  kBindPcd = 1u << 3,   // page-level cache disable for first-level table accesses (bit 95)
+  kBindPwt = 1u << 4,   // page-level write-through for first-level table accesses (bit 94)
 };
 inline constexpr uint32_t kBindAllFlags = kBindSre | kBindWpe | kBindEafe | kBindPcd | kBindPwt;
 

@@ -208,6 +208,10 @@ class NESTOR_CXX_API Engine {
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd);
+  // Whether `pasid` fits both the engine's PASID width and the context's PASID directory.
+  bool pasid_in_range(const vtd::ContextEntry &ctx, uint32_t pasid) const {
+    return pasid < (1u << cfg_.pasid_bits) && pasid < ctx.max_pasids();
+  }
   bool read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
                         Fault *fault, bool *fpd);
 

@@ -2,6 +2,13 @@
 // host-side duties come with nesting (the feature bits below), the address widths and PASID
 // space, and the VT-d CAP/ECAP register values a vIOMMU would present to its guest.
 //
+// Reference revision: Liu Yi L's "iommu: Report domain nesting info", v2 of the vSVA series
+// (patch 02/15, posted 2020-06-11 to iommu@lists.linux-foundation.org). The header
+// (size, format, features, flags) and the feature numbering (SYSWIDE_PASID 1 << 0,
+// BIND_PGTBL 1 << 1, CACHE_INVLD 1 << 2) are that revision's. What follows the header is
+// nestor's own: that revision put addr_width/pasid_bits and cap/ecap (plus masks) in its VT-d
+// data[]; here the widths are common fields and the VT-d data holds the registers only.
+//
 // The struct is versioned by `size`: get_nesting_info() copies only the prefix a caller knows
 // and zeroes any tail the engine does not know, so old and new callers both work.
 #pragma once
@@ -27,12 +34,19 @@ enum NestingFeature : uint32_t {
   kNestingFeatBindPgtbl = 1u << 1,
   // The owner of a first-level table must explicitly invalidate the IOMMU caches through the
   // engine (BindLayer::cache_invalidate) whenever it changes the table, as the vendor (VT-d)
-  // requires; the engine never snoops table writes. Reported on its own, never implied by
-  // kNestingFeatBindPgtbl.
+  // requires; the engine never snoops table writes. The series called it mandatory for a
+  // nesting-capable IOMMU: a bound table's owner has no other way to invalidate, so it is
+  // reported (and provided) whenever kNestingFeatBindPgtbl is.
   kNestingFeatCacheInvld = 1u << 2,
 };
 inline constexpr uint32_t kNestingFeatAll =
     kNestingFeatSyswidePasid | kNestingFeatBindPgtbl | kNestingFeatCacheInvld;
+
+// The features a configuration asking for `requested` really has.
+constexpr uint32_t effective_nesting_features(uint32_t requested) {
+  const uint32_t f = requested & kNestingFeatAll;
+  return (f & kNestingFeatBindPgtbl) ? (f | kNestingFeatCacheInvld) : f;
+}
 
 inline constexpr uint32_t kNestingFormatVtd = 1;
 
@@ -101,7 +115,7 @@ constexpr uint8_t max_guest_address_width(uint8_t sagaw) {
 NESTOR_CXX_API uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id = 0xFFFF);
 NESTOR_CXX_API uint64_t vtd_ecap(const EngineConfig &cfg);
 NESTOR_CXX_API NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features,
-                              uint16_t max_domain_id = 0xFFFF);
+                                             uint16_t max_domain_id = 0xFFFF);
 
 // Copies `info` into a caller buffer of `size` bytes: the prefix the caller knows, and zeroes
 // past sizeof(NestingInfo). The copied `size` field says how many bytes the engine knows.

@@ -36,15 +36,23 @@ inline constexpr uint64_t kPdeReserved = 0xFFC;  // bits 11:2
 // --- Scalable-mode PASID table entry (512 bits, 64 per 4K table, indexed by PASID[5:0]) ---
 inline constexpr uint64_t kPtePresent = 1ull << 0;  // word 0
 inline constexpr uint64_t kPteFpd = 1ull << 1;
-inline constexpr unsigned kPteAwShift = 2;    // bits 4:2: 1=39, 2=48, 3=57-bit second level
-inline constexpr unsigned kPtePgttShift = 6;  // bits 8:6
+inline constexpr unsigned kPteAwShift = 2;       // bits 4:2: 1=39, 2=48, 3=57-bit second level
+inline constexpr uint64_t kPteSlee = 1ull << 5;  // second-level execute enable
+inline constexpr unsigned kPtePgttShift = 6;     // bits 8:6
 inline constexpr uint64_t kPteSlade = 1ull << 9;
-inline constexpr uint64_t kPteDidMask = 0xFFFF;  // word 1 bits 15:0
-inline constexpr uint64_t kPteSre = 1ull << 0;   // word 2
+inline constexpr uint64_t kPteReserved0 = 0xC00;      // bits 11:10
+inline constexpr uint64_t kPteDidMask = 0xFFFF;       // word 1 bits 15:0
+inline constexpr uint64_t kPteReserved1 = 0x7F'0000;  // bits 86:80 (PWSNP 87 .. PAT 127:96)
+inline constexpr uint64_t kPtePwt = 1ull << 30;       // bit 94
+inline constexpr uint64_t kPtePcd = 1ull << 31;       // bit 95
+inline constexpr uint64_t kPteSre = 1ull << 0;        // word 2
 inline constexpr uint64_t kPteEre = 1ull << 1;
 inline constexpr unsigned kPteFlpmShift = 2;  // bits 3:2: 0 = 4-level, 1 = 5-level
 inline constexpr uint64_t kPteWpe = 1ull << 4;
+inline constexpr uint64_t kPteNxe = 1ull << 5;   // bit 133
+inline constexpr uint64_t kPteSmep = 1ull << 6;  // bit 134
 inline constexpr uint64_t kPteEafe = 1ull << 7;
+inline constexpr uint64_t kPteReserved2 = 0xF00;  // bits 139:136
 inline constexpr uint64_t kAddr = ~uint64_t{0xFFF};
 
 enum class Pgtt : uint8_t {
@@ -71,9 +79,13 @@ struct PasidEntry {
   Pgtt pgtt = Pgtt::kSecondLevel;
   uint8_t aw = 2;
   bool slade = false;
+  // Decoding sets every field. The defaults are what an encoder writes unless told otherwise:
+  // an x86-64 driver's setting (XD in use, SMEP on, second-level X honoured).
+  bool slee = true;
   uint64_t sl_root = 0;
   uint16_t did = 0;
   bool sre = false, ere = false, wpe = false, eafe = false;
+  bool nxe = true, smep = true;
   uint8_t fl_levels = 4;
   uint64_t fl_root = 0;
   unsigned sl_levels() const { return aw + 2u; }
@@ -147,14 +159,23 @@ inline DecodeError decode_pasid_entry(const uint64_t w[8], unsigned haw, uint8_t
     err.reason = FaultReason::kPasidEntryInvalid;
     return err;
   }
+  // Reserved fields of the 512-bit entry (VT-d 9.6): bits 11:10, 86:80, 139:136 and 511:192.
+  if ((w[0] & kPteReserved0) || (w[1] & kPteReserved1) || (w[2] & kPteReserved2) || w[3] || w[4] ||
+      w[5] || w[6] || w[7]) {
+    err.reason = FaultReason::kPasidEntryReserved;
+    return err;
+  }
   out->pgtt = Pgtt(pgtt);
   out->aw = uint8_t((w[0] >> kPteAwShift) & 7);
+  out->slee = w[0] & kPteSlee;
   out->slade = w[0] & kPteSlade;
   out->sl_root = w[0] & kAddr & ~haw_reserved(haw);
   out->did = uint16_t(w[1] & kPteDidMask);
   out->sre = w[2] & kPteSre;
   out->ere = w[2] & kPteEre;
   out->wpe = w[2] & kPteWpe;
+  out->nxe = w[2] & kPteNxe;
+  out->smep = w[2] & kPteSmep;
   out->eafe = w[2] & kPteEafe;
   const unsigned flpm = unsigned(w[2] >> kPteFlpmShift) & 3;
   out->fl_levels = flpm == 1 ? 5 : 4;
@@ -162,16 +183,25 @@ inline DecodeError decode_pasid_entry(const uint64_t w[8], unsigned haw, uint8_t
   const bool uses_sl = out->pgtt == Pgtt::kSecondLevel || out->pgtt == Pgtt::kNested;
   const bool uses_fl = out->pgtt == Pgtt::kFirstLevel || out->pgtt == Pgtt::kNested;
   if (uses_sl) {
-    if (out->aw < 1 || out->aw > 3 || !(sagaw & (1u << out->aw)) ||
-        (w[0] & kAddr & haw_reserved(haw))) {
+    // QEMU (vtd_get_pe_in_pasid_leaf_table) answers a width the hardware lacks with the
+    // invalid-entry fault; an SLPTPTR above HAW is a reserved-field fault (VT-d 9.6).
+    if (out->aw < 1 || out->aw > 3 || !(sagaw & (1u << out->aw))) {
+      err.reason = FaultReason::kPasidEntryInvalid;
+      return err;
+    }
+    if (w[0] & kAddr & haw_reserved(haw)) {
       err.reason = FaultReason::kPasidEntryReserved;
       return err;
     }
   }
   if (uses_fl) {
-    // In nested mode the first-level root is a GPA; it is checked against the second level.
-    const bool beyond = out->pgtt == Pgtt::kFirstLevel && (out->fl_root & haw_reserved(haw));
-    if (flpm > 1 || (flpm == 1 && !fl5_supported) || beyond) {
+    // Same choice as QEMU for a paging mode the hardware lacks (FLPM 2/3, or 5-level without
+    // FL5LP). In nested mode the first-level root is a GPA, checked through the second level.
+    if (flpm > 1 || (flpm == 1 && !fl5_supported)) {
+      err.reason = FaultReason::kPasidEntryInvalid;
+      return err;
+    }
+    if (out->pgtt == Pgtt::kFirstLevel && (out->fl_root & haw_reserved(haw))) {
       err.reason = FaultReason::kPasidEntryReserved;
       return err;
     }
@@ -199,11 +229,11 @@ inline void encode_pasid_entry(uint64_t out[8], const PasidEntry &e) {
   for (int i = 0; i < 8; ++i) out[i] = 0;
   out[0] = (e.present ? kPtePresent : 0) | (e.fpd ? kPteFpd : 0) |
            (uint64_t(e.aw & 7) << kPteAwShift) | (uint64_t(uint8_t(e.pgtt) & 7) << kPtePgttShift) |
-           (e.slade ? kPteSlade : 0) | (e.sl_root & kAddr);
+           (e.slade ? kPteSlade : 0) | (e.slee ? kPteSlee : 0) | (e.sl_root & kAddr);
   out[1] = e.did;
   out[2] = (e.sre ? kPteSre : 0) | (e.ere ? kPteEre : 0) | (e.wpe ? kPteWpe : 0) |
-           (e.eafe ? kPteEafe : 0) | (uint64_t(e.fl_levels == 5 ? 1 : 0) << kPteFlpmShift) |
-           (e.fl_root & kAddr);
+           (e.nxe ? kPteNxe : 0) | (e.smep ? kPteSmep : 0) | (e.eafe ? kPteEafe : 0) |
+           (uint64_t(e.fl_levels == 5 ? 1 : 0) << kPteFlpmShift) | (e.fl_root & kAddr);
 }
 
 }  // namespace nestor::vtd

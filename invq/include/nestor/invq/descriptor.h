@@ -29,13 +29,17 @@ enum class DecodeError : uint8_t {
   kUnknownType,
   kReservedBit,
   kInvalidGranularity,
-  kAddressMaskTooLarge,  // AM > MAMV
+  kAddressMaskTooLarge,  // AM > MAMV (type 0x2 only)
   kMisalignedAddress,    // low AM bits of ADDR set, only with strict_address_alignment
+  kRequires256Bit,       // 256-bit-only descriptor (0x6, 0x7, 0x8, or upper half set) in a
+                         // queue configured for 128-bit descriptors
+  kWaitWithoutAction,    // wait descriptor with none of SW, IF and FN set
 };
 const char *to_string(DecodeError error);
 
 struct DecodeOptions {
-  // Maximum address mask value (CAP.MAMV). Page-selective ops with AM > mamv are rejected.
+  // Maximum address mask value (CAP.MAMV). Page-selective IOTLB (0x2) ops with AM > mamv are
+  // rejected; PASID-based IOTLB (0x6) ops are not limited by it (docs/INVQ.md, "Address mask").
   uint8_t mamv = 18;
   // VT-d says hardware ignores ADDR bits below 2^AM pages; the default follows that (the
   // region is aligned down). Strict mode reports them instead, to catch buggy guests.
@@ -66,6 +70,9 @@ uint8_t descriptor_type(uint64_t qw0);
 
 DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
                                const DecodeOptions &options = {});
+
+// Types that exist only in the 256-bit format (VT-d 6.5.2: the PASID-granular descriptors).
+bool requires_256bit(DescriptorType type);
 
 // Reserved-bit masks for 128-bit descriptors, {qw0, qw1}; exposed so tests and docs agree.
 struct ReservedMasks {

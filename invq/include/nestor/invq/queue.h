@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <type_traits>
 
 #include "nestor/invq/descriptor.h"
 #include "nestor/invq/stats.h"
@@ -26,6 +27,7 @@ enum class QueueFault : uint8_t {
   kFetchFailed,     // descriptor address not backed by machine memory
   kTailOutOfRange,  // tail index beyond the queue size
   kTailMisaligned,  // IQT bit 4 set with 256-bit descriptors
+  kStatusWrite,     // the sink refused a wait whose status write cannot be done
 };
 
 class InvalidationQueue {
@@ -64,6 +66,9 @@ class InvalidationQueue {
   // `fetch(pa, buf, len) -> bool`, decoded, and handed to `sink(const DecodedDescriptor&)` in
   // queue order. On an error, head stays on the offending descriptor, nothing after it reaches
   // the sink, and the queue stays stopped until clear_error(). Returns false on error.
+  // `sink` may return bool: false refuses the descriptor (a wait whose status address is not
+  // writable memory), which stops the queue with IQE like a decode error, as QEMU's
+  // vtd_process_wait_desc does when its status write fails.
   // `sink` must not call back into this queue.
   template <typename Fetch, typename Sink>
   bool write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink);
@@ -112,8 +117,15 @@ bool InvalidationQueue::write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink
       stop(QueueFault::kDecode, decoded.error);
       return false;
     }
+    if constexpr (std::is_same_v<std::invoke_result_t<Sink &, const DecodedDescriptor &>, bool>) {
+      if (!sink(decoded.descriptor)) {
+        stop(QueueFault::kStatusWrite, DecodeError::kNone);
+        return false;
+      }
+    } else {
+      sink(decoded.descriptor);
+    }
     stats_.count_descriptor(decoded.descriptor.type);
-    sink(decoded.descriptor);
     head_ = (head_ + 1) % count;
   }
   return true;

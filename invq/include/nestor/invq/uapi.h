@@ -17,7 +17,7 @@ enum class UapiError : uint8_t {
   kInvalidGranularity,  // not DOMAIN / PASID / ADDR
   kInvalidCombination,  // cache type not defined at that granularity (see docs/INVQ.md)
   kInvalidPasid,        // wider than 20 bits
-  kInvalidGranuleSize,  // not 4K, 2M or 1G
+  kInvalidGranuleSize,  // not a power of two of at least 4K
   kMisalignedAddress,   // not aligned to the granule (or to 4K)
   kZeroLength,
   kOverflow,  // range wraps or leaves the 64-bit (52-bit page) space
@@ -25,6 +25,9 @@ enum class UapiError : uint8_t {
   kReservedField,
 };
 const char *to_string(UapiError error);
+// Negative errno for an error: Linux's intel_nested_cache_invalidate_user answers unknown
+// flags with -EOPNOTSUPP (an extension this kernel lacks), everything else with -EINVAL.
+int to_errno(UapiError error);
 
 // --- (a) Linux iommu_cache_invalidate_info-like request -------------------------------------
 enum UserCacheType : uint32_t {
@@ -40,9 +43,12 @@ struct UserCacheInvalidate {
   uint32_t pasid = 0;
   // kAddr only:
   uint64_t addr = 0;
-  uint64_t granule_size = kPageSize;  // 4K, 2M or 1G
+  uint64_t granule_size = kPageSize;  // any power of two >= 4K; addr aligned to it
   uint64_t nb_granules = 1;
   bool leaf = false;
+  // kAddr only: false is Linux's iommu_inv_addr_info without IOMMU_INV_ADDR_FLAGS_PASID, a
+  // range in whatever the device's requests without PASID use (see docs/INVQ.md, "uAPI").
+  bool has_pasid = true;
 };
 
 // Who the request is for; the caller (engine) resolved it from the device/domain handle.

@@ -39,8 +39,13 @@ struct Config {
   bool wpe = false;         // supervisor writes honour R/W
   bool ere = false;         // execute requests enabled
   bool eafe = false;        // extended-accessed flag enabled
-  bool update_ad = true;    // set A/D in the tables as the hardware does
-  bool large_1g = true;     // FL1GP
+  // PASID-entry NXE: XD (bit 63) is a field only with it; without it XD is reserved, as with
+  // IA32_EFER.NXE=0 on the CPU (Linux sets NXE exactly when it will use XD).
+  bool nxe = true;
+  // PASID-entry SMEP: supervisor instruction fetches from user pages are denied only with it.
+  bool smep = true;
+  bool update_ad = true;  // set A/D in the tables as the hardware does
+  bool large_1g = true;   // FL1GP
 };
 
 constexpr unsigned input_width(int levels) { return levels == 5 ? 57 : 48; }
@@ -55,8 +60,7 @@ constexpr uint8_t perms_for(uint8_t attrs, bool privileged, const Config &c) {
   } else {
     if (!c.sre) return 0;
     if (!c.wpe || (attrs & kAttrWritable)) p |= kAccessWrite;
-    // Supervisor instruction fetches from user pages are blocked (SMEP-like).
-    if (c.ere && !(attrs & kAttrNoExec) && !(attrs & kAttrUser)) p |= kAccessExec;
+    if (c.ere && !(attrs & kAttrNoExec) && !(c.smep && (attrs & kAttrUser))) p |= kAccessExec;
   }
   return p;
 }
@@ -78,6 +82,7 @@ constexpr uint64_t reserved_mask(const Config &c, int level, bool large) {
   if (level >= 4) m |= kPageSize;
   if (large && level == 2) m |= 0x1F'E000ull;    // bits 20:13 (bit 12 is PAT)
   if (large && level == 3) m |= 0x3FFF'E000ull;  // bits 29:13
+  if (!c.nxe) m |= kNoExecute;
   return m;
 }
 

@@ -29,6 +29,9 @@ struct Config {
   uint8_t levels = 4;             // 3, 4 or 5
   uint8_t host_width = 48;        // HAW: address bits above it are reserved in entries
   bool ad_enabled = false;        // PASID entry SLADE: set A on every level, D on writes
+  // PASID entry SLEE: the X bit governs execute requests only when set; without it X is
+  // ignored and an instruction fetch needs what a read needs.
+  bool execute_enable = true;
   bool large_2m = true;           // SLLPS bit 0
   bool large_1g = true;           // SLLPS bit 1
 };
@@ -108,7 +111,11 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
                  gpa};
       return r;
     }
-    const uint8_t p = perms & uint8_t(e & 7);
+    uint8_t granted = uint8_t(e & 7);
+    if (!c.execute_enable) {
+      granted = uint8_t((granted & ~kExec) | ((granted & kRead) ? kExec : 0));
+    }
+    const uint8_t p = perms & granted;
     const bool leaf = level == 1 || large;
     if (c.ad_enabled) {
       uint64_t want = e | kAccessed;

@@ -32,7 +32,6 @@ enum class FaultReason : uint8_t {
   kContextEntryAccess = 0x40,
   kContextEntryNotPresent = 0x41,
   kContextEntryReserved = 0x42,
-  kContextEntryInvalid = 0x43,
   kContextPasidDisabled = 0x45,
   kPasidTooLarge = 0x46,
   kRidPasidError = 0x48,
@@ -61,7 +60,6 @@ enum class FaultReason : uint8_t {
   kUserAccessDenied = 0x81,  // U/S clear somewhere on a user request's path
   kExecuteDenied = 0x82,
   kAddressBeyondMax = 0x83,
-  kSecondLevelAddressBeyondMax = 0x84,
   kWriteDenied = 0x85,
   kReadDenied = 0x86,
 };
@@ -78,7 +76,6 @@ constexpr const char *fault_reason_name(FaultReason r) noexcept {
     case FaultReason::kContextEntryNotPresent: return "SM: Present bit in Context Entry is clear";
     case FaultReason::kContextEntryReserved:
       return "SM: Non-zero reserved field set in the Context Entry";
-    case FaultReason::kContextEntryInvalid: return "SM: Invalid Context Entry";
     case FaultReason::kContextPasidDisabled:
       return "SM: PASID Enable field in Context Entry is clear";
     case FaultReason::kPasidTooLarge: return "SM: PASID is larger than the max in Context Entry";
@@ -125,9 +122,8 @@ constexpr const char *fault_reason_name(FaultReason r) noexcept {
       return "SM: U/S set 0 for first-level translation with user privilege";
     case FaultReason::kExecuteDenied:
       return "SM: No execute permission for request with PASID and ER=1";
-    case FaultReason::kAddressBeyondMax: return "SM: Address beyond the DMA hardware max";
-    case FaultReason::kSecondLevelAddressBeyondMax:
-      return "SM: Second-level entry address beyond the max";
+    case FaultReason::kAddressBeyondMax:
+      return "SM: Address beyond the DMA hardware max";
     case FaultReason::kWriteDenied: return "SM: No write permission for Write/AtomicOp request";
     case FaultReason::kReadDenied: return "SM: No read permission for Read/AtomicOp request";
   }
