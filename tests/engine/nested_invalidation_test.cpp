@@ -95,7 +95,8 @@ class NestedMachine {
     pe.did = kDid;
     x.layout.pasid(kSid, 1, pe);
     x.fault(kSid, true, 1, 0xFFFF'F000);  // the fixture settles its engine on first use
-    EXPECT_EQ(nestor_qi_configure(x.e, kRing, 256, 128), 0);
+    // 256-bit descriptors: PASID-based IOTLB invalidation (0x6) exists only in that width.
+    EXPECT_EQ(nestor_qi_configure(x.e, kRing, 128, 256), 0);
   }
 
   nestor_result tr(uint64_t iova, uint8_t access = R) {
@@ -112,9 +113,9 @@ class NestedMachine {
     std::vector<Desc> all(ds);
     all.push_back(wait_status(kStatus, token));
     for (const Desc &d : all) {
-      const uint64_t qw[2] = {d.qw0, d.qw1};
-      ASSERT_EQ(nestor_mem_write(x.e, kRing + tail_ * 16, qw, 16), 0);
-      tail_ = (tail_ + 1) % 256;
+      const uint64_t qw[4] = {d.qw0, d.qw1, 0, 0};
+      ASSERT_EQ(nestor_mem_write(x.e, kRing + tail_ * 32, qw, 32), 0);
+      tail_ = (tail_ + 1) % 128;
     }
     ASSERT_EQ(nestor_qi_write_tail(x.e, tail_), 0);
     uint32_t status = 0;

@@ -296,18 +296,18 @@ TEST(QueueFaults, FetchFailureStopsQueueAndLosesNothing) {
         << "not cached: the test would prove nothing";
 
   EngineInvalidation &inv = m.cached->invalidation();
-  ASSERT_EQ(inv.qi_configure(kRing, 256, 128), 0);
+  ASSERT_EQ(inv.qi_configure(kRing, 128, 256), 0);
   MachineMemory &mem = m.cached->memory();
   auto put = [&](uint64_t index, uint64_t qw0, uint64_t qw1) {
-    const uint64_t qw[2] = {qw0, qw1};
-    ASSERT_EQ(mem.write(kRing + index * 16, qw, 16), 0);
+    const uint64_t qw[4] = {qw0, qw1, 0, 0};  // 0x6 exists only as a 256-bit descriptor
+    ASSERT_EQ(mem.write(kRing + index * 32, qw, 32), 0);
   };
   for (uint64_t p = 0; p < 3; ++p)  // PASID-based IOTLB, page-selective (G=3)
     put(p, 0x6 | (3u << 4) | uint64_t(kDid) << 16 | uint64_t(kPasid) << 32, kIovaBase + p * 4096);
   put(3, 0x5 | (1u << 5) | uint64_t(0xC0DE) << 32, kStatus);
 
   Injector inj;
-  inj.fail_pa = kRing + 16;  // descriptor 1
+  inj.fail_pa = kRing + 32;  // descriptor 1
   mem.set_fail_injector(&Injector::fn, &inj);
   EXPECT_NE(inv.qi_write_tail(4), 0);
   mem.set_fail_injector(nullptr, nullptr);

@@ -73,7 +73,7 @@ constexpr uint64_t kIova = 0x10'0000'0000ull;
 
 // Machine memory layout (RAM [0, 128 MiB), lazily backed).
 constexpr uint64_t kRamSize = 128ull << 20;
-constexpr uint64_t kQiRing = 8ull << 20;  // 256 x 128-bit descriptors
+constexpr uint64_t kQiRing = 8ull << 20;  // 256 x 256-bit descriptors
 constexpr uint64_t kQiStatus = kQiRing + (64u << 10);
 constexpr uint64_t kHostTables = 16ull << 20;  // [16, 48) MiB
 constexpr uint64_t kHostTablesSize = 32ull << 20;
@@ -929,7 +929,7 @@ void Run::qi_invalidator(unsigned slot) {
   MachineMemory &mem = e.memory();
   EngineInvalidation &inv = e.invalidation();
   constexpr uint64_t kEntries = 256;
-  if (inv.qi_configure(kQiRing, kEntries, 128) != 0) {
+  if (inv.qi_configure(kQiRing, kEntries, 256) != 0) {
     violation(slot, "qi_configure refused a valid queue");
     return;
   }
@@ -937,8 +937,8 @@ void Run::qi_invalidator(unsigned slot) {
   uint32_t status_seq = 0;
   std::vector<Credit> credits;
   auto put = [&](uint64_t qw0, uint64_t qw1) {
-    const uint64_t qw[2] = {qw0, qw1};
-    mem.write(kQiRing + tail * 16, qw, 16);
+    const uint64_t qw[4] = {qw0, qw1, 0, 0};  // 0x6 exists only as a 256-bit descriptor
+    mem.write(kQiRing + tail * 32, qw, 32);
     tail = (tail + 1) % kEntries;
   };
   while (!stopping()) {
@@ -984,7 +984,7 @@ void Run::qi_invalidator(unsigned slot) {
       invq::RawDescriptor raw;
       raw.qw[0] = qw0;
       raw.qw[1] = qw1;
-      const invq::DecodeResult d = invq::decode_descriptor(raw, invq::DescriptorWidth::k128);
+      const invq::DecodeResult d = invq::decode_descriptor(raw, invq::DescriptorWidth::k256);
       if (!d.ok() || d.descriptor.kind != invq::DecodedKind::kOp) {
         violation(slot, "stress QI encoder produced an invalid descriptor (tool bug)");
         return;
