@@ -51,7 +51,7 @@ constexpr uint64_t kData = kFlTables + kFlTablesSize;
 constexpr uint64_t kGuest = 1ull << 20;  // GPA == HPA window the domains map
 constexpr unsigned kGuestPages = 256;
 constexpr uint64_t kStatus = kSlTables + kSlTablesSize;  // wait status word
-constexpr uint64_t kQueue = kStatus + 4096;              // one 4K ring, 256 x 128 bit
+constexpr uint64_t kQueue = kStatus + 4096;  // one 4K ring, 128 x 256 bit (0x6 needs 256)
 constexpr uint16_t kSids[2] = {0x0100, 0x0208};
 constexpr unsigned kPasids = 4;  // 0..3 per device; requests without PASID use RID_PASID 0
 
@@ -140,7 +140,7 @@ struct Program {
                    u.set_root_table(structures.root_table()) == 0,
                "root");
     for (Engine *e : {&c, &u})
-      FUZZ_CHECK(e->invalidation().qi_configure(kQueue, 256, 128) == 0, "qi");
+      FUZZ_CHECK(e->invalidation().qi_configure(kQueue, 128, 256) == 0, "qi");
   }
 
   // --- invalidation delivery: typed ops, or descriptors in the ring + a tail write ---------
@@ -227,10 +227,10 @@ struct Program {
     ring.push_back(raw(0x5 | 1u << 5 | uint64_t(wait_seq) << 32, kStatus));  // wait, status write
     for (const invq::RawDescriptor &d : ring) {
       // Our encodings must decode to the ops the typed path submits; catch a slip here.
-      FUZZ_CHECK(invq::decode_descriptor(d, invq::DescriptorWidth::k128, {}).ok(),
+      FUZZ_CHECK(invq::decode_descriptor(d, invq::DescriptorWidth::k256, {}).ok(),
                  "encoding 0x%llx", (unsigned long long)d.qw[0]);
-      FUZZ_CHECK(mem.write(kQueue + qi_tail * 16, d.qw.data(), 16) == 0, "ring");
-      qi_tail = (qi_tail + 1) % 256;
+      FUZZ_CHECK(mem.write(kQueue + qi_tail * 32, d.qw.data(), 32) == 0, "ring");
+      qi_tail = (qi_tail + 1) % 128;
     }
     for (Engine *e : {&c, &u}) FUZZ_CHECK(e->invalidation().qi_write_tail(qi_tail) == 0, "tail");
     uint64_t status = 0;
