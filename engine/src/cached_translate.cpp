@@ -16,8 +16,10 @@ constexpr uint8_t pack_perms(uint8_t fl_attrs, uint8_t sl_perms) {
   return uint8_t((fl_attrs & 0xF) | ((sl_perms & 7) << 4));
 }
 
+// Second-level permissions are cached before SLEE: SL-only entries are shared by every PASID of
+// the domain, which need not agree on SLEE, so the requester's SLEE is applied on each hit.
 uint8_t hit_perms(const caches::IotlbEntry &e, const vtd::PasidEntry &pe, bool privileged) {
-  const uint8_t sl_perms = (e.perms >> 4) & 7;
+  const uint8_t sl_perms = sl::apply_execute_enable((e.perms >> 4) & 7, pe.slee);
   if (e.flags & caches::kIotlbSecondLevelOnly) return sl_perms;
   fl::Config c;
   c.sre = pe.sre;
@@ -154,7 +156,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     fill.page_shift = s.t.page_shift;
     fill.hpa_base = s.t.out & page_mask(s.t.page_shift);
     fill.gpa_base = req.iova & page_mask(s.t.page_shift);
-    fill.perms = pack_perms(0, s.t.perms);
+    fill.perms = pack_perms(0, s.raw_perms);
     fill.flags = caches::kIotlbSecondLevelOnly | (s.dirty ? caches::kIotlbDirty : 0);
   } else {
     const fl::Config flc = fl_config(pe);

@@ -161,6 +161,30 @@ INSTANTIATE_TEST_SUITE_P(
                                          EngineConfig::GpaInvalidation::kDependencies)),
     model_name);
 
+// Two PASIDs of one second-level domain that disagree on SLEE share second-level-only IOTLB
+// entries (a PGTT=SL translation depends on (DID, GPA) only). VT-d: with SLEE=0 the X bit is
+// ignored and an execute request needs read permission; with SLEE=1, X decides. Whichever
+// PASID filled the entry, each must get its own rule, as the uncached walk gives it.
+TEST(CachedEngine, SharedSecondLevelEntriesFollowEachPasidsSlee) {
+  for (bool fill_with_slee : {false, true}) {
+    Machine m(Mode::kSecondLevel);
+    ASSERT_EQ(m.map(0, 0, 12, true), build::Status::kOk);  // R/W, X clear
+    vtd::PasidEntry with = m.pasid_entry, without = m.pasid_entry;
+    with.slee = true;
+    without.slee = false;
+    ASSERT_EQ(m.rewrite_pasid_entry(fill_with_slee ? with : without), 0);
+    ASSERT_EQ(m.set_other_pasid_entry(kPasid + 1, fill_with_slee ? without : with), 0);
+    Request first = Machine::request(0, kAccessExec);
+    Request second = first;
+    second.pasid = kPasid + 1;
+    ASSERT_TRUE(same(m.cached->translate(first), m.reference->translate(first)));
+    ASSERT_TRUE(same(m.cached->translate(first), m.reference->translate(first)));  // a hit
+    const Result ref = m.reference->translate(second);
+    EXPECT_EQ(ref.ok, fill_with_slee) << "the reference walk itself: SLEE=0 lets X follow R";
+    EXPECT_TRUE(same(m.cached->translate(second), ref)) << "filled with SLEE=" << fill_with_slee;
+  }
+}
+
 // CACHE_INVLD: the engine never snoops table writes. Without an invalidation the cached
 // engine may keep serving the old mapping; after it, the new one must be served.
 TEST(CachedEngine, TableChangeNeedsInvalidation) {

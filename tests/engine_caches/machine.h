@@ -171,6 +171,10 @@ class Machine {
     cached->invalidate(op);
     cached->invalidate_wait();
   }
+  // Another PASID of the same device (and, with pe.did = kDid, of the same domain).
+  int set_other_pasid_entry(uint32_t pasid, const vtd::PasidEntry &pe) {
+    return structures_->set_pasid_entry(kSid, pasid, pe);
+  }
   int rewrite_pasid_entry(const vtd::PasidEntry &pe) {
     pasid_entry = pe;
     return structures_->set_pasid_entry(kSid, kPasid, pe);

@@ -67,7 +67,7 @@ struct Result {
   Translation t;       // out = HPA; page size = smaller of the two stages; perms intersected
   uint64_t gpa = 0;    // GPA the first level produced (for GPA-indexed invalidation)
   uint8_t fl_attrs = 0;
-  uint8_t sl_perms = 0;
+  uint8_t sl_perms = 0;  // second-level R/W/X before SLEE (sl::Result::raw_perms)
   bool sl_dirty = false;
   Fault fault;
   uint8_t refs = 0;
@@ -99,7 +99,7 @@ inline Result walk(Mem &mem, Tables &tables, const fl::Config &flc, const sl::Co
   r.ok = true;
   r.gpa = gpa;
   r.fl_attrs = f.attrs;
-  r.sl_perms = s.t.perms;
+  r.sl_perms = s.raw_perms;  // before SLEE, like every cached second-level permission
   r.sl_dirty = s.dirty;
   r.t.out = s.t.out;
   r.t.page_shift = std::min(f.t.page_shift, s.t.page_shift);

@@ -64,7 +64,17 @@ struct Result {
   Fault fault;
   uint8_t refs = 0;  // entry reads done
   bool dirty = false;  // the leaf has D set (or A/D tracking is off)
+  // R/W/X as the entries grant them, before SLEE: what a cache shared by PASIDs with
+  // different SLEE must keep (apply_execute_enable() gives t.perms back).
+  uint8_t raw_perms = 0;
 };
+
+// Without SLEE the X bit is ignored and an instruction fetch needs what a read needs. Applying
+// it once to the intersection over all levels equals applying it per level: X then equals R at
+// every level, and the intersection of the R bits is the R of the intersection.
+constexpr uint8_t apply_execute_enable(uint8_t raw, bool execute_enable) {
+  return execute_enable ? raw : uint8_t((raw & ~kExec) | ((raw & kRead) ? kExec : 0));
+}
 
 // Walks one GPA. `access` is the request's AccessBits. The walker reads each entry once
 // with an atomic load; A/D updates use compare-exchange and retry on interference.
@@ -111,11 +121,7 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
                  gpa};
       return r;
     }
-    uint8_t granted = uint8_t(e & 7);
-    if (!c.execute_enable) {
-      granted = uint8_t((granted & ~kExec) | ((granted & kRead) ? kExec : 0));
-    }
-    const uint8_t p = perms & granted;
+    const uint8_t p = uint8_t(perms & e & 7);  // raw: SLEE applies at the leaf
     const bool leaf = level == 1 || large;
     if (c.ad_enabled) {
       uint64_t want = e | kAccessed;
@@ -139,6 +145,8 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
     }
     perms = p;
     if (leaf) {
+      const uint8_t raw = perms;
+      perms = apply_execute_enable(raw, c.execute_enable);
       if ((access & kAccessRead) && !(perms & kAccessRead)) {
         r.fault = {FaultReason::kReadDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
         return r;
@@ -155,6 +163,7 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
       r.t.page_shift = uint8_t(shift);
       r.t.out = (e & kAddrMask52 & page_mask(shift)) | (gpa & ~page_mask(shift));
       r.t.perms = perms;
+      r.raw_perms = raw;
       r.t.level = uint8_t(level);
       r.dirty = !c.ad_enabled || (e & kDirty) || (access & kAccessWrite);
       return r;
