@@ -145,10 +145,7 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
 }
 
 std::string model_name(const ::testing::TestParamInfo<ModelParam> &info) {
-  const Mode mode = std::get<0>(info.param);
-  std::string name = mode == Mode::kFirstLevel    ? "FirstLevel"
-                     : mode == Mode::kSecondLevel ? "SecondLevel"
-                                                  : "Nested";
+  std::string name = mode_name(std::get<0>(info.param));
   if (std::get<1>(info.param) == EngineConfig::GpaInvalidation::kDependencies)
     name += "_GpaDependencies";
   return name;

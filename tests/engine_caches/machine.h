@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -19,6 +20,11 @@
 namespace nestor::test {
 
 enum class Mode { kFirstLevel, kSecondLevel, kNested };
+
+// Test-name suffix for parameterised tests over Mode.
+inline std::string mode_name(Mode m) {
+  return m == Mode::kFirstLevel ? "FirstLevel" : m == Mode::kSecondLevel ? "SecondLevel" : "Nested";
+}
 
 inline constexpr uint64_t kRamSize = 64ull << 20;
 inline constexpr uint64_t kTablesBase = 16ull << 20;   // host tables [16, 32) MiB

@@ -161,16 +161,7 @@ TEST_P(WalkFaults, FailedAccessedDirtyUpdateLeavesNoEntry) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, WalkFaults,
                          ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
-                         [](const auto &info) {
-                           switch (info.param) {
-                             case Mode::kFirstLevel:
-                               return std::string("FirstLevel");
-                             case Mode::kSecondLevel:
-                               return std::string("SecondLevel");
-                             default:
-                               return std::string("Nested");
-                           }
-                         });
+                         [](const auto &info) { return mode_name(info.param); });
 
 // Random failures at a fixed rate while three threads translate and one invalidates: every
 // result is either exactly the reference translation or an access fault; afterwards nothing
@@ -267,16 +258,7 @@ TEST_P(RandomFailures, ConcurrentTranslationNeverCrashesOrCachesGarbage) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, RandomFailures,
                          ::testing::Values(Mode::kFirstLevel, Mode::kSecondLevel, Mode::kNested),
-                         [](const auto &info) {
-                           switch (info.param) {
-                             case Mode::kFirstLevel:
-                               return std::string("FirstLevel");
-                             case Mode::kSecondLevel:
-                               return std::string("SecondLevel");
-                             default:
-                               return std::string("Nested");
-                           }
-                         });
+                         [](const auto &info) { return mode_name(info.param); });
 
 // Queued invalidation: descriptor 1 of 4 cannot be fetched. The queue stops with IQE and head
 // on it, descriptors after it are not applied; after clear_error and a tail write the rest is
