@@ -13,6 +13,7 @@
 #include "capi_fixture.h"
 #include "nestor.h"
 #include "nestor/walkers/builder.h"
+#include "qi_descriptors.h"
 
 namespace nestor {
 namespace {
@@ -32,28 +33,7 @@ constexpr uint16_t kDid = 5;
 constexpr uint64_t kRing = 0x3F0'0000;
 constexpr uint64_t kStatus = 0x3F8'0000;
 
-// --- VT-d descriptor encoders (VT-d 6.5.2; see docs/INVQ.md) -----------------------------
-struct Desc {
-  uint64_t qw0, qw1;
-};
-Desc context_global() {
-  return {0x1 | (1u << 4), 0};
-}
-Desc context_device(uint16_t sid, uint16_t did) {
-  return {0x1 | (3u << 4) | (uint64_t(did) << 16) | (uint64_t(sid) << 32), 0};
-}
-Desc iotlb_page_gpa(uint16_t did, uint64_t gpa, unsigned am = 0, bool ih = false) {
-  return {0x2 | (3u << 4) | (uint64_t(did) << 16), gpa | am | (ih ? 1u << 6 : 0)};
-}
-Desc wait_status(uint64_t addr, uint32_t data) {
-  return {0x5 | (1u << 5) | (uint64_t(data) << 32), addr};
-}
-Desc piotlb_page(uint16_t did, uint32_t pasid, uint64_t addr, unsigned am = 0) {
-  return {0x6 | (3u << 4) | (uint64_t(did) << 16) | (uint64_t(pasid) << 32), addr | am};
-}
-Desc pasid_cache_pasid(uint16_t did, uint32_t pasid) {
-  return {0x7 | (1u << 4) | (uint64_t(did) << 16) | (uint64_t(pasid) << 32), 0};
-}
+using namespace test::qi;  // descriptor encoders
 
 class Qi : public ::testing::Test {
  protected:

@@ -17,6 +17,7 @@
 #include "capi_fixture.h"
 #include "nestor.h"
 #include "nestor/walkers/builder.h"
+#include "qi_descriptors.h"
 
 namespace nestor {
 namespace {
@@ -50,23 +51,7 @@ std::vector<uint64_t> iovas() {
   return v;
 }
 
-struct Desc {
-  uint64_t qw0, qw1;
-};
-// IOTLB invalidate (type 0x2), G=11b page-selective-within-domain, DR=DW=1 (VT-d 6.5.2.3).
-Desc iotlb_psi(uint16_t did, uint64_t gpa) {
-  return {0x2 | (3u << 4) | (1u << 6) | (1u << 7) | (uint64_t(did) << 16), gpa};
-}
-Desc iotlb_dsi(uint16_t did) {
-  return {0x2 | (2u << 4) | (uint64_t(did) << 16), 0};
-}
-Desc wait_status(uint64_t addr, uint32_t data) {
-  return {0x5 | (1u << 5) | (uint64_t(data) << 32), addr};
-}
-// PASID-based IOTLB (type 0x6), page-selective-within-PASID (G=11b).
-Desc piotlb_page(uint16_t did, uint32_t pasid, uint64_t addr) {
-  return {0x6 | (3u << 4) | (uint64_t(did) << 16) | (uint64_t(pasid) << 32), addr};
-}
+using namespace test::qi;  // descriptor encoders
 
 nestor_config config(uint32_t gpa_invalidation) {
   nestor_config c{};
@@ -171,7 +156,8 @@ TEST_P(HostUnmapsTablePage, EveryWalkThroughItFaultsAfterTheWait) {
   // Still served from the caches: otherwise the check below would prove nothing.
   ASSERT_EQ(m.tr(all[0]).hpa, m.expected(0));
 
-  m.submit({by_domain ? iotlb_dsi(kDid) : iotlb_psi(kDid, victim)});
+  // As the issue reproduces it: G=11b, DR=DW=1, the domain's DID, AM=0.
+  m.submit({by_domain ? iotlb_domain(kDid) : iotlb_page_gpa(kDid, victim, 0, false, true)});
   for (size_t i = 0; i < all.size(); ++i) {
     const nestor_result r = m.tr(all[i], i % 4 == 0 ? W : R);
     if (through[i]) {
@@ -217,7 +203,7 @@ TEST(NestedInvalidation, HostRemapOfTablePageToACopyThenGuestEditIsSeen) {
     ASSERT_EQ(nestor_mem_write(m.x.e, copy, page.data(), 4096), 0);
     ASSERT_EQ(m.sl.map(table, copy, 12, build::sl_leaf_bits(R | W)), build::Status::kOk);
     m.guest.gpa_to_hpa[table] = copy;
-    m.submit({iotlb_psi(kDid, table)});
+    m.submit({iotlb_page_gpa(kDid, table)});
     // The guest remaps all[0] (its leaf lives in the copied table) and announces it the way
     // the owner of a first-level table does (PASID-based IOTLB, CACHE_INVLD).
     ASSERT_EQ(m.fl.map(all[0], kGuestData + (1u << 20), 12, kLeaf), build::Status::kOk);
@@ -236,7 +222,7 @@ TEST(NestedInvalidation, ArchitecturalTypeTwoRemovesFirstLevelEntriesOfTheDomain
   for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(m.tr(all[i]).hpa, m.expected(i));
   ASSERT_EQ(m.fl.map(all[5], kGuestData + (1u << 20), 12, kLeaf), build::Status::kOk);
   ASSERT_EQ(m.tr(all[5]).hpa, m.expected(5)) << "not cached: the test proves nothing";
-  m.submit({iotlb_psi(kDid, kGuestData + (3u << 20))});
+  m.submit({iotlb_page_gpa(kDid, kGuestData + (3u << 20))});
   EXPECT_EQ(m.tr(all[5]).hpa, kHostData + (1u << 20));
 }
 
@@ -250,7 +236,7 @@ TEST(NestedInvalidation, DependencyModeKeepsEntriesThatDoNotDependOnTheRange) {
     for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(m.tr(all[i]).hpa, m.expected(i));
     const uint64_t walks_before = m.stats().walks;
     for (uint64_t k = 0; k < 100; ++k) {
-      m.submit({iotlb_psi(kDid, kGuestData + (3u << 20) + k * 4096)});
+      m.submit({iotlb_page_gpa(kDid, kGuestData + (3u << 20) + k * 4096)});
       for (size_t i = 0; i < all.size(); i += 7) ASSERT_EQ(m.tr(all[i]).hpa, m.expected(i));
     }
     const uint64_t walks = m.stats().walks - walks_before;
@@ -275,7 +261,7 @@ TEST(NestedInvalidation, PagingOnlyGlobalFlushDoesNotForgetTablePages) {
   ASSERT_EQ(nestor_inv_wait(m.x.e), 0);
   const uint64_t victim = m.table_gpa(all[0], 1);
   ASSERT_EQ(m.sl.unmap(victim, 12), build::Status::kOk);
-  m.submit({iotlb_psi(kDid, victim)});
+  m.submit({iotlb_page_gpa(kDid, victim)});
   EXPECT_NE(m.tr(all[0]).fault, 0) << "stale translation through an unmapped table page";
 }
 
