@@ -197,6 +197,23 @@ uint64_t PageAllocator::alloc() {
   return pa;
 }
 
+uint64_t PageAllocator::alloc_contiguous(uint64_t n) {
+  if (n == 0) return 0;
+  if (n == 1) return alloc();
+  uint64_t pa;
+  {
+    std::lock_guard lock(mu_);
+    if (n > (end_ - next_) / 4096) return 0;
+    pa = next_;
+    next_ += n * 4096;
+    in_use_ += n;
+  }
+  static const uint8_t zero[4096] = {};
+  for (uint64_t i = 0; i < n; ++i)
+    if (mem_.write(pa + i * 4096, zero, sizeof zero) != 0) return 0;
+  return pa;
+}
+
 void PageAllocator::free(uint64_t pa) {
   std::lock_guard lock(mu_);
   free_.push_back(pa);

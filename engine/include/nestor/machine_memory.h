@@ -150,6 +150,10 @@ class NESTOR_CXX_API PageAllocator {
       : mem_(mem), next_(base), end_(base + size) {}
   // 0 when exhausted.
   uint64_t alloc();
+  // n physically contiguous zeroed pages, or 0. Taken from the never-used part of the range
+  // only (freed pages are single pages scattered anywhere), so freeing single pages never
+  // makes a later contiguous request fail while fresh room remains.
+  uint64_t alloc_contiguous(uint64_t n);
   void free(uint64_t pa);
   uint64_t pages_in_use() const;
 
