@@ -144,7 +144,16 @@ typedef struct nestor_fault_record {
   uint64_t address; /* iova, or the GPA for second-level and nested-table faults */
 } nestor_fault_record;
 
+/* NULL on an invalid configuration (a field outside the documented limits, docs/LIMITS.md:
+ * HAW 32..52, pasid_bits 1..20, sagaw within bits 1-3, cache and fault-log sizes) or no
+ * memory; nestor_last_error() then says which. */
 NESTOR_API nestor_engine *nestor_engine_create(const nestor_config *cfg); /* NULL: defaults */
+/* As nestor_engine_create; *err (if non-NULL) is 0, -EINVAL (invalid configuration) or
+ * -ENOMEM. */
+NESTOR_API nestor_engine *nestor_engine_create2(const nestor_config *cfg, int *err);
+/* The calling thread's reason for its last failed nestor_engine_create/_create2 or
+ * nestor_bind_create ("" if none). Valid until that thread's next failing create call. */
+NESTOR_API const char *nestor_last_error(void);
 NESTOR_API void nestor_engine_destroy(nestor_engine *e);
 /* Platform reset (e.g. a guest reboot): empties every cache, processes queued invalidations
  * and returns the invalidation-queue registers to their power-on values, empties the fault
@@ -207,6 +216,8 @@ typedef struct nestor_stats {
 NESTOR_API int nestor_get_stats(nestor_engine *e, nestor_stats *out);
 
 NESTOR_API const char *nestor_fault_name(int reason);
+/* Every negative errno the ABI returns has a text; an I/O callback's own code comes back
+ * unchanged and is described as such. */
 NESTOR_API const char *nestor_strerror(int err);
 
 /* ==== Invalidation (typed) ================================================================

@@ -163,6 +163,9 @@ int MachineMemory::read(uint64_t pa, void *buf, size_t len) {
 
 int MachineMemory::write(uint64_t pa, const void *buf, size_t len) {
   if (pa + len < pa) return -EFAULT;
+  // Without a write callback a range that leaves RAM cannot complete: refuse it before the
+  // in-RAM part is written, so a failed write changes nothing.
+  if (!io_write_ && !is_ram(pa, len)) return -EFAULT;
   const int rc = copy(pa, const_cast<void *>(buf), len, true);
   if (rc == 0 && observe_armed_.load(std::memory_order_acquire))
     observer_(observer_ctx_, pa, buf, len);

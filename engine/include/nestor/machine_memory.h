@@ -98,7 +98,9 @@ class NESTOR_CXX_API MachineMemory {
   }
 
   // Bulk access that may span regions and the callback. 0 or -EFAULT (nothing partial is
-  // reported as success). Aligned words are copied atomically.
+  // reported as success). Aligned words are copied atomically. A write that would reach
+  // memory neither RAM nor a write callback covers writes nothing; with a callback, a
+  // callback error stops the copy there (the callback's device decides what it accepted).
   int read(uint64_t pa, void *buf, size_t len);
   int write(uint64_t pa, const void *buf, size_t len);
 
