@@ -247,7 +247,8 @@ typedef struct nestor_inv_op {
 } nestor_inv_op;
 
 /* Enqueues (see "Invalidation queue" below); nestor_inv_wait makes it take effect.
- * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
+ * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64, or a range
+ * address that is not 4K aligned (the rule of every invalidation front end). */
 NESTOR_API int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op);
 NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
 
@@ -259,6 +260,13 @@ NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier op
  * Without NESTOR_CFG_BACKGROUND_INV the thread that waits (or writes the QI tail) does the
  * processing; with it, a worker thread does. Never call nestor_inv_wait or nestor_qi_write_tail
  * from an I/O callback of a translation (with drain on, the wait would wait for itself). */
+
+/* The queue holds at most NESTOR_INV_MAX_PENDING entries (ops + waits, from every front end)
+ * not yet taken for processing. At the limit, without a worker, the submitting call applies
+ * what is queued itself (applying early is always allowed); with NESTOR_CFG_BACKGROUND_INV it
+ * blocks until the worker has taken the queue, and a QI tail write then fetches (and advances
+ * head) only as fast as the worker accepts: descriptors not yet fetched stay in the ring. */
+#define NESTOR_INV_MAX_PENDING 65536
 
 /* nestor_config.flags bits for invalidation. */
 #define NESTOR_CFG_DRAIN 0x10          /* waits also wait for translations already in flight */
@@ -310,7 +318,10 @@ typedef struct nestor_uapi_cache_inv {
 NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *inv);
 
 /* iommufd IOMMU_HWPT_INVALIDATE_DATA_VTD_S1-like array of first-level IOTLB ranges for
- * (did, pasid). addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
+ * (did, pasid). Like every call in this section it is the host's (the engine's owner's): it
+ * takes host DIDs and checks no ownership. A first-level owner (a VM) invalidates through the
+ * bind layer's nestor_cache_invalidate, which checks that it bound (source-id, PASID) and
+ * fills in the host DID itself. addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
  * of entries queued before the first invalid one (== count on success), or -EINVAL for NULL
  * arguments; *error (if non-NULL) is 0 or -EINVAL for entry [return value]. */
 #define NESTOR_UAPI_IOTLB_LEAF 0x1u
@@ -327,7 +338,7 @@ NESTOR_API int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did
 
 /* Statistics, versioned by size: the engine fills min(size, what it knows) bytes and reports
  * what it knows in out->size. -EINVAL if out is NULL or size < 8. */
-#define NESTOR_INV_STATS_VERSION 1u
+#define NESTOR_INV_STATS_VERSION 2u /* 2: pending_max */
 #define NESTOR_INV_STATS_TYPES 16 /* descriptor types 0x0..0xF */
 typedef struct nestor_inv_stats {
   uint32_t size;    /* in: sizeof(nestor_inv_stats); out: bytes the engine filled */
@@ -347,6 +358,7 @@ typedef struct nestor_inv_stats {
   uint64_t interrupts;          /* waits with IF set */
   uint64_t drains;              /* grace periods waited for */
   uint64_t errors;              /* queue errors and failed status writes */
+  uint64_t pending_max;         /* most entries queued at once (<= NESTOR_INV_MAX_PENDING) */
 } nestor_inv_stats;
 NESTOR_API int nestor_inv_get_stats(nestor_engine *e, nestor_inv_stats *out);
 /* ==== end of Invalidation queue ============================================================ */
