@@ -19,7 +19,7 @@ TEST(TraceFormat, EveryRecordRoundTrips) {
   cfg.first_level_5 = false;
   cfg.second_level_1g = false;
   w.config(cfg);
-  w.ram(0x1000'0000, 0x4000'0000);
+  w.ram(0x1000, 0x4000'0000);  // covers every write below (the reader checks)
   w.root(0x1234'5000);
   const uint8_t bytes[5] = {9, 8, 7, 6, 5};
   w.write(0x2003, bytes, 5);
@@ -68,7 +68,7 @@ TEST(TraceFormat, EveryRecordRoundTrips) {
   EXPECT_FALSE(rec.config.second_level_1g);
   ASSERT_TRUE(r.next(&rec));
   ASSERT_EQ(rec.tag, Tag::kRam);
-  EXPECT_EQ(rec.addr, 0x1000'0000u);
+  EXPECT_EQ(rec.addr, 0x1000u);
   EXPECT_EQ(rec.size, 0x4000'0000u);
   ASSERT_TRUE(r.next(&rec));
   ASSERT_EQ(rec.tag, Tag::kRoot);
