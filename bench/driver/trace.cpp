@@ -1,5 +1,7 @@
 #include "trace.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -287,6 +289,10 @@ Reader::Reader(std::vector<uint8_t> bytes) : buf_(std::move(bytes)) {
 }
 
 std::vector<uint8_t> Reader::read_file(const std::string &path) {
+  // Devices (/dev/zero) never end; refuse them before reading a byte.
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
+    throw Error("trace: " + path + " is a device, not a trace file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("trace: cannot open " + path + ": " + std::strerror(errno));
   // Read in chunks up to the limit: a device such as /dev/zero never ends.
