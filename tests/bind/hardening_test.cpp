@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 
+#include "capi_vm.h"
 #include "nestor.h"
 
 namespace {
@@ -12,8 +13,7 @@ namespace {
 constexpr uint64_t kTableBase = 1ull << 30;
 constexpr uint64_t kVmBase = 2ull << 30;  // VM n's guest RAM: [kVmBase + n * kVmRam, +kVmRam)
 constexpr uint64_t kVmRam = 2ull << 20;   // one 2M mapping per VM
-constexpr uint64_t kFlRoot = 0x1000;      // guest GPA of the first-level PML4
-constexpr uint64_t kData = 0x10000;       // guest GPA the IOVA 0 page maps to
+constexpr uint64_t kData = nestor::test::kCapiData;  // guest GPA the IOVA 0 page maps to
 
 class Machine {
  public:
@@ -37,44 +37,14 @@ class Machine {
   nestor_engine *e() { return e_; }
   nestor_bind *b() { return b_; }
 
-  // Owner + nesting domain mapping GPA [0, 2M) to the VM's slice; a 4-level first-level table
-  // in guest memory maps IOVA 0 -> GPA kData.
-  struct Vm {
-    uint32_t owner = 0;
-    uint16_t did = 0;
-    uint64_t hpa = 0;
-  };
+  using Vm = nestor::test::CapiVm;
   Vm make_vm(int n, uint32_t quota) {
     Vm vm;
-    vm.hpa = kVmBase + uint64_t(n) * kVmRam;
-    EXPECT_EQ(nestor_owner_create(b_, quota, &vm.owner), 0);
-    nestor_domain_config dc{};
-    dc.size = sizeof dc;
-    dc.levels = 4;
-    dc.flags = NESTOR_DOMAIN_NESTING;
-    dc.owner = vm.owner;
-    EXPECT_EQ(nestor_domain_create(b_, &dc, &vm.did), 0);
     EXPECT_EQ(
-        nestor_domain_map(b_, vm.did, 0, vm.hpa, kVmRam, NESTOR_ACCESS_READ | NESTOR_ACCESS_WRITE),
-        0);
-    const uint64_t user_rw_present = 0x7;
-    for (uint64_t level = 0; level < 3; ++level) {
-      const uint64_t next = kFlRoot + (level + 1) * 0x1000;
-      const uint64_t pte = next | user_rw_present;
-      EXPECT_EQ(nestor_mem_write(e_, vm.hpa + kFlRoot + level * 0x1000, &pte, 8), 0);
-    }
-    const uint64_t leaf = kData | user_rw_present;
-    EXPECT_EQ(nestor_mem_write(e_, vm.hpa + kFlRoot + 3 * 0x1000, &leaf, 8), 0);
+        nestor::test::capi_make_vm(e_, b_, kVmBase + uint64_t(n) * kVmRam, kVmRam, quota, &vm), 0);
     return vm;
   }
-  static nestor_bind_data bind_data() {
-    nestor_bind_data d{};
-    d.size = sizeof d;
-    d.fl_root_gpa = kFlRoot;
-    d.addr_width = 48;
-    d.guest_pasid = NESTOR_NO_GUEST_PASID;
-    return d;
-  }
+  static nestor_bind_data bind_data() { return nestor::test::capi_bind_data(); }
   nestor_result translate(uint16_t sid, uint32_t pasid) {
     nestor_request r{};
     r.source_id = sid;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "trace.h"
+#include "trace_reject.h"
 
 namespace nestor::trace {
 namespace {
@@ -52,18 +52,6 @@ class RawTrace {
   std::vector<uint8_t> bytes_;
   uint64_t records_ = 0;
 };
-
-std::string reject_reason(std::vector<uint8_t> bytes) {
-  try {
-    Reader r(std::move(bytes));
-    Record rec;
-    while (r.next(&rec)) {
-    }
-  } catch (const Error &e) {
-    return e.what();
-  }
-  return "";
-}
 
 // Item 10: 64 zero-fill records of 64 MiB (a few hundred bytes of trace) made replay touch
 // 4 GiB whatever RAM the trace declared.

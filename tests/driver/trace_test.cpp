@@ -8,6 +8,7 @@
 #include "nestor/structures_writer.h"
 #include "nestor/walkers/builder.h"
 #include "trace.h"
+#include "trace_reject.h"
 
 namespace nestor::trace {
 namespace {
@@ -134,17 +135,7 @@ TEST(TraceFormat, SequentialTranslationsAreCompact) {
 }
 
 TEST(TraceFormat, MalformedTracesAreRejectedWithAReason) {
-  auto message = [](std::vector<uint8_t> bytes) -> std::string {
-    try {
-      Reader r(std::move(bytes));
-      Record rec;
-      while (r.next(&rec)) {
-      }
-    } catch (const Error &e) {
-      return e.what();
-    }
-    return "";
-  };
+  const auto message = reject_reason;
   Writer w;
   w.ram(0, 1 << 20);
   TranslateRecord t;

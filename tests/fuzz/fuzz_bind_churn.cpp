@@ -12,6 +12,7 @@
 #include <set>
 #include <vector>
 
+#include "capi_vm.h"
 #include "fuzz_common.h"
 #include "nestor.h"
 
@@ -26,8 +27,7 @@ constexpr uint64_t kTableSize = 384ull << 10;
 constexpr uint64_t kVmBase = 4ull << 20;  // VM n's guest RAM: [kVmBase + n * kVmRam, +kVmRam)
 constexpr uint64_t kVmRam = 2ull << 20;
 constexpr uint64_t kRam = kVmBase + 2 * kVmRam;
-constexpr uint64_t kFlRoot = 0x1000;  // guest GPA of the first-level PML4
-constexpr uint64_t kData = 0x10000;   // guest GPA that IOVA 0 maps to
+constexpr uint64_t kData = nestor::test::kCapiData;  // guest GPA that IOVA 0 maps to
 constexpr uint16_t kAttackerSid = 0x0100, kVictimSid = 0x0200, kHostSid = 0x0300;
 
 bool documented(int rc) {
@@ -63,45 +63,18 @@ nestor_engine *pooled(uint8_t pasid_bits) {
   return slot.get();
 }
 
-struct Vm {
-  uint32_t owner = 0;
-  uint16_t did = 0;
-  uint64_t hpa = 0;
-};
+using Vm = nestor::test::CapiVm;
 
-// Owner + nesting domain over the VM's 2 MiB, with a first-level table in guest memory that
-// maps IOVA 0 to GPA kData.
 Vm make_vm(nestor_engine *e, nestor_bind *b, int n, uint32_t quota) {
   Vm vm;
-  vm.hpa = kVmBase + uint64_t(n) * kVmRam;
-  FUZZ_CHECK(nestor_owner_create(b, quota, &vm.owner) == 0, "owner");
-  nestor_domain_config dc{};
-  dc.size = sizeof dc;
-  dc.levels = 4;
-  dc.flags = NESTOR_DOMAIN_NESTING;
-  dc.owner = vm.owner;
-  FUZZ_CHECK(nestor_domain_create(b, &dc, &vm.did) == 0, "domain");
-  // Writable: the walker sets Accessed bits in the first-level tables through it.
-  FUZZ_CHECK(nestor_domain_map(b, vm.did, 0, vm.hpa, kVmRam,
-                               NESTOR_ACCESS_READ | NESTOR_ACCESS_WRITE) == 0,
-             "map");
-  const uint64_t present_rw_user = 0x7;
-  for (uint64_t level = 0; level < 3; ++level) {
-    const uint64_t pte = (kFlRoot + (level + 1) * 0x1000) | present_rw_user;
-    FUZZ_CHECK(nestor_mem_write(e, vm.hpa + kFlRoot + level * 0x1000, &pte, 8) == 0, "FL");
-  }
-  const uint64_t leaf = kData | present_rw_user;
-  FUZZ_CHECK(nestor_mem_write(e, vm.hpa + kFlRoot + 3 * 0x1000, &leaf, 8) == 0, "FL leaf");
+  const int rc =
+      nestor::test::capi_make_vm(e, b, kVmBase + uint64_t(n) * kVmRam, kVmRam, quota, &vm);
+  FUZZ_CHECK(rc == 0, "VM %d: %d", n, rc);
   return vm;
 }
 
 nestor_bind_data bind_data() {
-  nestor_bind_data d{};
-  d.size = sizeof d;
-  d.fl_root_gpa = kFlRoot;
-  d.addr_width = 48;
-  d.guest_pasid = NESTOR_NO_GUEST_PASID;
-  return d;
+  return nestor::test::capi_bind_data();
 }
 
 void expect_translates(nestor_engine *e, uint16_t sid, uint32_t pasid, const Vm &vm) {
