@@ -3,8 +3,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -14,6 +17,63 @@
 
 using namespace nestor;
 using namespace nestor::driver;
+
+namespace {
+
+// Every bad input exits with this one documented status (bench/README.md), whichever check
+// caught it: CLI11's own codes (100+) said nothing to a script.
+constexpr int kExitBadInput = 2;
+
+// Config files are small: a longer file or line is a mistake (or /dev/zero), said before
+// CLI11 would read it without limit (docs/LIMITS.md).
+constexpr std::streamsize kMaxConfigBytes = 1 << 20;
+constexpr size_t kMaxConfigLine = 4096;
+
+// Empty if every --config file is within the limits, else the reason.
+std::string check_config_files(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], path;
+    if (arg == "--config" && i + 1 < argc)
+      path = argv[i + 1];
+    else if (arg.rfind("--config=", 0) == 0)
+      path = arg.substr(9);
+    else
+      continue;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) continue;  // CLI11 reports a missing file itself
+    std::vector<char> buf(size_t(kMaxConfigBytes) + 1);
+    in.read(buf.data(), std::streamsize(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n > kMaxConfigBytes)
+      return "config " + path + ": larger than the " + std::to_string(kMaxConfigBytes >> 10) +
+             " KiB config file limit";
+    size_t line = 1, len = 0;
+    for (std::streamsize k = 0; k < n; ++k, ++len) {
+      if (buf[size_t(k)] == '\n') {
+        ++line;
+        len = 0;
+      } else if (len >= kMaxConfigLine) {
+        return "config " + path + ": line " + std::to_string(line) + " is longer than the " +
+               std::to_string(kMaxConfigLine) + "-byte line limit";
+      }
+    }
+  }
+  return "";
+}
+
+// A finite number, written as one: NaN and infinities compare false against every range,
+// and "true" from a config file is not a duration.
+const CLI::Validator kFinite(
+    [](std::string &s) -> std::string {
+      char *end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v))
+        return "'" + s + "' is not a finite number";
+      return "";
+    },
+    "FINITE");
+
+}  // namespace
 
 int main(int argc, char **argv) {
   CLI::App app{
@@ -69,26 +129,27 @@ int main(int argc, char **argv) {
       ->group(load)
       ->delimiter(',');
   app.add_option("--seconds", o.seconds, "length of each run")
-      ->check(CLI::Range(0.01, 86400.0))
+      ->check(kFinite & CLI::Range(0.01, 86400.0))
       ->group(load)
       ->capture_default_str();
   app.add_option("--ops", o.ops,
                  "translations per thread instead of a duration (walk: per geometry)")
+      ->check(CLI::Range(uint64_t{0}, kMaxOps))
       ->group(load);
   app.add_option("--path", path, "translation path: handle (address-space handles), request, batch")
       ->check(CLI::IsMember({"handle", "request", "batch"}))
       ->group(load)
       ->capture_default_str();
   app.add_option("--ring-fraction", o.ring_fraction, "share of accesses sweeping a DMA ring")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(kFinite & CLI::Range(0.0, 1.0))
       ->group(load)
       ->capture_default_str();
   app.add_option("--zipf", o.zipf_s, "zipf exponent of the other (buffer) accesses")
-      ->check(CLI::Range(0.0, 4.0))
+      ->check(kFinite & CLI::Range(0.0, 4.0))
       ->group(load)
       ->capture_default_str();
   app.add_option("--write-fraction", o.write_fraction, "share of DMA writes")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(kFinite & CLI::Range(0.0, 1.0))
       ->group(load)
       ->capture_default_str();
   app.add_option("--remap-every", o.remap_every,
@@ -117,7 +178,7 @@ int main(int argc, char **argv) {
       ->group(storm)
       ->capture_default_str();
   app.add_option("--inv-rate", o.inv_rate, "operations/s per invalidating thread; 0: unthrottled")
-      ->check(CLI::Range(0.0, 1e9))
+      ->check(kFinite & CLI::Range(0.0, 1e9))
       ->group(storm)
       ->capture_default_str();
   app.add_option("--inv-batch", o.inv_batch, "operations per wait")
@@ -173,7 +234,16 @@ int main(int argc, char **argv) {
       ->group(eng)
       ->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
+  if (const std::string why = check_config_files(argc, argv); !why.empty()) {
+    std::fprintf(stderr, "nestor-bench: %s\n", why.c_str());
+    return kExitBadInput;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    const int rc = app.exit(e);  // prints help, or the error
+    return rc == 0 ? 0 : kExitBadInput;
+  }
   if (print_config) {
     // Every setting with its value, ready for --config; options left empty (no default)
     // and this flag itself are omitted so the file reads back unchanged.
@@ -209,6 +279,6 @@ int main(int argc, char **argv) {
     return report.failed ? 1 : 0;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "nestor-bench: %s\n", e.what());
-    return 2;
+    return kExitBadInput;
   }
 }

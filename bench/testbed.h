@@ -3,6 +3,7 @@
 // devices whose PASID entries translate nested, first-level only or second-level only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -65,6 +66,13 @@ class Testbed {
       throw std::runtime_error(std::string("testbed: ") + what + ": " + build::status_name(s));
   }
 
+  uint64_t guest_table_bytes() const {
+    const uint64_t pages = cfg_.working_set_pages;
+    const uint64_t per_device = pages / 512 + pages / (512 * 512) + 2 * 6;
+    const uint64_t bytes = uint64_t(cfg_.devices_per_vm) * per_device * 4096;
+    return std::max<uint64_t>(16ull << 20, (bytes + (2ull << 20) - 1) & ~((2ull << 20) - 1));
+  }
+
   void build_vm(int vm) {
     MachineMemory &mem = engine_->memory();
     const uint64_t hpa_base = (4ull << 30) + uint64_t(vm) * cfg_.guest_ram;
@@ -77,9 +85,16 @@ class Testbed {
     const uint64_t step = uint64_t{1} << cfg_.sl_page_shift;
     for (uint64_t gpa = 0; gpa < cfg_.guest_ram; gpa += step)
       check(slb.map(gpa, hpa_base + gpa, cfg_.sl_page_shift, build::sl_leaf_bits(7)), "sl map");
-    // Guest first-level tables live in the top 16 MiB of guest RAM; data pages below.
-    const uint64_t table_gpa = cfg_.guest_ram - (16ull << 20);
-    GuestTableSpace guest_space(mem, slc, table_gpa, 16ull << 20);
+    // Guest first-level tables live at the top of guest RAM, sized from the request (one leaf
+    // table per 512 pages per device, the levels above, never below 16 MiB); data pages below.
+    const uint64_t table_bytes = guest_table_bytes();
+    if (table_bytes + (16ull << 20) > cfg_.guest_ram)
+      throw std::runtime_error("testbed: " + std::to_string(cfg_.working_set_pages) +
+                               " pages per device need more guest RAM for tables than " +
+                               std::to_string(cfg_.guest_ram >> 20) +
+                               " MiB: lower the pages or the devices per VM");
+    const uint64_t table_gpa = cfg_.guest_ram - table_bytes;
+    GuestTableSpace guest_space(mem, slc, table_gpa, table_bytes);
     for (int d = 0; d < cfg_.devices_per_vm; ++d) {
       const uint16_t sid = uint16_t(((vm + 1) << 8) | (d << 3));
       const uint32_t pasid = uint32_t(1 + d);

@@ -559,8 +559,27 @@ std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats) {
   QemuImportStats &st = stats ? *stats : local;
   st = {};
   Importer importer(&st);
+  // Bounded reads: a device such as /dev/zero (or a corrupt log) has no line ends and no end.
   std::string text;
-  while (std::getline(in, text)) importer.line(text);
+  uint64_t total = 0, line_no = 0;
+  for (;;) {
+    text.clear();
+    int c;
+    while ((c = in.get()) != std::char_traits<char>::eof() && c != '\n') {
+      if (text.size() == kMaxQemuLogLine)
+        throw Error("qemu log line " + std::to_string(line_no + 1) + " is longer than the " +
+                    std::to_string(kMaxQemuLogLine) + "-byte line limit");
+      text.push_back(char(c));
+    }
+    if (c == std::char_traits<char>::eof() && text.empty()) break;
+    ++line_no;
+    total += text.size() + 1;
+    if (total > kMaxQemuLogBytes)
+      throw Error("qemu log is larger than the " + std::to_string(kMaxQemuLogBytes >> 30) +
+                  " GiB limit (line " + std::to_string(line_no) + ")");
+    importer.line(text);
+    if (c == std::char_traits<char>::eof()) break;
+  }
   if (in.bad()) throw Error("qemu import: read error");
   return importer.finish();
 }

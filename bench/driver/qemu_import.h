@@ -28,6 +28,9 @@ struct QemuImportStats {
 // Converts a QEMU VT-d trace-event log into a finished nestor trace (Writer::finish() bytes,
 // header flag kFlagImported set). Throws trace::Error("qemu log line N: ...") for a malformed
 // line of an event it understands; unknown events/lines are skipped and counted.
+// Input limits (docs/LIMITS.md): longer lines or logs stop the import with the limit named.
+inline constexpr size_t kMaxQemuLogLine = 4096;
+inline constexpr uint64_t kMaxQemuLogBytes = uint64_t{16} << 30;
 std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats = nullptr);
 
 }  // namespace nestor::trace

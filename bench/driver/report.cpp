@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
@@ -298,33 +300,51 @@ void write_file(const std::string &path, const std::string &text) {
   if (!f) throw std::runtime_error("plot: cannot write " + path);
 }
 
-// Runs gnuplot on a script; the data files sit beside it.
-void render(const std::string &script) {
-  const std::string cmd = "gnuplot '" + script + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
-    throw std::runtime_error(WIFEXITED(rc) && WEXITSTATUS(rc) == 127
+// Runs gnuplot on `script` inside `dir`. Scripts name their data and output files by fixed
+// relative names and the directory reaches gnuplot only as its working directory, never as
+// text in a script or a shell command line: a directory name with quotes, newlines or
+// gnuplot commands ('!cmd', system()) can inject nothing.
+void render(const std::string &dir, const std::string &script) {
+  const pid_t pid = fork();
+  if (pid < 0)
+    throw std::runtime_error("plot: cannot start gnuplot: " + std::string(std::strerror(errno)));
+  if (pid == 0) {
+    if (chdir(dir.c_str()) != 0) _exit(126);
+    execlp("gnuplot", "gnuplot", script.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      throw std::runtime_error("plot: lost gnuplot: " + std::string(std::strerror(errno)));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error(WIFEXITED(status) && WEXITSTATUS(status) == 127
                                  ? "plot: gnuplot not found (apt-get install gnuplot-nox)"
-                                 : "plot: gnuplot failed on " + script);
+                                 : "plot: gnuplot failed on " + script + " in the plot directory");
+}
+
+// Titles come from the program (scenario and run labels), but keep them inert anyway.
+std::string inert(const std::string &text) {
+  std::string out;
+  for (char c : text)
+    if (std::isalnum(static_cast<unsigned char>(c)) || std::strchr(" .,:=+-_/()", c)) out += c;
+  return out;
 }
 
 std::string header(const std::string &svg, const std::string &title) {
   return "set terminal svg size 800,500 dynamic enhanced font 'sans,11'\nset output '" + svg +
-         "'\nset title '" + title + "'\nset grid\nset key left top\n";
+         "'\nset title '" + inert(title) + "'\nset grid\nset key left top\n";
 }
 
 }  // namespace
 
 std::vector<std::string> write_plots(const ScenarioReport &r, const std::string &dir) {
-  if (dir.find('\'') != std::string::npos)
-    throw std::runtime_error("plot: directory name must not contain quotes");
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     throw std::runtime_error("plot: cannot create " + dir + ": " + std::strerror(errno));
   std::vector<std::string> svgs;
   auto finish = [&](const std::string &name, const std::string &script) {
-    const std::string gp = dir + "/" + name + ".gp";
-    write_file(gp, script);
-    render(gp);
+    write_file(dir + "/" + name + ".gp", script);
+    render(dir, name + ".gp");
     svgs.push_back(dir + "/" + name + ".svg");
   };
 
@@ -342,10 +362,10 @@ std::vector<std::string> write_plots(const ScenarioReport &r, const std::string 
       data +=
           std::to_string(t) + " " + std::to_string(v.first) + " " + std::to_string(v.second) + "\n";
     write_file(dir + "/throughput-vs-threads.dat", data);
-    std::string gp = header(dir + "/throughput-vs-threads.svg", "throughput vs threads") +
+    std::string gp = header("throughput-vs-threads.svg", "throughput vs threads") +
                      "set xlabel 'translating threads'\nset ylabel 'M translations/s'\n"
-                     "set xtics 1\nset yrange [0:*]\nplot '" +
-                     dir + "/throughput-vs-threads.dat' using 1:2 with linespoints title 'nestor'";
+                     "set xtics 1\nset yrange [0:*]\nplot "
+                     "'throughput-vs-threads.dat' using 1:2 with linespoints title 'nestor'";
     if (any_baseline) gp += ", '' using 1:3 with linespoints title 'QEMU-style baseline'";
     finish("throughput-vs-threads", gp + "\n");
   }
@@ -356,19 +376,19 @@ std::vector<std::string> write_plots(const ScenarioReport &r, const std::string 
     int index = 0;
     for (const auto &run : r.runs) {
       if (!run.translate_ns.count()) continue;
-      const std::string dat = dir + "/latency-cdf-" + std::to_string(index++) + ".dat";
+      const std::string dat = "latency-cdf-" + std::to_string(index++) + ".dat";
       std::string data = "# ns cumulative_fraction\n";
       for (const auto &[ns, f] : run.translate_ns.cdf())
         data += std::to_string(std::max<uint64_t>(ns, 1)) + " " + std::to_string(f) + "\n";
-      write_file(dat, data);
+      write_file(dir + "/" + dat, data);
       plot += std::string(plot.empty() ? "plot " : ", ") + "'" + dat +
-              "' using 1:2 with steps title '" + run.label + " " + run.target + "'";
+              "' using 1:2 with steps title '" + inert(run.label + " " + run.target) + "'";
     }
     if (!plot.empty()) {
       const std::string title = r.scenario == "storm"
                                     ? "translation latency CDF under invalidation storm"
                                     : "translation latency CDF";
-      finish("latency-cdf", header(dir + "/latency-cdf.svg", title) +
+      finish("latency-cdf", header("latency-cdf.svg", title) +
                                 "set logscale x\nset xlabel 'latency (ns, sampled)'\n"
                                 "set ylabel 'fraction of translations'\nset yrange [0:1]\n"
                                 "set key right bottom\n" +
@@ -397,9 +417,9 @@ std::vector<std::string> write_plots(const ScenarioReport &r, const std::string 
     for (const auto &[p, v] : rows)
       data += std::to_string(p) + " " + std::to_string(v[0]) + " " + std::to_string(v[1]) + " " +
               std::to_string(v[2]) + " " + std::to_string(v[3]) + "\n";
-    const std::string dat = dir + "/hit-rate-vs-working-set.dat";
-    write_file(dat, data);
-    std::string gp = header(dir + "/hit-rate-vs-working-set.svg", "hit rate vs working set") +
+    const std::string dat = "hit-rate-vs-working-set.dat";
+    write_file(dir + "/" + dat, data);
+    std::string gp = header("hit-rate-vs-working-set.svg", "hit rate vs working set") +
                      "set logscale x 2\nset xlabel '4K pages per address space'\n"
                      "set ylabel '%'\nset yrange [0:105]\nset key below\nplot '" +
                      dat +
@@ -417,9 +437,9 @@ std::vector<std::string> write_plots(const ScenarioReport &r, const std::string 
     for (const auto &w : r.walks)
       data += "\"FL" + std::to_string(w.fl_levels) + "xSL" + std::to_string(w.sl_levels) + "\" " +
               std::to_string(w.ns_per_walk) + " " + std::to_string(w.refs_per_walk) + "\n";
-    const std::string dat = dir + "/walk-cost.dat";
-    write_file(dat, data);
-    finish("walk-cost", header(dir + "/walk-cost.svg", "cold nested walk cost") +
+    const std::string dat = "walk-cost.dat";
+    write_file(dir + "/" + dat, data);
+    finish("walk-cost", header("walk-cost.svg", "cold nested walk cost") +
                             "set style data histograms\nset style fill solid 0.6\n"
                             "set ylabel 'ns per walk'\nset y2label 'table references'\n"
                             "set y2tics\nset yrange [0:*]\nset y2range [0:*]\nplot '" +

@@ -1,5 +1,7 @@
 #include "trace.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -287,10 +289,53 @@ Reader::Reader(std::vector<uint8_t> bytes) : buf_(std::move(bytes)) {
 }
 
 std::vector<uint8_t> Reader::read_file(const std::string &path) {
+  // Devices (/dev/zero) never end; refuse them before reading a byte.
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)))
+    throw Error("trace: " + path + " is a device, not a trace file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("trace: cannot open " + path + ": " + std::strerror(errno));
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
-                              std::istreambuf_iterator<char>());
+  // Read in chunks up to the limit: a device such as /dev/zero never ends.
+  std::vector<uint8_t> out;
+  std::vector<char> chunk(1 << 16);
+  while (in.read(chunk.data(), std::streamsize(chunk.size())) || in.gcount() > 0) {
+    if (out.size() + size_t(in.gcount()) > kMaxTraceFileBytes)
+      throw Error("trace: " + path + " is larger than the trace file limit of " +
+                  std::to_string(kMaxTraceFileBytes >> 20) + " MiB");
+    out.insert(out.end(), chunk.begin(), chunk.begin() + in.gcount());
+  }
+  return out;
+}
+
+void Reader::declare_ram(uint64_t base, uint64_t size, size_t at) {
+  if (ram_.size() >= kMaxTraceRamRegions || size > kMaxTraceRamBytes - ram_bytes_ ||
+      base + size < base)
+    throw Error("trace: RAM record at byte " + std::to_string(at) +
+                " exceeds the limits (at most " + std::to_string(kMaxTraceRamRegions) +
+                " regions, " + std::to_string(kMaxTraceRamBytes >> 30) + " GiB in all)");
+  ram_.emplace_back(base, size);
+  ram_bytes_ += size;
+}
+
+// A write, entry store or zero fill must land in RAM the trace declared before it: replay
+// would refuse it anyway, but only after touching the memory before it.
+void Reader::check_in_ram(uint64_t addr, uint64_t len, size_t at, const char *what) const {
+  uint64_t pos = addr, left = len;
+  while (left) {
+    bool found = false;
+    for (const auto &[base, size] : ram_)
+      if (pos - base < size) {
+        const uint64_t n = std::min(left, size - (pos - base));
+        pos += n;
+        left -= n;
+        found = true;
+        break;
+      }
+    if (!found)
+      throw Error("trace: " + std::string(what) + " of " + std::to_string(len) + " bytes at " +
+                  hex(addr) + " (record at byte " + std::to_string(at) +
+                  ") lies outside the RAM the trace declared");
+  }
 }
 
 Reader Reader::load(const std::string &path) {
@@ -337,6 +382,7 @@ bool Reader::next(Record *r) {
     case Tag::kRam:
       r->addr = varint();
       r->size = varint();
+      declare_ram(r->addr, r->size, at);
       break;
     case Tag::kRoot:
       r->addr = varint();
@@ -347,6 +393,7 @@ bool Reader::next(Record *r) {
       if (len > buf_.size() - pos_)
         throw Error("trace: write of " + std::to_string(len) + " bytes at byte " +
                     std::to_string(at) + " runs past the end");
+      check_in_ram(r->addr, len, at, "write");
       r->bytes.assign(buf_.begin() + long(pos_), buf_.begin() + long(pos_ + len));
       pos_ += len;
       break;
@@ -354,6 +401,10 @@ bool Reader::next(Record *r) {
     case Tag::kWrite64:
       r->addr = varint();
       r->value = varint();
+      if (r->addr & 7)
+        throw Error("trace: write64 at byte " + std::to_string(at) + " to unaligned address " +
+                    hex(r->addr));
+      check_in_ram(r->addr, 8, at, "write64");
       break;
     case Tag::kZero:
       r->addr = varint();
@@ -361,10 +412,23 @@ bool Reader::next(Record *r) {
       if (r->size > (uint64_t{64} << 20))
         throw Error("trace: zero fill of " + std::to_string(r->size) + " bytes at byte " +
                     std::to_string(at) + " is larger than 64 MiB");
+      check_in_ram(r->addr, r->size, at, "zero fill");
+      // Each fill may be legitimate on its own; together they may not ask for more than the
+      // trace declared (a few hundred bytes of records would otherwise touch gigabytes).
+      zero_bytes_ += r->size;
+      if (zero_bytes_ > ram_bytes_)
+        throw Error("trace: zero fills up to byte " + std::to_string(at) + " total " +
+                    std::to_string(zero_bytes_) + " bytes, more than the " +
+                    std::to_string(ram_bytes_) + " bytes of RAM declared");
       break;
-    case Tag::kThread:
-      r->thread = uint32_t(varint());
+    case Tag::kThread: {
+      const uint64_t id = varint();
+      if (id > UINT32_MAX)
+        throw Error("trace: thread record at byte " + std::to_string(at) + " has id " +
+                    std::to_string(id) + " beyond 32 bits");
+      r->thread = uint32_t(id);
       break;
+    }
     case Tag::kTranslate: {
       TranslateRecord &t = r->translate;
       t = {};
@@ -410,14 +474,20 @@ bool Reader::next(Record *r) {
       op.leaf = f & 1;
       op.addr_is_gpa = f & 2;
       op.devtlb_global = f & 4;
-      op.did = uint16_t(varint());
-      op.source_id = uint16_t(varint());
-      op.pasid = uint32_t(varint()) - 1;
+      // Fields wider than the record's type are rejected, never truncated into another value.
+      const uint64_t did = varint(), sid = varint(), pasid = varint();
       op.addr = varint();
       op.npages = varint();
       op.function_mask = byte();
-      op.pfsid = uint16_t(varint());
+      const uint64_t pfsid = varint();
       op.max_invs_pending = byte();
+      if (did > 0xFFFF || sid > 0xFFFF || pasid > UINT32_MAX || pfsid > 0xFFFF)
+        throw Error("trace: invalidation record at byte " + std::to_string(at) +
+                    " has a DID, source-id, PASID or PFSID out of range");
+      op.did = uint16_t(did);
+      op.source_id = uint16_t(sid);
+      op.pasid = uint32_t(pasid) - 1;
+      op.pfsid = uint16_t(pfsid);
       if (op.scope == invq::Scope::kRange &&
           (op.npages == 0 || (op.addr >> 12) > invq::kMaxPageNumber ||
            op.npages > invq::kMaxPageNumber))

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nestor/engine.h"
@@ -19,6 +20,11 @@ namespace nestor::trace {
 
 inline constexpr char kMagic[8] = {'N', 'S', 'T', 'R', 'A', 'C', 'E', '\0'};
 inline constexpr uint16_t kVersion = 1;
+// What a trace may ask of a replay (docs/LIMITS.md): RAM is lazily backed, so the bounds are
+// on declarations and on what records make replay touch, each failing with the byte offset.
+inline constexpr uint64_t kMaxTraceFileBytes = uint64_t{1} << 30;
+inline constexpr uint64_t kMaxTraceRamBytes = uint64_t{1} << 40;  // all RAM records together
+inline constexpr size_t kMaxTraceRamRegions = 64;                 // the engine's region limit
 
 // Header flags.
 enum HeaderFlags : uint16_t {
@@ -132,6 +138,11 @@ class Reader {
  private:
   uint64_t varint();
   uint8_t byte();
+  // Bounds against the RAM the trace declared (docs/LIMITS.md): `at` is the record's offset.
+  void declare_ram(uint64_t base, uint64_t size, size_t at);
+  void check_in_ram(uint64_t addr, uint64_t len, size_t at, const char *what) const;
+  std::vector<std::pair<uint64_t, uint64_t>> ram_;  // (base, size) as declared
+  uint64_t ram_bytes_ = 0, zero_bytes_ = 0;
   std::vector<uint8_t> buf_;
   size_t pos_ = 0;
   uint16_t flags_ = 0;

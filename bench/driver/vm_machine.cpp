@@ -10,7 +10,9 @@ namespace {
 
 constexpr uint64_t kTableBase = 1ull << 30;  // bind layer's structures and second levels
 constexpr uint64_t kTableSize = 1ull << 30;
-constexpr uint64_t kGuestBase = 4ull << 30;  // VM n's guest RAM at kGuestBase + n * guest_ram
+// VM n's guest RAM at kGuestBase + n * guest_ram, right after the table range: every byte
+// declared counts against the process's address-space limit even though it is lazily backed.
+constexpr uint64_t kGuestBase = kTableBase + kTableSize;
 
 void check(int rc, const std::string &what) {
   if (rc != 0)
@@ -40,8 +42,13 @@ VmMachine::VmMachine(const MachineConfig &cfg, const EngineConfig &ecfg)
   cfg_.guest_ram =
       std::max<uint64_t>(round_up(cfg.guest_ram, 2ull << 20), 2 * table_bytes + (64ull << 20));
   table_bytes_ = table_bytes;
-  check(engine_->memory().add_ram(0, kGuestBase + uint64_t(cfg.vms) * cfg_.guest_ram),
-        "declare RAM");
+  const uint64_t ram = kGuestBase + uint64_t(cfg.vms) * cfg_.guest_ram;
+  if (const int rc = engine_->memory().add_ram(0, ram); rc != 0)
+    throw std::runtime_error(
+        "vm machine: cannot reserve " + std::to_string(ram >> 20) + " MiB of lazily backed RAM (" +
+        std::to_string(kGuestBase >> 20) + " MiB of tables, " + std::to_string(cfg.vms) +
+        " VMs x " + std::to_string(cfg_.guest_ram >> 20) + " MiB): " + std::strerror(-rc) +
+        " (an address-space limit?); lower --vms, --devices, --pasids or --pages");
 }
 
 VmMachine::~VmMachine() = default;

@@ -34,6 +34,9 @@ inline constexpr unsigned kGranularities = 8;
 inline constexpr const char *kGranularityNames[kGranularities] = {
     "page", "range", "pasid", "domain", "global", "context", "gpa", "gpa-unused"};
 
+// Largest --ops: 2^40 translations per thread is days of work; -1 or 2^64 is a typo.
+inline constexpr uint64_t kMaxOps = uint64_t{1} << 40;
+
 struct DriverOptions {
   std::string scenario = "vm-mix";  // vm-mix, storm, scaling, walk, replay, import-qemu
   MachineConfig machine;
@@ -41,7 +44,7 @@ struct DriverOptions {
   int threads = 2;
   std::vector<int> thread_counts;  // scaling; empty: 1..threads
   double seconds = 2.0;
-  uint64_t ops = 0;  // > 0: translations per thread instead of a duration
+  uint64_t ops = 0;  // > 0: translations per thread instead of a duration (<= kMaxOps)
   Path path = Path::kHandle;
   double ring_fraction = 0.5;  // accesses that follow the address space's DMA ring
   double zipf_s = 0.99;        // the other accesses: zipf over the address space's pages

@@ -144,7 +144,16 @@ typedef struct nestor_fault_record {
   uint64_t address; /* iova, or the GPA for second-level and nested-table faults */
 } nestor_fault_record;
 
+/* NULL on an invalid configuration (a field outside the documented limits, docs/LIMITS.md:
+ * HAW 32..52, pasid_bits 1..20, sagaw within bits 1-3, cache and fault-log sizes) or no
+ * memory; nestor_last_error() then says which. */
 NESTOR_API nestor_engine *nestor_engine_create(const nestor_config *cfg); /* NULL: defaults */
+/* As nestor_engine_create; *err (if non-NULL) is 0, -EINVAL (invalid configuration) or
+ * -ENOMEM. */
+NESTOR_API nestor_engine *nestor_engine_create2(const nestor_config *cfg, int *err);
+/* The calling thread's reason for its last failed nestor_engine_create/_create2 or
+ * nestor_bind_create ("" if none). Valid until that thread's next failing create call. */
+NESTOR_API const char *nestor_last_error(void);
 NESTOR_API void nestor_engine_destroy(nestor_engine *e);
 /* Platform reset (e.g. a guest reboot): empties every cache, processes queued invalidations
  * and returns the invalidation-queue registers to their power-on values, empties the fault
@@ -207,6 +216,8 @@ typedef struct nestor_stats {
 NESTOR_API int nestor_get_stats(nestor_engine *e, nestor_stats *out);
 
 NESTOR_API const char *nestor_fault_name(int reason);
+/* Every negative errno the ABI returns has a text; an I/O callback's own code comes back
+ * unchanged and is described as such. */
 NESTOR_API const char *nestor_strerror(int err);
 
 /* ==== Invalidation (typed) ================================================================
@@ -236,7 +247,8 @@ typedef struct nestor_inv_op {
 } nestor_inv_op;
 
 /* Enqueues (see "Invalidation queue" below); nestor_inv_wait makes it take effect.
- * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64. */
+ * -EINVAL for an unknown cache bit or scope, a range with npages 0 or past 2^64, or a range
+ * address that is not 4K aligned (the rule of every invalidation front end). */
 NESTOR_API int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op);
 NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier ops are applied (and drained) */
 
@@ -248,6 +260,13 @@ NESTOR_API int nestor_inv_wait(nestor_engine *e); /* returns once all earlier op
  * Without NESTOR_CFG_BACKGROUND_INV the thread that waits (or writes the QI tail) does the
  * processing; with it, a worker thread does. Never call nestor_inv_wait or nestor_qi_write_tail
  * from an I/O callback of a translation (with drain on, the wait would wait for itself). */
+
+/* The queue holds at most NESTOR_INV_MAX_PENDING entries (ops + waits, from every front end)
+ * not yet taken for processing. At the limit, without a worker, the submitting call applies
+ * what is queued itself (applying early is always allowed); with NESTOR_CFG_BACKGROUND_INV it
+ * blocks until the worker has taken the queue, and a QI tail write then fetches (and advances
+ * head) only as fast as the worker accepts: descriptors not yet fetched stay in the ring. */
+#define NESTOR_INV_MAX_PENDING 65536
 
 /* nestor_config.flags bits for invalidation. */
 #define NESTOR_CFG_DRAIN 0x10          /* waits also wait for translations already in flight */
@@ -302,7 +321,10 @@ typedef struct nestor_uapi_cache_inv {
 NESTOR_API int nestor_uapi_cache_invalidate(nestor_engine *e, const nestor_uapi_cache_inv *inv);
 
 /* iommufd IOMMU_HWPT_INVALIDATE_DATA_VTD_S1-like array of first-level IOTLB ranges for
- * (did, pasid). addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
+ * (did, pasid). Like every call in this section it is the host's (the engine's owner's): it
+ * takes host DIDs and checks no ownership. A first-level owner (a VM) invalidates through the
+ * bind layer's nestor_cache_invalidate, which checks that it bound (source-id, PASID) and
+ * fills in the host DID itself. addr 0 with npages NESTOR_UAPI_ALL_PAGES = the whole PASID. Returns the number
  * of entries queued before the first invalid one (== count on success), or -EINVAL for NULL
  * arguments; *error (if non-NULL) is 0, -EOPNOTSUPP (unknown flags or non-zero reserved, as
  * Linux's intel_nested_cache_invalidate_user) or -EINVAL for entry [return value]. */
@@ -320,7 +342,7 @@ NESTOR_API int nestor_uapi_iotlb_invalidate_array(nestor_engine *e, uint16_t did
 
 /* Statistics, versioned by size: the engine fills min(size, what it knows) bytes and reports
  * what it knows in out->size. -EINVAL if out is NULL or size < 8. */
-#define NESTOR_INV_STATS_VERSION 1u
+#define NESTOR_INV_STATS_VERSION 2u /* 2: pending_max */
 #define NESTOR_INV_STATS_TYPES 16 /* descriptor types 0x0..0xF */
 typedef struct nestor_inv_stats {
   uint32_t size;    /* in: sizeof(nestor_inv_stats); out: bytes the engine filled */
@@ -340,6 +362,7 @@ typedef struct nestor_inv_stats {
   uint64_t interrupts;          /* waits with IF set */
   uint64_t drains;              /* grace periods waited for */
   uint64_t errors;              /* queue errors and failed status writes */
+  uint64_t pending_max;         /* most entries queued at once (<= NESTOR_INV_MAX_PENDING) */
 } nestor_inv_stats;
 NESTOR_API int nestor_inv_get_stats(nestor_engine *e, nestor_inv_stats *out);
 /* ==== end of Invalidation queue ============================================================ */

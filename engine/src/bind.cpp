@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "nestor/invq/descriptor.h"
 #include "nestor/walkers/builder.h"
@@ -72,6 +73,22 @@ constexpr uint64_t kPage = 4096;
 bool add_overflows(uint64_t a, uint64_t b) {
   return a + b < a;
 }
+
+// Engines that have a bind layer. A second layer would write its own root table over the
+// first one's register and hand out the same table pages twice, so devices of one layer
+// would translate through the other's memory: one layer per engine, enforced here.
+std::mutex g_claimed_mu;
+std::set<const Engine *> g_claimed;
+
+bool claim_engine(const Engine &e) {
+  std::lock_guard lock(g_claimed_mu);
+  return g_claimed.insert(&e).second;
+}
+
+void release_engine(const Engine &e) {
+  std::lock_guard lock(g_claimed_mu);
+  g_claimed.erase(&e);
+}
 }  // namespace
 
 std::unique_ptr<BindLayer> BindLayer::create(Engine &engine, const BindConfig &cfg, int *err) {
@@ -83,7 +100,18 @@ std::unique_ptr<BindLayer> BindLayer::create(Engine &engine, const BindConfig &c
       (cfg.features & ~kNestingFeatAll) ||
       !engine.memory().is_ram(cfg.table_base, size_t(cfg.table_size)))
     return nullptr;
-  auto layer = std::make_unique<BindLayer>(Key{}, engine, cfg);
+  if (!claim_engine(engine)) {
+    *err = -EBUSY;
+    return nullptr;
+  }
+  // Once constructed, the layer's destructor gives the claim back, on failure paths too.
+  std::unique_ptr<BindLayer> layer;
+  try {
+    layer = std::make_unique<BindLayer>(Key{}, engine, cfg);
+  } catch (...) {
+    release_engine(engine);
+    throw;
+  }
   if (!layer->structures_.root_table()) {
     *err = -ENOMEM;
     return nullptr;
@@ -97,8 +125,17 @@ std::unique_ptr<BindLayer> BindLayer::create(Engine &engine, const BindConfig &c
 }
 
 namespace {
-uint64_t structure_share(uint64_t size) {
-  return std::max<uint64_t>(16 * kPage, (size / 4) & ~(kPage - 1));
+// PDTS for a directory that covers the engine's whole PASID space (64 PASIDs per table,
+// 2^(PDTS+7) directory entries).
+uint8_t pdts_for(uint8_t pasid_bits) {
+  return pasid_bits > 13 ? uint8_t(pasid_bits - 13) : 0;
+}
+
+// A quarter of the range, but never less than one device needs (root table, context table,
+// PASID directory, the RID_PASID's PASID table), so the documented minimum range attaches.
+uint64_t structure_share(uint64_t size, uint8_t pasid_bits) {
+  const uint64_t one_device = (3 + StructuresWriter::pasid_dir_pages(pdts_for(pasid_bits))) * kPage;
+  return std::min(size, std::max<uint64_t>(one_device, (size / 4) & ~(kPage - 1)));
 }
 }  // namespace
 
@@ -109,9 +146,11 @@ BindLayer::BindLayer(Key, Engine &engine, const BindConfig &cfg)
     : engine_(engine),
       mem_(engine.memory()),
       cfg_(cfg),
-      structure_pages_(mem_, cfg.table_base, structure_share(cfg.table_size)),
-      table_pages_(mem_, cfg.table_base + structure_share(cfg.table_size),
-                   cfg.table_size - structure_share(cfg.table_size)),
+      structure_pages_(mem_, cfg.table_base,
+                       structure_share(cfg.table_size, engine.config().pasid_bits)),
+      table_pages_(mem_,
+                   cfg.table_base + structure_share(cfg.table_size, engine.config().pasid_bits),
+                   cfg.table_size - structure_share(cfg.table_size, engine.config().pasid_bits)),
       tables_(mem_, table_pages_),
       structures_(mem_, structure_pages_),
       pasids_(engine.config().pasid_bits),
@@ -122,7 +161,9 @@ BindLayer::BindLayer(Key, Engine &engine, const BindConfig &cfg)
   cfg_.features = effective_nesting_features(cfg_.features);
 }
 
-BindLayer::~BindLayer() = default;
+BindLayer::~BindLayer() {
+  release_engine(engine_);
+}
 
 NestingInfo BindLayer::nesting_info() const {
   return make_nesting_info(engine_.config(), cfg_.features, cfg_.max_domain_id);
@@ -158,7 +199,9 @@ int BindLayer::release_owner(uint32_t owner) {
   // One drain for all of them: take every entry down, wait once, then scrub.
   for (const auto &k : mine) unbind_begin(k.first, k.second);
   if (!mine.empty()) engine_.invalidate_wait();
-  for (const auto &k : mine) unbind_finish(k.first, k.second);
+  std::vector<uint64_t> unlinked;
+  for (const auto &k : mine) unbind_finish(k.first, k.second, &unlinked);
+  free_structure_pages(unlinked, true);
   return pasids_.release_all(owner);
 }
 
@@ -288,6 +331,9 @@ int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint
     return -EINVAL;
   const unsigned haw = engine_.config().host_address_width;
   if (((hpa + size - 1) >> haw) != 0) return -EINVAL;
+  // The layer's own tables (root, context, PASID structures, second levels) must never become
+  // DMA targets: a guest device could rewrite the structures that isolate it.
+  if (hpa < cfg_.table_base + cfg_.table_size && cfg_.table_base < hpa + size) return -EPERM;
   std::lock_guard lock(mu_);
   auto it = domains_.find(did);
   if (it == domains_.end()) return -ENOENT;
@@ -429,8 +475,7 @@ int BindLayer::attach_device(uint16_t sid, uint16_t did) {
   auto it = domains_.find(did);
   if (it == domains_.end()) return -ENOENT;
   if (devices_.count(sid)) return -EBUSY;
-  const uint8_t bits = engine_.config().pasid_bits;
-  const uint8_t pdts = bits > 13 ? uint8_t(bits - 13) : 0;  // 2^(pdts+7) dir entries * 64
+  const uint8_t pdts = pdts_for(engine_.config().pasid_bits);
   if (int r = structures_.attach(sid, 0, true, pdts); r != 0) {
     structures_.detach(sid);
     return r;
@@ -470,6 +515,9 @@ int BindLayer::detach_device(uint16_t sid) {
   int err;
   if (uint64_t pe = pasid_entry_address(sid, 0, false, &err))
     for (int i = 0; i < 8; ++i) mem_.write64(pe + 8 * unsigned(i), 0);
+  // With no binding left every PASID table of the device is empty; table 0 (RID_PASID) too now.
+  std::vector<uint64_t> unlinked;
+  if (uint64_t t = structures_.unlink_pasid_table_if_empty(sid, 0)) unlinked.push_back(t);
   invq::InvalidationOp op;
   op.caches = invq::kCacheContext;
   op.scope = invq::Scope::kDevice;
@@ -492,6 +540,7 @@ int BindLayer::detach_device(uint16_t sid) {
   op.source_id = sid;
   engine_.invalidate(op);
   engine_.invalidate_wait();
+  free_structure_pages(unlinked, false);
   --domains_[did].devices;
   devices_.erase(dev);
   return 0;
@@ -622,8 +671,11 @@ int BindLayer::unbind_begin(uint16_t sid, uint32_t pasid) {
 }
 
 // Clears the first-level fields only after the wait, so that a walker which read the old word
-// 0 just before the switch never pairs it with a zeroed root.
-void BindLayer::unbind_finish(uint16_t sid, uint32_t pasid) {
+// 0 just before the switch never pairs it with a zeroed root. A PASID table left empty is
+// unlinked from the directory and reported in *unlinked, for free_structure_pages: otherwise an
+// owner cycling bind/unbind over PASIDs 64 apart would use up the structure pages every other
+// owner and the host need.
+void BindLayer::unbind_finish(uint16_t sid, uint32_t pasid, std::vector<uint64_t> *unlinked) {
   int err;
   if (const uint64_t pa = pasid_entry_address(sid, pasid, false, &err)) {
     if (pasid == kDefaultPasid) {
@@ -633,9 +685,18 @@ void BindLayer::unbind_finish(uint16_t sid, uint32_t pasid) {
       for (int i = 1; i < 8; ++i) mem_.write64(pa + 8 * unsigned(i), w[i]);
     } else {
       for (int i = 1; i < 8; ++i) mem_.write64(pa + 8 * unsigned(i), 0);
+      if (uint64_t t = structures_.unlink_pasid_table_if_empty(sid, pasid)) unlinked->push_back(t);
     }
   }
   bindings_.erase({sid, pasid});
+}
+
+// A walker that read a directory entry before it was cleared may still be reading the table
+// it pointed at; a wait (a grace period with drain on) must pass before the page is reused.
+void BindLayer::free_structure_pages(const std::vector<uint64_t> &pages, bool wait) {
+  if (pages.empty()) return;
+  if (wait) engine_.invalidate_wait();
+  for (uint64_t p : pages) structure_pages_.free(p);
 }
 
 int BindLayer::unbind(uint32_t owner, uint16_t sid, uint32_t pasid) {
@@ -651,7 +712,9 @@ int BindLayer::unbind(uint32_t owner, uint16_t sid, uint32_t pasid) {
   if (it->second.owner != owner) return -EPERM;
   unbind_begin(sid, pasid);
   engine_.invalidate_wait();
-  unbind_finish(sid, pasid);
+  std::vector<uint64_t> unlinked;
+  unbind_finish(sid, pasid, &unlinked);
+  free_structure_pages(unlinked, true);
   return 0;
 }
 

@@ -70,6 +70,7 @@ nestor_bind *nestor_bind_create(nestor_engine *e, const nestor_bind_config *cfg,
   if (!err) err = &dummy;
   nestor_bind_config in;
   if (!e || !read_versioned(cfg, &in)) {
+    nestor_set_last_error("NULL engine or configuration");
     *err = -EINVAL;
     return nullptr;
   }
@@ -83,7 +84,13 @@ nestor_bind *nestor_bind_create(nestor_engine *e, const nestor_bind_config *cfg,
   if (in.max_domain_id) bc.max_domain_id = in.max_domain_id;
   try {
     auto layer = nestor::BindLayer::create(e->engine, bc, err);
-    if (!layer) return nullptr;
+    if (!layer) {
+      nestor_set_last_error(*err == -EBUSY    ? "the engine already has a bind layer"
+                            : *err == -ENOMEM ? "no room for the root table in the table range"
+                                              : "table range must be RAM, 4K aligned, >= 256 KiB; "
+                                                "max_domain_id >= 1; known features only");
+      return nullptr;
+    }
     auto b = std::make_unique<nestor_bind>();
     b->layer = std::move(layer);
     return b.release();

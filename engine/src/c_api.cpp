@@ -4,6 +4,7 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 #include "c_api_internal.h"
 #include "nestor.h"
@@ -39,20 +40,56 @@ nestor::EngineConfig to_config(const nestor_config *c) {
   if (in.gpa_invalidation == NESTOR_GPA_INV_DEPENDENCIES)
     cfg.gpa_invalidation = nestor::EngineConfig::GpaInvalidation::kDependencies;
   else if (in.gpa_invalidation != NESTOR_GPA_INV_ARCHITECTURAL)
-    throw std::invalid_argument("nestor_config.gpa_invalidation: unknown value");
+    throw std::invalid_argument("gpa_invalidation must be 0 or 1");
   return cfg;
 }
 
+thread_local std::string t_last_error;
+
 }  // namespace
+
+void nestor_set_last_error(const char *reason) {
+  try {
+    t_last_error = reason;
+  } catch (...) {
+    t_last_error.clear();  // no memory for the message: an empty reason beats none at all
+  }
+}
 
 extern "C" {
 
-nestor_engine *nestor_engine_create(const nestor_config *cfg) {
+nestor_engine *nestor_engine_create2(const nestor_config *cfg, int *err) {
+  int dummy;
+  if (!err) err = &dummy;
   try {
-    return std::make_unique<nestor_engine>(to_config(cfg)).release();
+    const nestor::EngineConfig ec = to_config(cfg);
+    // Checked before anything is allocated: oversized caches used to take seconds and
+    // gigabytes before failing without a word.
+    const char *why = "";
+    if (int r = nestor::validate_config(ec, &why); r != 0) {
+      nestor_set_last_error(why);
+      *err = r;
+      return nullptr;
+    }
+    auto e = std::make_unique<nestor_engine>(ec);
+    *err = 0;
+    return e.release();
+  } catch (const std::invalid_argument &x) {
+    nestor_set_last_error(x.what());
+    *err = -EINVAL;
   } catch (...) {
-    return nullptr;
+    nestor_set_last_error("out of memory");
+    *err = -ENOMEM;
   }
+  return nullptr;
+}
+
+nestor_engine *nestor_engine_create(const nestor_config *cfg) {
+  return nestor_engine_create2(cfg, nullptr);
+}
+
+const char *nestor_last_error(void) {
+  return t_last_error.c_str();
 }
 
 void nestor_engine_destroy(nestor_engine *e) {
@@ -318,7 +355,14 @@ const char *nestor_strerror(int err) {
       return "quota exceeded";
     case EALREADY:
       return "already done (double free or repeated operation)";
+    case EAGAIN:
+      return "try again: a documented limit on pending work was reached";
+    case EIO:
+      return "I/O error (reported by an I/O callback)";
   }
+  // nestor_mem_read/write and translations pass an I/O callback's own negative errno through,
+  // so any errno value can come back: name it rather than call it unknown.
+  if (err < 0 && err > -4096) return "error reported by an I/O callback (see errno.h)";
   return "unknown error";
 }
 

@@ -5,6 +5,9 @@
 #include "nestor.h"
 #include "nestor/engine.h"
 
+// Records the reason for the calling thread's last failed create call (nestor_last_error).
+void nestor_set_last_error(const char *reason);
+
 struct nestor_engine {
   explicit nestor_engine(const nestor::EngineConfig &cfg) : engine(cfg) {}
   nestor::Engine engine;

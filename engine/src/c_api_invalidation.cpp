@@ -54,10 +54,11 @@ int nestor_inv_submit(nestor_engine *e, const nestor_inv_op *op) {
   o.pasid = op->pasid;
   o.leaf = op->leaf;
   if (o.scope == invq::Scope::kRange) {
+    // Unaligned used to be aligned down silently while the uAPI calls refused it: one rule.
     if (op->npages == 0 || op->npages > (~uint64_t{0} >> 12) ||
-        (op->addr >> 12) + op->npages < (op->addr >> 12))
+        (op->addr >> 12) + op->npages < (op->addr >> 12) || (op->addr & 0xFFF))
       return -EINVAL;
-    o.addr = op->addr & ~uint64_t{0xFFF};
+    o.addr = op->addr;
     o.npages = op->npages;
   }
   try {
@@ -174,6 +175,7 @@ int nestor_inv_get_stats(nestor_engine *e, nestor_inv_stats *out) {
   full.interrupts = s.interrupts;
   full.drains = s.drains;
   full.errors = s.errors;
+  full.pending_max = s.pending_max;
   const size_t n = std::min<size_t>(out->size, sizeof full);
   full.size = uint32_t(n);
   std::memcpy(out, &full, n);

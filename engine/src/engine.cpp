@@ -24,8 +24,10 @@ void FaultLog::record(const FaultRecord &r) {
 size_t FaultLog::drain(FaultRecord *out, size_t max) {
   std::lock_guard lock(mu_);
   const size_t n = std::min(max, records_.size());
-  for (size_t i = 0; i < n; ++i) out[i] = records_[i];
-  records_.erase(records_.begin(), records_.begin() + static_cast<ptrdiff_t>(n));
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = records_.front();
+    records_.pop_front();
+  }
   return n;
 }
 
@@ -53,6 +55,33 @@ void FaultLog::clear() {
 namespace {
 std::atomic<uint64_t> g_next_engine_id{1};
 }  // namespace
+
+int validate_config(const EngineConfig &cfg, const char **why) {
+  const char *dummy;
+  if (!why) why = &dummy;
+  auto bad = [why](const char *reason) {
+    *why = reason;
+    return -EINVAL;
+  };
+  // VT-d's MGAW/HAW encodings and the walkers cover 32..52 physical address bits.
+  if (cfg.host_address_width < 32 || cfg.host_address_width > 52)
+    return bad("host_address_width must be 32..52");
+  if (cfg.pasid_bits < 1 || cfg.pasid_bits > 20) return bad("pasid_bits must be 1..20");
+  // Bit 0 (30-bit, 2-level) and bit 4 are not second-level widths the walkers implement.
+  if ((cfg.sagaw & ~0b1110u) || !(cfg.sagaw & 0b1110u))
+    return bad("sagaw must name 39-, 48- and/or 57-bit second levels (bits 1-3) only");
+  if (cfg.fault_log_entries == 0 || cfg.fault_log_entries > kMaxFaultLogEntries)
+    return bad("fault_log_entries must be 1..1048576");
+  if (cfg.iotlb_entries > kMaxIotlbEntries) return bad("iotlb_entries must be <= 4194304");
+  if (cfg.iotlb_shards > kMaxIotlbShards) return bad("iotlb_shards must be <= 256");
+  if (cfg.iotlb_ways > kMaxIotlbWays) return bad("iotlb_ways must be <= 8");
+  if (cfg.context_cache_entries > kMaxStructureCacheEntries)
+    return bad("context_cache_entries must be <= 1048576");
+  if (cfg.pasid_cache_entries > kMaxStructureCacheEntries)
+    return bad("pasid_cache_entries must be <= 1048576");
+  if (cfg.psc_entries > kMaxStructureCacheEntries) return bad("psc_entries must be <= 1048576");
+  return 0;
+}
 
 Engine::Engine(const EngineConfig &cfg)
     : cfg_(cfg), id_(g_next_engine_id.fetch_add(1)), faults_(cfg.fault_log_entries) {

@@ -163,6 +163,9 @@ int MachineMemory::read(uint64_t pa, void *buf, size_t len) {
 
 int MachineMemory::write(uint64_t pa, const void *buf, size_t len) {
   if (pa + len < pa) return -EFAULT;
+  // Without a write callback a range that leaves RAM cannot complete: refuse it before the
+  // in-RAM part is written, so a failed write changes nothing.
+  if (!io_write_ && !is_ram(pa, len)) return -EFAULT;
   const int rc = copy(pa, const_cast<void *>(buf), len, true);
   if (rc == 0 && observe_armed_.load(std::memory_order_acquire))
     observer_(observer_ctx_, pa, buf, len);
@@ -194,6 +197,23 @@ uint64_t PageAllocator::alloc() {
   }
   static const uint8_t zero[4096] = {};
   if (mem_.write(pa, zero, sizeof zero) != 0) return 0;
+  return pa;
+}
+
+uint64_t PageAllocator::alloc_contiguous(uint64_t n) {
+  if (n == 0) return 0;
+  if (n == 1) return alloc();
+  uint64_t pa;
+  {
+    std::lock_guard lock(mu_);
+    if (n > (end_ - next_) / 4096) return 0;
+    pa = next_;
+    next_ += n * 4096;
+    in_use_ += n;
+  }
+  static const uint8_t zero[4096] = {};
+  for (uint64_t i = 0; i < n; ++i)
+    if (mem_.write(pa + i * 4096, zero, sizeof zero) != 0) return 0;
   return pa;
 }
 

@@ -66,16 +66,11 @@ int StructuresWriter::attach(uint16_t sid, uint32_t rid_pasid, bool pasid_enable
   if (!ce) return -ENOMEM;
   Device &d = devices_[sid];
   if (!d.pasid_dir || d.pdts != pdts) {
-    // A directory of 2^(pdts+7) 8-byte entries spans 2^pdts pages; allocate them contiguous by
-    // taking consecutive pages (the allocator hands out ascending pages when fresh).
-    const unsigned pages = 1u << pdts;
-    uint64_t first = 0, prev = 0;
-    for (unsigned i = 0; i < pages; ++i) {
-      const uint64_t p = pages_.alloc();
-      if (!p || (i && p != prev + 4096)) return -ENOMEM;
-      if (!i) first = p;
-      prev = p;
-    }
+    // A directory of 2^(pdts+7) 8-byte entries spans 2^(pdts+10) bytes: one page up to
+    // PDTS 2, 32 pages for the full 20-bit space. PASID tables behind it come on demand.
+    const uint64_t pages = pasid_dir_pages(pdts);
+    const uint64_t first = pages_.alloc_contiguous(pages);
+    if (!first) return -ENOMEM;
     d.pasid_dir = first;
     d.pdts = pdts;
   }
@@ -128,6 +123,20 @@ int StructuresWriter::set_pasid_entry(uint16_t sid, uint32_t pasid, const vtd::P
   for (int i = 7; i >= 1; --i)
     if (!mem_.write64(pe_pa + 8 * unsigned(i), w[i])) return -EFAULT;
   return mem_.write64(pe_pa, w[0]) ? 0 : -EFAULT;
+}
+
+uint64_t StructuresWriter::unlink_pasid_table_if_empty(uint16_t sid, uint32_t pasid) {
+  auto it = devices_.find(sid);
+  if (it == devices_.end() || (pasid >> 6) >= (1u << (it->second.pdts + 7))) return 0;
+  const uint64_t pde_pa = it->second.pasid_dir + uint64_t(pasid >> 6) * 8;
+  uint64_t pde;
+  if (!mem_.read64(pde_pa, &pde) || !(pde & vtd::kPdePresent)) return 0;
+  const uint64_t table = pde & vtd::kAddr;
+  for (uint64_t off = 0; off < 4096; off += 8) {
+    uint64_t w;
+    if (!mem_.read64(table + off, &w) || w != 0) return 0;
+  }
+  return mem_.write64(pde_pa, 0) ? table : 0;
 }
 
 int StructuresWriter::clear_pasid_entry(uint16_t sid, uint32_t pasid) {

@@ -32,11 +32,24 @@ InvalidationProcessor::~InvalidationProcessor() {
 
 void InvalidationProcessor::submit(const InvalidationOp &op) {
   stats_.count_op_submitted();
+  enqueue(Entry{op, nullptr});
+}
+
+void InvalidationProcessor::enqueue(Entry entry) {
+  const size_t limit = options_.max_pending ? options_.max_pending : 1;
+  bool process_here;
   {
-    std::lock_guard lock(submit_mutex_);
-    pending_.push_back(Entry{op, nullptr});
+    std::unique_lock lock(submit_mutex_);
+    // With a worker, push back on the producer (as a full hardware queue does) rather than
+    // buffer without limit.
+    space_available_.wait(lock,
+                          [&] { return pending_.size() < limit || !worker_running_ || stopping_; });
+    pending_.push_back(std::move(entry));
+    stats_.count_pending(pending_.size());
+    process_here = (!worker_running_ || stopping_) && pending_.size() >= limit;
   }
   work_available_.notify_one();
+  if (process_here) process_pending();
 }
 
 WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
@@ -44,11 +57,7 @@ WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
   state->op = std::move(wait);
   state->submitted = std::chrono::steady_clock::now();
   stats_.count_wait_submitted();
-  {
-    std::lock_guard lock(submit_mutex_);
-    pending_.push_back(Entry{InvalidationOp{}, state});
-  }
-  work_available_.notify_one();
+  enqueue(Entry{InvalidationOp{}, state});
   return WaitTicket(std::move(state));
 }
 
@@ -59,6 +68,7 @@ size_t InvalidationProcessor::process_pending() {
     std::lock_guard lock(submit_mutex_);
     taken.swap(pending_);
   }
+  space_available_.notify_all();
   for (Entry &entry : taken) {
     if (!entry.wait) {
       batch_.add(entry.op);
@@ -133,6 +143,7 @@ void InvalidationProcessor::stop() {
     worker = std::move(worker_);
   }
   work_available_.notify_all();
+  space_available_.notify_all();  // blocked submitters process the queue themselves now
   worker.join();
   std::lock_guard lock(submit_mutex_);
   worker_running_ = false;

@@ -45,6 +45,7 @@ StatsSnapshot Stats::snapshot() const {
   out.fences = fences_.load(std::memory_order_relaxed);
   out.drains = drains_.load(std::memory_order_relaxed);
   out.errors = errors_.load(std::memory_order_relaxed);
+  out.pending_max = pending_max_.load(std::memory_order_relaxed);
   return out;
 }
 

@@ -119,7 +119,9 @@ TEST(Domain, MapRefusalsChangeNothing) {
 TEST(Domain, MapOutOfTablePagesLeavesNothingMapped) {
   BindConfig bc;
   bc.table_size = 64 * k4K;  // 16 structure pages, 48 second-level table pages
-  World w({}, bc, 1);
+  EngineConfig ec;
+  ec.pasid_bits = 15;  // a one-page PASID directory: the structure share stays a quarter
+  World w(ec, bc, 1);
   uint16_t did;
   ASSERT_EQ(w.layer().create_domain(plain(4), &did), 0);              // root: 1 page
   ASSERT_EQ(w.layer().map(did, 0, kVmHpaBase, k4K, kAccessRead), 0);  // L3, L2, L1: 3 pages

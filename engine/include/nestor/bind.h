@@ -93,8 +93,9 @@ class NESTOR_CXX_API BindLayer {
 
  public:
   // Checks the configuration (table range 4K aligned, RAM, at least 64 pages; DIDs >= 1),
-  // points the engine's root-table register at the layer's root table. One layer per engine.
-  // Returns nullptr and sets *err (-EINVAL, -ENOMEM) on failure.
+  // points the engine's root-table register at the layer's root table. One layer per engine:
+  // -EBUSY while another layer of `engine` exists (a second one would overwrite the first
+  // one's tables). Returns nullptr and sets *err (-EINVAL, -EBUSY, -ENOMEM) on failure.
   static std::unique_ptr<BindLayer> create(Engine &engine, const BindConfig &cfg, int *err);
   BindLayer(Key, Engine &engine, const BindConfig &cfg);  // use create()
   ~BindLayer();
@@ -134,7 +135,8 @@ class NESTOR_CXX_API BindLayer {
   int destroy_domain(uint16_t did);
   // Maps [gpa, gpa+size) -> [hpa, hpa+size) with AccessBits `perms`, choosing the largest page
   // (1G/2M/4K, as the engine config allows) that fits alignment and length at each step.
-  // -EINVAL unaligned/empty/beyond width/bad perms, -EEXIST overlaps a mapping, -EPERM adopted,
+  // -EINVAL unaligned/empty/beyond width/bad perms, -EEXIST overlaps a mapping, -EPERM adopted
+  // or the HPA range overlaps the layer's table range (tables must never be DMA targets),
   // -ENOENT unknown domain, -ENOMEM out of table pages (nothing left mapped).
   int map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint8_t perms);
   // Unmaps every page in [gpa, gpa+size), then invalidates IOTLB and paging-structure caches
@@ -211,7 +213,8 @@ class NESTOR_CXX_API BindLayer {
   uint64_t pasid_entry_address(uint16_t source_id, uint32_t pasid, bool create, int *err);
   void invalidate_pasid(uint16_t did, uint16_t source_id, uint32_t pasid);
   int unbind_begin(uint16_t source_id, uint32_t pasid);
-  void unbind_finish(uint16_t source_id, uint32_t pasid);
+  void unbind_finish(uint16_t source_id, uint32_t pasid, std::vector<uint64_t> *unlinked);
+  void free_structure_pages(const std::vector<uint64_t> &pages, bool wait);
   int resolve_pasid(uint32_t owner, uint16_t source_id, uint32_t pasid, uint32_t flags,
                     uint32_t *host_pasid);
 

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -60,6 +61,19 @@ struct EngineConfig {
   bool background_invalidation = false;  // a worker thread processes queued invalidations
 };
 
+// Documented limits (docs/LIMITS.md). Larger caches than these cost gigabytes and seconds to
+// build; callers that need them have a different problem.
+inline constexpr uint32_t kMaxIotlbEntries = 1u << 22;
+inline constexpr uint32_t kMaxIotlbShards = 256;
+inline constexpr uint32_t kMaxIotlbWays = 8;
+inline constexpr uint32_t kMaxStructureCacheEntries = 1u << 20;  // context, PASID, each PSC
+inline constexpr uint32_t kMaxFaultLogEntries = 1u << 20;
+
+// 0 if `cfg` is within the documented limits, else -EINVAL with *why (if non-NULL) naming
+// the field and its range. Engine's constructor does not check (it clamps a few fields for
+// C++ callers that always did so); the C ABI refuses an invalid configuration with this.
+NESTOR_CXX_API int validate_config(const EngineConfig &cfg, const char **why);
+
 // Per-cache statistics summed over threads.
 struct EngineStats {
   caches::CacheStats context, pasid, iotlb, psc_first_level, psc_second_level, psc_nested_table;
@@ -95,7 +109,9 @@ struct FaultRecord {
 };
 
 // A bounded log of faults, as hardware's fault-recording registers: when full, new faults
-// are dropped and the overflow flag is set until the log is drained.
+// are dropped and the overflow flag is set until the log is drained. A deque, so recording is
+// O(1) and draining k records costs O(k) (a vector erased from the front made draining a full
+// log quadratic while faulting translations waited on the lock).
 class NESTOR_CXX_API FaultLog {
  public:
   explicit FaultLog(uint32_t capacity) : capacity_(capacity ? capacity : 1) {}
@@ -110,7 +126,7 @@ class NESTOR_CXX_API FaultLog {
 
  private:
   mutable std::mutex mu_;
-  std::vector<FaultRecord> records_;
+  std::deque<FaultRecord> records_;
   uint32_t capacity_;
   bool overflow_ = false;
 };

@@ -98,7 +98,9 @@ class NESTOR_CXX_API MachineMemory {
   }
 
   // Bulk access that may span regions and the callback. 0 or -EFAULT (nothing partial is
-  // reported as success). Aligned words are copied atomically.
+  // reported as success). Aligned words are copied atomically. A write that would reach
+  // memory neither RAM nor a write callback covers writes nothing; with a callback, a
+  // callback error stops the copy there (the callback's device decides what it accepted).
   int read(uint64_t pa, void *buf, size_t len);
   int write(uint64_t pa, const void *buf, size_t len);
 
@@ -150,6 +152,10 @@ class NESTOR_CXX_API PageAllocator {
       : mem_(mem), next_(base), end_(base + size) {}
   // 0 when exhausted.
   uint64_t alloc();
+  // n physically contiguous zeroed pages, or 0. Taken from the never-used part of the range
+  // only (freed pages are single pages scattered anywhere), so freeing single pages never
+  // makes a later contiguous request fail while fresh room remains.
+  uint64_t alloc_contiguous(uint64_t n);
   void free(uint64_t pa);
   uint64_t pages_in_use() const;
 

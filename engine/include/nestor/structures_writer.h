@@ -66,6 +66,14 @@ class NESTOR_CXX_API StructuresWriter {
   int clear_pasid_entry(uint16_t source_id, uint32_t pasid);
   // Address of the PASID-table entry, or 0 when the device/directory slot is absent.
   uint64_t pasid_entry_address(uint16_t source_id, uint32_t pasid);
+  // If the PASID table holding `pasid` is entirely zero, clears its directory entry and
+  // returns the table's address (the caller frees it once no walker can still be reading it,
+  // i.e. after an invalidation wait); else 0.
+  uint64_t unlink_pasid_table_if_empty(uint16_t source_id, uint32_t pasid);
+  // Pages of a PASID directory of 2^(pdts+7) 8-byte entries.
+  static constexpr uint64_t pasid_dir_pages(uint8_t pdts) {
+    return pdts >= 2 ? uint64_t{1} << (pdts - 2) : 1;
+  }
 
  private:
   struct Device {

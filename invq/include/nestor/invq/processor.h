@@ -18,10 +18,17 @@
 
 namespace nestor::invq {
 
+// Entries (ops + waits) the processor holds before a submitter must wait or help.
+inline constexpr size_t kDefaultMaxPending = 65536;
+
 struct ProcessorOptions {
   CoalesceOptions coalesce;
   // Call target.drain() before completing a wait that follows applied ops.
   bool drain = false;
+  // Most entries queued and not yet taken for processing. At the limit a submitter processes
+  // the queue itself (no worker: applying early is always allowed) or waits until the worker
+  // has taken it: a producer faster than the caches can never grow the queue without bound.
+  size_t max_pending = kDefaultMaxPending;
 };
 
 namespace detail {
@@ -61,6 +68,8 @@ class InvalidationProcessor {
   InvalidationProcessor &operator=(const InvalidationProcessor &) = delete;
 
   // Thread-safe. Queue order is the order in which these calls take the submission lock.
+  // Either may block (worker running) or process the queue (no worker) once
+  // options.max_pending entries are pending.
   void submit(const InvalidationOp &op);
   WaitTicket submit_wait(WaitOp wait);
 
@@ -84,6 +93,7 @@ class InvalidationProcessor {
     std::shared_ptr<detail::WaitState> wait;  // non-null: this entry is a wait
   };
 
+  void enqueue(Entry entry);
   void worker_loop();
   void run_batch();
   void complete_wait(detail::WaitState &wait);
@@ -95,6 +105,7 @@ class InvalidationProcessor {
 
   mutable std::mutex submit_mutex_;
   std::condition_variable work_available_;
+  std::condition_variable space_available_;  // pending_ was emptied, or the worker stops
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool worker_running_ = false;

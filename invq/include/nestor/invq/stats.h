@@ -26,7 +26,8 @@ struct StatsSnapshot {
   uint64_t interrupts = 0;
   uint64_t fences = 0;
   uint64_t drains = 0;
-  uint64_t errors = 0;  // decode, queue and status-write errors
+  uint64_t errors = 0;       // decode, queue and status-write errors
+  uint64_t pending_max = 0;  // most entries ever pending at once (<= ProcessorOptions::max_pending)
 };
 
 class Stats {
@@ -38,6 +39,7 @@ class Stats {
   void count_batch(uint64_t ops_in, uint64_t ops_out, uint64_t promotions);
   void count_wait_completed(uint64_t latency_ns, bool interrupt, bool fence);
   void count_drain() { add(drains_); }
+  void count_pending(uint64_t pending) { raise_max(pending_max_, pending); }
 
   StatsSnapshot snapshot() const;
 
@@ -63,6 +65,7 @@ class Stats {
   std::atomic<uint64_t> fences_{0};
   std::atomic<uint64_t> drains_{0};
   std::atomic<uint64_t> errors_{0};
+  std::atomic<uint64_t> pending_max_{0};
 };
 
 }  // namespace nestor::invq
