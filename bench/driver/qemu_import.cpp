@@ -240,6 +240,13 @@ class Importer {
     // Results are recorded from the tables alone; replay on a caching engine then checks
     // that the logged invalidations were enough.
     c.caching = false;
+    // An uncached engine never fills its caches, and geometry is not part of the trace
+    // (ConfigRecord): the smallest geometry spares building a 64K-entry IOTLB per import.
+    c.iotlb_entries = 1;
+    c.iotlb_shards = 1;
+    c.context_cache_entries = 1;
+    c.pasid_cache_entries = 1;
+    c.psc_entries = 1;
     return c;
   }
 
