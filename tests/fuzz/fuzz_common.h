@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -68,5 +70,27 @@ inline Engine &pooled_engine(const EngineConfig &c, unsigned key, uint64_t ram_s
   }
   return *e;
 }
+
+// Engines (or C handles) kept across inputs under a key naming everything a fresh one would
+// differ in (configuration, memory map), for targets whose inputs choose those: a hit costs a
+// reset, a miss a construction. Bounded: when full, an arbitrary entry goes, so a fuzzer
+// wandering over many configurations stays inside its RSS limit.
+template <class T, class Deleter = std::default_delete<T>>
+class EnginePool {
+ public:
+  explicit EnginePool(size_t max_entries) : max_(max_entries) {}
+  T *find(const std::string &key) {
+    auto it = pool_.find(key);
+    return it == pool_.end() ? nullptr : it->second.get();
+  }
+  T *put(const std::string &key, std::unique_ptr<T, Deleter> v) {
+    if (pool_.size() >= max_ && !pool_.count(key)) pool_.erase(pool_.begin());
+    return (pool_[key] = std::move(v)).get();
+  }
+
+ private:
+  size_t max_;
+  std::map<std::string, std::unique_ptr<T, Deleter>> pool_;
+};
 
 }  // namespace nestor::fuzz
