@@ -27,6 +27,15 @@ uint8_t shift_code(uint8_t shift) {
   return shift == 30 ? 2 : shift == 21 ? 1 : 0;
 }
 
+// memcmp against zeros, not a byte loop: every table page the recorder sees zeroed is 4K, and
+// a per-byte scan was a sixth of fuzz_trace's time under coverage instrumentation.
+bool all_zero(const uint8_t *p, size_t len) {
+  static const uint8_t zeros[4096] = {};
+  for (size_t done = 0; done < len; done += sizeof zeros)
+    if (std::memcmp(p + done, zeros, std::min(sizeof zeros, len - done)) != 0) return false;
+  return true;
+}
+
 std::string hex(uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "0x%llx", (unsigned long long)v);
@@ -146,7 +155,7 @@ void Writer::write(uint64_t addr, const void *data, size_t len) {
   }
   const uint8_t *p = static_cast<const uint8_t *>(data);
   // Freshly allocated table pages are zeroed with one 4K write: keep that to a few bytes.
-  if (len > 8 && std::all_of(p, p + len, [](uint8_t b) { return b == 0; })) {
+  if (len > 8 && all_zero(p, len)) {
     put(Tag::kZero);
     varint(addr);
     varint(len);

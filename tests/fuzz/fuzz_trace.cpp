@@ -65,7 +65,7 @@ trace::ReplayResult replay(const std::vector<uint8_t> &bytes, bool caching) {
   if (e)
     e->reset();
   else
-    e = pool.put(key, std::make_unique<Engine>(setup.engine));
+    fuzz::warm(*(e = pool.put(key, std::make_unique<Engine>(setup.engine))));
   return trace::replay(r, *e, o);
 }
 
