@@ -11,6 +11,22 @@
 namespace nestor {
 namespace {
 
+// Sets or clears `bit` in the bitmap under test and in the plain reference alike.
+void change(HierarchicalBitmap &bm, std::vector<bool> &ref, uint32_t bit, bool set) {
+  if (set)
+    bm.set(bit);
+  else
+    bm.clear(bit);
+  ref[bit] = set;
+}
+
+// What find_next() must answer, by a linear scan of a plain bitmap.
+uint32_t reference_next(const std::vector<bool> &ref, uint32_t from) {
+  for (uint32_t j = from; j < ref.size(); ++j)
+    if (ref[j]) return j;
+  return HierarchicalBitmap::kNone;
+}
+
 TEST(HierarchicalBitmap, FindNextMatchesReferenceUnderRandomOps) {
   // 2^14 + 5 bits: three summary levels and a partial last word.
   const uint32_t n = (1u << 14) + 5;
@@ -19,21 +35,9 @@ TEST(HierarchicalBitmap, FindNextMatchesReferenceUnderRandomOps) {
   std::mt19937 rng(7);
   for (int i = 0; i < 20000; ++i) {
     const uint32_t bit = rng() % n;
-    if (rng() % 3) {
-      bm.set(bit);
-      ref[bit] = true;
-    } else {
-      bm.clear(bit);
-      ref[bit] = false;
-    }
+    change(bm, ref, bit, rng() % 3 != 0);
     const uint32_t from = rng() % n;
-    uint32_t want = HierarchicalBitmap::kNone;
-    for (uint32_t j = from; j < n; ++j)
-      if (ref[j]) {
-        want = j;
-        break;
-      }
-    ASSERT_EQ(bm.find_next(from), want) << "op " << i << " from " << from;
+    ASSERT_EQ(bm.find_next(from), reference_next(ref, from)) << "op " << i << " from " << from;
     ASSERT_EQ(bm.test(bit), bool(ref[bit]));
   }
 }
@@ -75,15 +79,9 @@ TEST(HierarchicalBitmap, LazyChunksMatchReferenceAcrossSetAll) {
   std::vector<bool> ref(n, false);
   std::mt19937 rng(11);
   auto check = [&](int step) {
-    for (uint32_t from = 0; from < n; from += 97) {
-      uint32_t want = HierarchicalBitmap::kNone;
-      for (uint32_t j = from; j < n; ++j)
-        if (ref[j]) {
-          want = j;
-          break;
-        }
-      ASSERT_EQ(bm.find_next(from), want) << "step " << step << " from " << from;
-    }
+    for (uint32_t from = 0; from < n; from += 97)
+      ASSERT_EQ(bm.find_next(from), reference_next(ref, from))
+          << "step " << step << " from " << from;
     for (uint32_t i = 0; i < n; i += 61) ASSERT_EQ(bm.test(i), bool(ref[i])) << i;
   };
   for (int round = 0; round < 3; ++round) {
@@ -91,13 +89,7 @@ TEST(HierarchicalBitmap, LazyChunksMatchReferenceAcrossSetAll) {
       // Around chunk boundaries (multiples of 4096) and the end, where mistakes would show.
       const uint32_t edge = 4096 * (rng() % 4);
       const uint32_t bit = std::min<uint32_t>(n - 1, edge + rng() % 130 - (edge ? 65 : 0));
-      if (rng() % 2) {
-        bm.set(bit);
-        ref[bit] = true;
-      } else {
-        bm.clear(bit);
-        ref[bit] = false;
-      }
+      change(bm, ref, bit, rng() % 2 != 0);
     }
     check(round);
     bm.set_all();
