@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string_view>
 
 #include "nestor/structures_writer.h"
@@ -155,10 +156,40 @@ bool strip_prefix(std::string_view *s) {
 
 using SlBuilder = build::SecondLevelBuilder<HostTableSpace>;
 
+}  // namespace
+
+EngineConfig qemu_import_engine_config() {
+  EngineConfig c;
+  // Results are recorded from the tables alone; replay on a caching engine then checks
+  // that the logged invalidations were enough.
+  c.caching = false;
+  // An uncached engine never fills its caches, and geometry is not part of the trace
+  // (ConfigRecord): the smallest geometry spares building a 64K-entry IOTLB per import.
+  c.iotlb_entries = 1;
+  c.iotlb_shards = 1;
+  c.context_cache_entries = 1;
+  c.pasid_cache_entries = 1;
+  c.psc_entries = 1;
+  return c;
+}
+
+namespace {
+
 class Importer {
  public:
-  explicit Importer(QemuImportStats *stats) : stats_(*stats), engine_(config()) {
-    if (engine_.memory().add_ram(0, kRamSize) != 0) throw Error("qemu import: cannot add RAM");
+  // On `engine` (see import_qemu_log) or, when null, on an engine of its own.
+  Importer(QemuImportStats *stats, Engine *engine)
+      : stats_(*stats),
+        owned_(engine ? nullptr : std::make_unique<Engine>(config())),
+        engine_(engine ? *engine : *owned_) {
+    const std::vector<MachineMemory::RegionInfo> ram = engine_.memory().regions();
+    // A reused engine keeps the RAM an earlier import added (reset zeroed it).
+    const bool reused_ram =
+        ram.size() == 1 && ram[0].base == 0 && ram[0].size == kRamSize && ram[0].owned;
+    if (!ram.empty() && !reused_ram)
+      throw std::invalid_argument("qemu import: the engine has RAM of its own");
+    if (!reused_ram && engine_.memory().add_ram(0, kRamSize) != 0)
+      throw Error("qemu import: cannot add RAM");
     // Attached before anything is built, so the structures' setup writes are in the trace.
     recorder_ = std::make_unique<Recorder>(engine_);
     pages_ = std::make_unique<PageAllocator>(engine_.memory(), kTableBase, kRamSize - kTableBase);
@@ -235,13 +266,7 @@ class Importer {
     uint64_t mask = 0, gpa = 0;  // from vtd_dmar_translate
   };
 
-  static EngineConfig config() {
-    EngineConfig c;
-    // Results are recorded from the tables alone; replay on a caching engine then checks
-    // that the logged invalidations were enough.
-    c.caching = false;
-    return c;
-  }
+  static EngineConfig config() { return qemu_import_engine_config(); }
 
   [[noreturn]] void fail(const std::string &what) const {
     throw Error("qemu log line " + std::to_string(line_) + ": " + what);
@@ -530,7 +555,8 @@ class Importer {
 
   QemuImportStats &stats_;
   uint64_t line_ = 0;
-  Engine engine_;
+  std::unique_ptr<Engine> owned_;
+  Engine &engine_;
   std::unique_ptr<Recorder> recorder_;
   std::unique_ptr<PageAllocator> pages_;
   std::unique_ptr<HostTableSpace> space_;
@@ -554,11 +580,13 @@ std::string QemuImportStats::summary() const {
   return s;
 }
 
-std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats) {
+namespace {
+
+std::vector<uint8_t> import_on(std::istream &in, QemuImportStats *stats, Engine *engine) {
   QemuImportStats local;
   QemuImportStats &st = stats ? *stats : local;
   st = {};
-  Importer importer(&st);
+  Importer importer(&st, engine);
   // Bounded reads: a device such as /dev/zero (or a corrupt log) has no line ends and no end.
   std::string text;
   uint64_t total = 0, line_no = 0;
@@ -582,6 +610,16 @@ std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats) {
   }
   if (in.bad()) throw Error("qemu import: read error");
   return importer.finish();
+}
+
+}  // namespace
+
+std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats) {
+  return import_on(in, stats, nullptr);
+}
+
+std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats, Engine &engine) {
+  return import_on(in, stats, &engine);
 }
 
 }  // namespace nestor::trace

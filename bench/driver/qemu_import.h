@@ -33,4 +33,13 @@ inline constexpr size_t kMaxQemuLogLine = 4096;
 inline constexpr uint64_t kMaxQemuLogBytes = uint64_t{16} << 30;
 std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats = nullptr);
 
+// The configuration of the (uncached) engine the importer synthesizes the machine on.
+EngineConfig qemu_import_engine_config();
+// import_qemu_log() on `engine` instead of an engine of its own, for callers importing many
+// logs (a fuzzer, with Engine::reset() in between): `engine` must be built from
+// qemu_import_engine_config(), fresh or reset, with no RAM but what an earlier import on it
+// added (std::invalid_argument otherwise). The trace is the one import_qemu_log(in, stats)
+// returns.
+std::vector<uint8_t> import_qemu_log(std::istream &in, QemuImportStats *stats, Engine &engine);
+
 }  // namespace nestor::trace

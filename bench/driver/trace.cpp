@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 
 #include "nestor/walkers/types.h"
 
@@ -26,6 +27,15 @@ int64_t unzigzag(uint64_t v) {
 
 uint8_t shift_code(uint8_t shift) {
   return shift == 30 ? 2 : shift == 21 ? 1 : 0;
+}
+
+// memcmp against zeros, not a byte loop: every table page the recorder sees zeroed is 4K, and
+// a per-byte scan was a sixth of fuzz_trace's time under coverage instrumentation.
+bool all_zero(const uint8_t *p, size_t len) {
+  static const uint8_t zeros[4096] = {};
+  for (size_t done = 0; done < len; done += sizeof zeros)
+    if (std::memcmp(p + done, zeros, std::min(sizeof zeros, len - done)) != 0) return false;
+  return true;
 }
 
 std::string hex(uint64_t v) {
@@ -147,7 +157,7 @@ void Writer::write(uint64_t addr, const void *data, size_t len) {
   }
   const uint8_t *p = static_cast<const uint8_t *>(data);
   // Freshly allocated table pages are zeroed with one 4K write: keep that to a few bytes.
-  if (len > 8 && std::all_of(p, p + len, [](uint8_t b) { return b == 0; })) {
+  if (len > 8 && all_zero(p, len)) {
     put(Tag::kZero);
     varint(addr);
     varint(len);
@@ -602,10 +612,11 @@ std::vector<uint8_t> Recorder::finish() {
 
 // ---- Replay ----------------------------------------------------------------------------
 
-ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
-  uint64_t out_records = 0;
-  // Translations dominate a trace: keep them in a dense array of their own so the replay
-  // loop streams ~50 bytes per translation, not a whole Record.
+namespace {
+
+// A trace decoded for replay. Translations dominate a trace: they are kept in a dense array
+// of their own so the replay loop streams ~50 bytes per translation, not a whole Record.
+struct Loaded {
   struct Step {
     Tag tag;
     uint32_t index;  // into translations or records
@@ -613,28 +624,92 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
   std::vector<Step> steps;
   std::vector<TranslateRecord> translations;
   std::vector<Record> records;
-  {
-    Record r;
-    while (reader.next(&r)) {
-      if (r.tag == Tag::kTranslate) {
-        steps.push_back({r.tag, uint32_t(translations.size())});
-        translations.push_back(r.translate);
-      } else {
-        steps.push_back({r.tag, uint32_t(records.size())});
-        records.push_back(r);
-      }
-      ++out_records;
+  uint64_t count = 0;
+  uint16_t flags = 0;
+  bool ram_first = true;
+};
+
+Loaded load(Reader &reader) {
+  Loaded l;
+  Record r;
+  bool other_seen = false;
+  while (reader.next(&r)) {
+    if (r.tag == Tag::kTranslate) {
+      l.steps.push_back({r.tag, uint32_t(l.translations.size())});
+      l.translations.push_back(r.translate);
+    } else {
+      l.steps.push_back({r.tag, uint32_t(l.records.size())});
+      l.records.push_back(r);
     }
+    if (r.tag == Tag::kRam && other_seen) l.ram_first = false;
+    if (r.tag != Tag::kRam && r.tag != Tag::kConfig) other_seen = true;
+    ++l.count;
   }
-  ReplayResult out;
-  out.records = out_records;
-  out.concurrent = reader.flags() & kFlagConcurrent;
+  l.flags = reader.flags();
+  return l;
+}
+
+EngineConfig config_for(const Loaded &l, const ReplayOptions &opt) {
   EngineConfig cfg = opt.engine;
   cfg.caching = opt.caching;
-  for (const Record &r : records)
+  for (const Record &r : l.records)
     if (r.tag == Tag::kConfig) r.config.apply(&cfg);
-  Engine engine(cfg);
+  return cfg;
+}
+
+ReplayResult run(const Loaded &l, const ReplayOptions &opt, Engine &engine);
+
+}  // namespace
+
+ReplaySetup replay_setup(Reader reader, const ReplayOptions &opt) {
+  const Loaded l = load(reader);
+  ReplaySetup s;
+  s.engine = config_for(l, opt);
+  for (const Record &r : l.records)
+    if (r.tag == Tag::kRam) s.ram.emplace_back(r.addr, r.size);
+  s.ram_first = l.ram_first;
+  return s;
+}
+
+ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
+  const Loaded l = load(reader);
+  Engine engine(config_for(l, opt));
+  return run(l, opt, engine);
+}
+
+ReplayResult replay(Reader &reader, Engine &engine, const ReplayOptions &opt) {
+  const Loaded l = load(reader);
+  // Regions taken over from an earlier replay stand for this trace's RAM records; that only
+  // matches a fresh engine if nothing could touch memory before those records.
+  if (!l.ram_first && !engine.memory().regions().empty())
+    throw std::invalid_argument("replay onto an engine with RAM: the trace declares RAM late");
+  return run(l, opt, engine);
+}
+
+namespace {
+
+ReplayResult run(const Loaded &l, const ReplayOptions &opt, Engine &engine) {
+  const std::vector<Loaded::Step> &steps = l.steps;
+  const std::vector<TranslateRecord> &translations = l.translations;
+  const std::vector<Record> &records = l.records;
+  ReplayResult out;
+  out.records = l.count;
+  out.concurrent = l.flags & kFlagConcurrent;
   MachineMemory &mem = engine.memory();
+  // Engine-owned regions the engine already has (replay onto a reused engine): a RAM record
+  // naming one claims it instead of adding it; each is claimed once, so a duplicate record
+  // still fails as it would on a fresh engine.
+  std::vector<MachineMemory::RegionInfo> existing = mem.regions();
+  std::vector<bool> claimed(existing.size(), false);
+  auto claim = [&](uint64_t base, uint64_t size) {
+    for (size_t k = 0; k < existing.size(); ++k)
+      if (!claimed[k] && existing[k].owned && existing[k].base == base &&
+          existing[k].size == size) {
+        claimed[k] = true;
+        return true;
+      }
+    return false;
+  };
   auto write_ok = [](bool ok, uint64_t addr, size_t record) {
     if (!ok)
       throw Error("replay: write to " + hex(addr) + " outside RAM (record " +
@@ -679,7 +754,7 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
       const Record &r = records[steps[i].index];
       switch (r.tag) {
         case Tag::kRam:
-          if (pass == 0) {
+          if (pass == 0 && !claim(r.addr, r.size)) {
             const int rc = mem.add_ram(r.addr, r.size);
             if (rc != 0)
               throw Error("replay: RAM region " + hex(r.addr) + "+" + hex(r.size) +
@@ -725,5 +800,7 @@ ReplayResult replay(Reader &reader, const ReplayOptions &opt) {
   out.stats = engine.stats();
   return out;
 }
+
+}  // namespace
 
 }  // namespace nestor::trace

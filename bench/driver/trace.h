@@ -208,4 +208,24 @@ struct ReplayResult {
 // Rebuilds the machine on a fresh engine and reruns the trace on one thread.
 ReplayResult replay(Reader &reader, const ReplayOptions &opt = {});
 
+// What replay() sets up before the first record: the engine configuration it builds
+// (opt.engine with opt.caching, then the trace's config records) and the RAM records.
+struct ReplaySetup {
+  EngineConfig engine;
+  std::vector<std::pair<uint64_t, uint64_t>> ram;  // (base, size) of each RAM record, in order
+  bool ram_first = true;  // every RAM record comes before any record but config records
+};
+// Decodes a copy of `reader` (Error if the trace is malformed, as replay() would throw).
+ReplaySetup replay_setup(Reader reader, const ReplayOptions &opt = {});
+
+// replay() onto `engine` instead of a fresh one, for callers that replay many traces and
+// cannot afford an engine each (a fuzzer, with Engine::reset() in between). `engine` must be
+// fresh or reset, built from replay_setup(reader, opt).engine (cache geometry aside), and hold
+// no RAM regions but those earlier replays of traces with the same ReplaySetup::ram added: a
+// RAM record naming an engine-owned region the engine has is then taken as added (each region
+// once, so a duplicate record still fails), and the result is replay(reader, opt)'s. Throws
+// std::invalid_argument for an engine with RAM and a trace that is not ram_first (its early
+// records could see RAM a fresh engine would not have yet).
+ReplayResult replay(Reader &reader, Engine &engine, const ReplayOptions &opt = {});
+
 }  // namespace nestor::trace

@@ -166,6 +166,11 @@ NESTOR_API int nestor_engine_reset(nestor_engine *e);
 NESTOR_API int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size); /* zeroed, engine-owned */
 /* Caller-owned RAM: `host` must stay valid (and 8-byte aligned) while the engine lives. */
 NESTOR_API int nestor_mem_add_host_ram(nestor_engine *e, uint64_t base, uint64_t size, void *host);
+/* Removes the RAM region added (nestor_mem_add_ram or nestor_mem_add_host_ram) with exactly this
+ * base and size: engine-owned RAM is unmapped, caller-owned RAM is the caller's again. Cached
+ * translations stay until invalidated (or nestor_engine_reset). Only while no other thread
+ * uses the engine. Returns 0, -EINVAL (NULL engine) or -ENOENT (no such region). */
+NESTOR_API int nestor_mem_remove_ram(nestor_engine *e, uint64_t base, uint64_t size);
 /* Everything outside RAM goes to these callbacks (either may be NULL: accesses fault). */
 typedef int (*nestor_io_read_fn)(void *ctx, uint64_t pa, void *buf, size_t len);
 typedef int (*nestor_io_write_fn)(void *ctx, uint64_t pa, const void *buf, size_t len);

@@ -112,6 +112,11 @@ int nestor_mem_add_host_ram(nestor_engine *e, uint64_t base, uint64_t size, void
   return e->engine.memory().add_host_ram(base, size, host);
 }
 
+int nestor_mem_remove_ram(nestor_engine *e, uint64_t base, uint64_t size) {
+  if (!e) return -EINVAL;
+  return e->engine.memory().remove_ram(base, size);
+}
+
 int nestor_mem_set_io(nestor_engine *e, nestor_io_read_fn rd, nestor_io_write_fn wr, void *ctx) {
   if (!e) return -EINVAL;
   e->engine.memory().set_io_callbacks(rd, wr, ctx);

@@ -47,6 +47,22 @@ int MachineMemory::add_host_ram(uint64_t base, uint64_t size, void *host) {
   return add_region(base, size, static_cast<uint8_t *>(host), false);
 }
 
+int MachineMemory::remove_ram(uint64_t base, uint64_t size) {
+  std::lock_guard lock(add_mutex_);
+  const int n = count_.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; ++i) {
+    const Region r = regions_[i];
+    if (r.base != base || r.size != size) continue;
+    // Keep the array dense: host_ptr() and copy() scan [0, count_).
+    for (int j = i; j + 1 < n; ++j) regions_[j] = regions_[j + 1];
+    regions_[n - 1] = Region{};
+    count_.store(n - 1, std::memory_order_release);
+    if (r.owned) munmap(r.host, r.size);
+    return 0;
+  }
+  return -ENOENT;
+}
+
 void MachineMemory::set_io_callbacks(IoReadFn read, IoWriteFn write, void *ctx) {
   io_read_ = read;
   io_write_ = write;

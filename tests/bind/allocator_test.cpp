@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 #include <set>
@@ -10,6 +11,22 @@
 namespace nestor {
 namespace {
 
+// Sets or clears `bit` in the bitmap under test and in the plain reference alike.
+void change(HierarchicalBitmap &bm, std::vector<bool> &ref, uint32_t bit, bool set) {
+  if (set)
+    bm.set(bit);
+  else
+    bm.clear(bit);
+  ref[bit] = set;
+}
+
+// What find_next() must answer, by a linear scan of a plain bitmap.
+uint32_t reference_next(const std::vector<bool> &ref, uint32_t from) {
+  for (uint32_t j = from; j < ref.size(); ++j)
+    if (ref[j]) return j;
+  return HierarchicalBitmap::kNone;
+}
+
 TEST(HierarchicalBitmap, FindNextMatchesReferenceUnderRandomOps) {
   // 2^14 + 5 bits: three summary levels and a partial last word.
   const uint32_t n = (1u << 14) + 5;
@@ -18,21 +35,9 @@ TEST(HierarchicalBitmap, FindNextMatchesReferenceUnderRandomOps) {
   std::mt19937 rng(7);
   for (int i = 0; i < 20000; ++i) {
     const uint32_t bit = rng() % n;
-    if (rng() % 3) {
-      bm.set(bit);
-      ref[bit] = true;
-    } else {
-      bm.clear(bit);
-      ref[bit] = false;
-    }
+    change(bm, ref, bit, rng() % 3 != 0);
     const uint32_t from = rng() % n;
-    uint32_t want = HierarchicalBitmap::kNone;
-    for (uint32_t j = from; j < n; ++j)
-      if (ref[j]) {
-        want = j;
-        break;
-      }
-    ASSERT_EQ(bm.find_next(from), want) << "op " << i << " from " << from;
+    ASSERT_EQ(bm.find_next(from), reference_next(ref, from)) << "op " << i << " from " << from;
     ASSERT_EQ(bm.test(bit), bool(ref[bit]));
   }
 }
@@ -63,6 +68,60 @@ TEST(HierarchicalBitmap, EmptyFullAndEdges) {
   EXPECT_EQ(bm.find_next(65), (1u << 20) - 1);
   bm.clear((1u << 20) - 1);
   EXPECT_EQ(bm.find_next(65), HierarchicalBitmap::kNone);
+}
+
+// Level 0 is allocated by chunk on first change, over a uniform fill (HierarchicalBitmap):
+// changes on either side of a chunk boundary, a set_all() that drops changed chunks, and a
+// partial last word must all read like the plain bitmap, with clear and set fills alike.
+TEST(HierarchicalBitmap, LazyChunksMatchReferenceAcrossSetAll) {
+  const uint32_t n = 3 * 4096 + 70;  // four chunks, the last one partial, a partial last word
+  HierarchicalBitmap bm(n);
+  std::vector<bool> ref(n, false);
+  std::mt19937 rng(11);
+  auto check = [&](int step) {
+    for (uint32_t from = 0; from < n; from += 97)
+      ASSERT_EQ(bm.find_next(from), reference_next(ref, from))
+          << "step " << step << " from " << from;
+    for (uint32_t i = 0; i < n; i += 61) ASSERT_EQ(bm.test(i), bool(ref[i])) << i;
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 300; ++i) {
+      // Around chunk boundaries (multiples of 4096) and the end, where mistakes would show.
+      const uint32_t edge = 4096 * (rng() % 4);
+      const uint32_t bit = std::min<uint32_t>(n - 1, edge + rng() % 130 - (edge ? 65 : 0));
+      change(bm, ref, bit, rng() % 2 != 0);
+    }
+    check(round);
+    bm.set_all();
+    ref.assign(n, true);
+    check(round);
+    // Clearing every bit of a chunk through the fill must empty it for find_next.
+    for (uint32_t i = 4096; i < 8192; ++i) {
+      bm.clear(i);
+      ref[i] = false;
+    }
+    check(round);
+    EXPECT_EQ(bm.find_next(4096), 8192u);
+  }
+}
+
+TEST(Allocator, FullSpaceWithFewPasidsHeld) {
+  // 20 bits (the space the lazy map exists for): allocation at both ends, specific and any,
+  // and owner_of() of PASIDs never allocated.
+  PasidAllocator a(20);
+  uint32_t o = 0, p = 0;
+  ASSERT_EQ(a.create_owner(0, &o), 0);
+  ASSERT_EQ(a.alloc(o, (1u << 20) - 1, PasidAllocator::kNoGuestPasid, &p), 0);
+  EXPECT_EQ(a.owner_of((1u << 20) - 1), o);
+  EXPECT_EQ(a.owner_of((1u << 20) - 2), 0u);
+  EXPECT_EQ(a.owner_of(1u << 20), 0u);
+  ASSERT_EQ(a.alloc(o, PasidAllocator::kAnyPasid, PasidAllocator::kNoGuestPasid, &p), 0);
+  EXPECT_EQ(p, 1u);
+  EXPECT_EQ(a.free(o, 5), -EALREADY);
+  EXPECT_EQ(a.free(o, 1), 0);
+  EXPECT_EQ(a.owner_of(1), 0u);
+  EXPECT_EQ(a.release_all(o), 1);
+  EXPECT_EQ(a.allocated(), 0u);
 }
 
 class AllocatorTest : public ::testing::Test {

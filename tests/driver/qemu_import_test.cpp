@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "qemu_import.h"
@@ -233,6 +234,25 @@ TEST(QemuImport, LargeLeafWithoutPageSizeIsTakenAs2M) {
   EXPECT_EQ(ts[1].out, 0x801ff000u);
   EXPECT_EQ(st.inconsistent, 0u);
   EXPECT_EQ(replay_bytes(bytes, true).divergences, 0u);
+}
+
+TEST(QemuImport, OnAReusedEngineGivesTheSameTrace) {
+  const std::string log = read_fixture("qemu_vtd_realistic.log");
+  QemuImportStats fresh_stats;
+  const std::vector<uint8_t> fresh = import_text(log, &fresh_stats);
+  Engine engine(qemu_import_engine_config());
+  for (int round = 0; round < 2; ++round) {
+    if (round) engine.reset();
+    std::istringstream in(log);
+    QemuImportStats st;
+    EXPECT_EQ(import_qemu_log(in, &st, engine), fresh) << "round " << round;
+    EXPECT_EQ(st.summary(), fresh_stats.summary());
+  }
+  // RAM the importer did not add is refused.
+  Engine other(qemu_import_engine_config());
+  ASSERT_EQ(other.memory().add_ram(0, 1ull << 20), 0);
+  std::istringstream in(log);
+  EXPECT_THROW(import_qemu_log(in, nullptr, other), std::invalid_argument);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <stdexcept>
 
 #include "nestor/structures_writer.h"
 #include "nestor/walkers/builder.h"
@@ -282,6 +283,58 @@ TEST(TraceReplay, MissingInvalidationIsReportedAsDivergence) {
   ReplayOptions o;
   o.caching = false;
   EXPECT_EQ(replay(uncached_in, o).divergences, 0u);
+}
+
+TEST(TraceReplay, OntoAReusedEngineMatchesAFreshOne) {
+  const std::vector<uint8_t> bytes = record_remap_workload();
+  ReplayOptions o;
+  const ReplaySetup setup = replay_setup(Reader(bytes), o);
+  ASSERT_TRUE(setup.ram_first);
+  ASSERT_FALSE(setup.ram.empty());
+  Reader fresh_in(bytes);
+  const ReplayResult fresh = replay(fresh_in, o);
+  // The first replay adds the trace's RAM; after a reset the next claims those regions.
+  Engine engine(setup.engine);
+  for (int round = 0; round < 3; ++round) {
+    if (round) engine.reset();
+    Reader r(bytes);
+    const ReplayResult res = replay(r, engine, o);
+    EXPECT_EQ(res.translations, fresh.translations);
+    EXPECT_EQ(res.faults, fresh.faults);
+    EXPECT_EQ(res.checked, fresh.checked);
+    EXPECT_EQ(res.divergences, 0u) << (res.messages.empty() ? "" : res.messages[0]);
+    EXPECT_EQ(engine.memory().regions().size(), setup.ram.size());
+  }
+  // A duplicate RAM record still fails on the reused engine, as on a fresh one.
+  Writer dup;
+  Reader in(bytes);
+  Record rec;
+  while (in.next(&rec)) {
+    dup.append(rec);
+    if (rec.tag == Tag::kRam) dup.append(rec);
+  }
+  const std::vector<uint8_t> dup_bytes = dup.finish();
+  Reader dup_fresh(dup_bytes);
+  EXPECT_THROW(replay(dup_fresh, o), Error);
+  engine.reset();
+  Reader dup_reused(dup_bytes);
+  EXPECT_THROW(replay(dup_reused, engine, o), Error);
+  // RAM declared after other records cannot be taken from an engine that has RAM.
+  Writer late;
+  Reader in2(bytes);
+  std::vector<Record> ram;
+  while (in2.next(&rec)) {
+    if (rec.tag == Tag::kRam)
+      ram.push_back(rec);
+    else
+      late.append(rec);
+  }
+  for (const Record &r : ram) late.append(r);
+  const std::vector<uint8_t> late_bytes = late.finish();
+  EXPECT_FALSE(replay_setup(Reader(late_bytes), o).ram_first);
+  engine.reset();
+  Reader late_in(late_bytes);
+  EXPECT_THROW(replay(late_in, engine, o), std::invalid_argument);
 }
 
 }  // namespace

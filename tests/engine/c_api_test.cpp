@@ -21,6 +21,7 @@ TEST(CApi, NullEngineIsEinval) {
   nestor_fault_record rec{};
   EXPECT_EQ(nestor_mem_add_ram(nullptr, 0, 4096), -EINVAL);
   EXPECT_EQ(nestor_mem_add_host_ram(nullptr, 0, 4096, &v), -EINVAL);
+  EXPECT_EQ(nestor_mem_remove_ram(nullptr, 0, 4096), -EINVAL);
   EXPECT_EQ(nestor_mem_set_io(nullptr, nullptr, nullptr, nullptr), -EINVAL);
   EXPECT_EQ(nestor_mem_write(nullptr, 0, &v, 8), -EINVAL);
   EXPECT_EQ(nestor_mem_read(nullptr, 0, &v, 8), -EINVAL);

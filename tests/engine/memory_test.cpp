@@ -30,7 +30,7 @@ TEST(Memory, AddRamErrors) {
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0xF000, 0x2000), -EEXIST);   // overlaps the start
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0x1F000, 0x2000), -EEXIST);  // overlaps the end
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0x0, 0x100000), -EEXIST);    // covers it
-  EXPECT_EQ(nestor_mem_add_ram(x.e, 0x20000, 0x1000), 0);         // adjacent is fine
+  EXPECT_EQ(nestor_mem_add_ram(x.e, 0x20000, 0x1000), 0);        // adjacent is fine
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0x30800, 0x1000), -EINVAL);  // misaligned base
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0x30000, 0x800), -EINVAL);   // misaligned size
   EXPECT_EQ(nestor_mem_add_ram(x.e, 0x30000, 0), -EINVAL);
@@ -48,6 +48,40 @@ TEST(Memory, RegionTableFills) {
   for (; n < 1000 && rc == 0; ++n) rc = nestor_mem_add_ram(x.e, uint64_t(n) << 20, 4096);
   EXPECT_EQ(rc, -ENOSPC);
   EXPECT_GT(n, 8);
+}
+
+TEST(Memory, RemoveRam) {
+  Engine x;
+  ASSERT_EQ(nestor_mem_add_ram(x.e, 0x10000, 0x2000), 0);
+  ASSERT_EQ(nestor_mem_add_ram(x.e, 0x40000, 0x1000), 0);
+  alignas(8) uint64_t host[512] = {};
+  ASSERT_EQ(nestor_mem_add_host_ram(x.e, 0x80000, 0x1000, host), 0);
+  const uint64_t v = 0x1234;
+  ASSERT_EQ(nestor_mem_write(x.e, 0x11000, &v, 8), 0);
+  // Only the exact region goes.
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x10000, 0x1000), -ENOENT);
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x11000, 0x1000), -ENOENT);
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x10000, 0x2000), 0);
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x10000, 0x2000), -ENOENT);
+  uint64_t got = 0;
+  EXPECT_EQ(nestor_mem_read(x.e, 0x11000, &got, 8), -EFAULT);
+  // The regions after it still answer (the table stays dense), and caller-owned RAM is the
+  // caller's again, with what was written through the engine.
+  ASSERT_EQ(nestor_mem_write(x.e, 0x80008, &v, 8), 0);
+  EXPECT_EQ(nestor_mem_read(x.e, 0x40000, &got, 8), 0);
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x80000, 0x1000), 0);
+  EXPECT_EQ(host[1], v);
+  EXPECT_EQ(nestor_mem_read(x.e, 0x80008, &got, 8), -EFAULT);
+  // A removed range can be declared again, zeroed.
+  ASSERT_EQ(nestor_mem_add_ram(x.e, 0x10000, 0x2000), 0);
+  EXPECT_EQ(nestor_mem_read(x.e, 0x11000, &got, 8), 0);
+  EXPECT_EQ(got, 0u);
+  // Removal frees a slot in a full table.
+  int rc = 0;
+  for (uint64_t n = 1; rc == 0; ++n) rc = nestor_mem_add_ram(x.e, n << 24, 4096);
+  EXPECT_EQ(rc, -ENOSPC);
+  EXPECT_EQ(nestor_mem_remove_ram(x.e, 0x40000, 0x1000), 0);
+  EXPECT_EQ(nestor_mem_add_ram(x.e, 0x40000, 0x1000), 0);
 }
 
 TEST(Memory, RamIsZeroedAndReadsBack) {
@@ -96,7 +130,8 @@ TEST(Memory, LargeLazyRegionTouchedSparsely) {
   CapiMem m{x.e};
   BumpSpace<CapiMem> space(m, base + (40ull << 30), base + (41ull << 30));
   build::SecondLevelBuilder<BumpSpace<CapiMem>> sl(space, space.alloc_table(), 4);
-  ASSERT_EQ(sl.map(0x1000, 0x5000, 12, build::sl_leaf_bits(NESTOR_ACCESS_READ)), build::Status::kOk);
+  ASSERT_EQ(sl.map(0x1000, 0x5000, 12, build::sl_leaf_bits(NESTOR_ACCESS_READ)),
+            build::Status::kOk);
   const vtdw_writer w = vtdw_capi_writer(x.e);
   const uint64_t root = base + size - 4096, ctx = base + (63ull << 30), dir = base + (1ull << 30),
                  table = base + (2ull << 30) + 0x1000;
@@ -127,10 +162,10 @@ TEST(Memory, CallerOwnedRamIsShared) {
   // Structures written by the caller directly into its buffer are used by translation.
   const uint64_t root = 0x200000, ctx = 0x201000, dir = 0x202000, table = 0x203000;
   std::fill(host.begin(), host.end(), 0);
-  host[(root - 0x200000) / 8] = ctx | 1;                       // bus 0 LCTP
-  host[(ctx - 0x200000) / 8 + 4 * 3] = dir | 1;                // devfn 3: P, PASIDE=0
-  host[(dir - 0x200000) / 8] = table | 1;                      // dir slot 0
-  host[(table - 0x200000) / 8] = 1 | (4u << 6);                // PASID 0: pass-through
+  host[(root - 0x200000) / 8] = ctx | 1;         // bus 0 LCTP
+  host[(ctx - 0x200000) / 8 + 4 * 3] = dir | 1;  // devfn 3: P, PASIDE=0
+  host[(dir - 0x200000) / 8] = table | 1;        // dir slot 0
+  host[(table - 0x200000) / 8] = 1 | (4u << 6);  // PASID 0: pass-through
   ASSERT_EQ(nestor_set_root_table(x.e, root), 0);
   nestor_result r{};
   ASSERT_EQ(vtdw_translate(x.e, 3, 0, 0, 0xABCDE000, NESTOR_ACCESS_WRITE, 0, &r), 0);

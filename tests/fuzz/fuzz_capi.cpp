@@ -2,8 +2,17 @@
 // with fuzz-chosen arguments, NULL engines/structs/outputs where the ABI says they are checked,
 // garbage enum values, versioned structs with arbitrary (in-bounds) size fields. Checks: no
 // crash/hang/UB, and every int-returning call answers 0/a count or a negative errno that
-// nestor_strerror knows.
+// nestor_strerror knows; the RAM regions an input added can be removed again.
+//
+// Engines come from a pool keyed by the configuration as nestor_engine_create reads it
+// (engine()): a fuzzed configuration mostly leaves the default geometry (a 64K-entry IOTLB),
+// milliseconds to build under ASan, while nestor_engine_reset is microseconds. Each input
+// hands its engine back as a fresh one would be: regions removed, I/O callbacks cleared.
+#include <algorithm>
 #include <cstring>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "fuzz_common.h"
@@ -29,17 +38,50 @@ int io_write(void *ctx, uint64_t, const void *, size_t) {
   return static_cast<IoCtx *>(ctx)->fail ? -5 : 0;
 }
 
+struct EngineDeleter {
+  void operator()(nestor_engine *e) const { nestor_engine_destroy(e); }
+};
+
+// A pooled engine (reset) for `cfg`, or a new one; null when nestor_engine_create refuses the
+// configuration (never pooled, so every refused configuration still reaches the create path).
+nestor_engine *engine(const nestor_config *cfg) {
+  static nestor::fuzz::EnginePool<nestor_engine, EngineDeleter> pool(64);
+  // The key is what nestor_engine_create reads: the prefix `size` names (0: all of it), the
+  // rest as zeros, which is what an older caller's missing fields mean.
+  std::string key = "default";
+  if (cfg) {
+    nestor_config read{};
+    std::memcpy(&read, cfg, std::min<size_t>(cfg->size ? cfg->size : sizeof read, sizeof read));
+    read.size = 0;
+    key.assign(reinterpret_cast<const char *>(&read), sizeof read);
+  }
+  if (nestor_engine *e = pool.find(key)) {
+    check_rc(nestor_engine_reset(e), -1);
+    return e;
+  }
+  nestor_engine *e = nestor_engine_create(cfg);
+  if (!e) return nullptr;
+  check_rc(nestor_engine_reset(e), -1);  // as fuzz::warm(): no false leak on the next input
+  return pool.put(key, std::unique_ptr<nestor_engine, EngineDeleter>(e));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FuzzedDataProvider in(data, size);
   nestor_config cfg{};
   const bool null_cfg = in.ConsumeBool();
-  cfg.size = in.ConsumeIntegralInRange<uint32_t>(0, sizeof(nestor_config));
+  // Older callers' sizes (fields past `size` take their defaults) stay reachable, in one input
+  // of eight: most of them leave the default geometry (a 64K-entry IOTLB), the configuration
+  // too expensive to build per input, and each new truncated configuration misses the pool.
+  cfg.size = in.ConsumeIntegralInRange<int>(0, 7) == 0
+                 ? in.ConsumeIntegralInRange<uint32_t>(0, sizeof(nestor_config))
+                 : uint32_t(sizeof(nestor_config));
   cfg.host_address_width = in.ConsumeIntegral<uint8_t>();
   cfg.pasid_bits = in.ConsumeIntegral<uint8_t>();
   cfg.sagaw = in.ConsumeIntegral<uint8_t>();
-  cfg.flags = in.ConsumeIntegral<uint8_t>() & ~NESTOR_CFG_BACKGROUND_INV;  // keep it single-threaded
+  cfg.flags =
+      in.ConsumeIntegral<uint8_t>() & ~NESTOR_CFG_BACKGROUND_INV;  // keep it single-threaded
   cfg.fault_log_entries = in.ConsumeIntegralInRange<uint32_t>(0, 64);
   cfg.iotlb_entries = in.ConsumeIntegralInRange<uint32_t>(0, 256);
   cfg.iotlb_shards = in.ConsumeIntegralInRange<uint32_t>(0, 8);
@@ -47,34 +89,52 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.context_cache_entries = in.ConsumeIntegralInRange<uint32_t>(1, 64);
   cfg.pasid_cache_entries = in.ConsumeIntegralInRange<uint32_t>(1, 64);
   cfg.psc_entries = in.ConsumeIntegralInRange<uint32_t>(1, 64);
-  nestor_engine *e = nestor_engine_create(null_cfg ? nullptr : &cfg);
+  nestor_engine *e = engine(null_cfg ? nullptr : &cfg);
   if (!e) return 0;
   IoCtx io{false};
+  std::vector<std::pair<uint64_t, uint64_t>> ram;  // regions this input added
   std::vector<nestor_handle *> handles;
   std::vector<uint8_t> buf(256);
 
   while (in.remaining_bytes() > 0) {
-    const int call = in.ConsumeIntegralInRange<int>(0, 21);
+    const int call = in.ConsumeIntegralInRange<int>(0, 22);
     nestor_engine *target = in.ConsumeIntegralInRange<int>(0, 15) == 0 ? nullptr : e;
     int rc = 0;
     switch (call) {
-      case 0:
-        rc = nestor_mem_add_ram(target, uint64_t(in.ConsumeIntegral<uint16_t>()) << 12,
-                                uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 4096)) << 12);
+      case 0: {
+        const uint64_t base = uint64_t(in.ConsumeIntegral<uint16_t>()) << 12;
+        const uint64_t len = uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 4096)) << 12;
+        rc = nestor_mem_add_ram(target, base, len);
+        if (rc == 0) ram.emplace_back(base, len);
         break;
+      }
+      case 22: {  // a region this input added, or anything
+        uint64_t base = uint64_t(in.ConsumeIntegral<uint16_t>()) << 12;
+        uint64_t len = uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 4096)) << 12;
+        if (!ram.empty() && in.ConsumeBool())
+          std::tie(base, len) = ram[in.ConsumeIntegralInRange<size_t>(0, ram.size() - 1)];
+        rc = nestor_mem_remove_ram(target, base, len);
+        if (rc == 0) std::erase(ram, std::pair{base, len});
+        break;
+      }
       case 1: {
-        const uint64_t pa = in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegral<uint64_t>();
+        const uint64_t pa =
+            in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegral<uint64_t>();
         const size_t len = in.ConsumeIntegralInRange<size_t>(0, buf.size());
         for (size_t i = 0; i < len; ++i) buf[i] = in.ConsumeIntegral<uint8_t>();
         rc = nestor_mem_write(target, pa, buf.data(), len);
         break;
       }
       case 2: {
-        const uint64_t pa = in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegral<uint64_t>();
-        rc = nestor_mem_read(target, pa, buf.data(), in.ConsumeIntegralInRange<size_t>(0, buf.size()));
+        const uint64_t pa =
+            in.ConsumeBool() ? in.ConsumeIntegral<uint32_t>() : in.ConsumeIntegral<uint64_t>();
+        rc = nestor_mem_read(target, pa, buf.data(),
+                             in.ConsumeIntegralInRange<size_t>(0, buf.size()));
         break;
       }
-      case 3: rc = nestor_set_root_table(target, in.ConsumeIntegral<uint64_t>()); break;
+      case 3:
+        rc = nestor_set_root_table(target, in.ConsumeIntegral<uint64_t>());
+        break;
       case 4: {
         nestor_request req{};
         req.source_id = in.ConsumeIntegral<uint16_t>();
@@ -104,8 +164,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       case 6:
         if (target && handles.size() < 8) {
-          nestor_handle *h = nestor_handle_open(e, in.ConsumeIntegral<uint16_t>(), in.ConsumeBool(),
-                                                in.ConsumeIntegralInRange<uint32_t>(0, 16), in.ConsumeBool());
+          nestor_handle *h =
+              nestor_handle_open(e, in.ConsumeIntegral<uint16_t>(), in.ConsumeBool(),
+                                 in.ConsumeIntegralInRange<uint32_t>(0, 16), in.ConsumeBool());
           if (h) handles.push_back(h);
         } else {
           FUZZ_CHECK(nestor_handle_open(nullptr, 0, 0, 0, 0) == nullptr, "handle on NULL engine");
@@ -114,9 +175,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case 7:
         if (!handles.empty()) {
           nestor_result res{};
-          rc = nestor_handle_translate(handles[in.ConsumeIntegralInRange<size_t>(0, handles.size() - 1)],
-                                       in.ConsumeIntegral<uint64_t>(), in.ConsumeIntegral<uint8_t>(),
-                                       in.ConsumeBool() ? &res : nullptr);
+          rc = nestor_handle_translate(
+              handles[in.ConsumeIntegralInRange<size_t>(0, handles.size() - 1)],
+              in.ConsumeIntegral<uint64_t>(), in.ConsumeIntegral<uint8_t>(),
+              in.ConsumeBool() ? &res : nullptr);
         } else {
           rc = nestor_handle_translate(nullptr, 0, 1, nullptr);
         }
@@ -144,30 +206,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         op.source_id = in.ConsumeIntegral<uint16_t>();
         op.pasid = in.ConsumeIntegral<uint32_t>();
         op.addr = in.ConsumeIntegral<uint64_t>();
-        op.npages = in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>() : in.ConsumeIntegralInRange<uint64_t>(0, 64);
+        op.npages = in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>()
+                                     : in.ConsumeIntegralInRange<uint64_t>(0, 64);
         op.leaf = in.ConsumeIntegral<uint8_t>();
         rc = nestor_inv_submit(target, in.ConsumeIntegralInRange<int>(0, 7) ? &op : nullptr);
         break;
       }
-      case 11: rc = nestor_inv_wait(target); break;
-      case 12:
-        rc = nestor_qi_configure(target, in.ConsumeBool() ? uint64_t(in.ConsumeIntegral<uint16_t>()) << 12
-                                                          : in.ConsumeIntegral<uint64_t>(),
-                                 in.ConsumeBool() ? uint64_t{1} << in.ConsumeIntegralInRange<int>(0, 20)
-                                                  : in.ConsumeIntegral<uint64_t>(),
-                                 in.ConsumeBool() ? (in.ConsumeBool() ? 128 : 256) : in.ConsumeIntegral<unsigned>());
+      case 11:
+        rc = nestor_inv_wait(target);
         break;
-      case 13: rc = nestor_qi_write_tail(target, in.ConsumeIntegralInRange<uint64_t>(0, 1u << 16)); break;
+      case 12:
+        rc = nestor_qi_configure(
+            target,
+            in.ConsumeBool() ? uint64_t(in.ConsumeIntegral<uint16_t>()) << 12
+                             : in.ConsumeIntegral<uint64_t>(),
+            in.ConsumeBool() ? uint64_t{1} << in.ConsumeIntegralInRange<int>(0, 20)
+                             : in.ConsumeIntegral<uint64_t>(),
+            in.ConsumeBool() ? (in.ConsumeBool() ? 128 : 256) : in.ConsumeIntegral<unsigned>());
+        break;
+      case 13:
+        rc = nestor_qi_write_tail(target, in.ConsumeIntegralInRange<uint64_t>(0, 1u << 16));
+        break;
       case 14: {
         uint64_t head = 0;
         int error = 0;
-        rc = nestor_qi_state(target, in.ConsumeBool() ? &head : nullptr, in.ConsumeBool() ? &error : nullptr);
+        rc = nestor_qi_state(target, in.ConsumeBool() ? &head : nullptr,
+                             in.ConsumeBool() ? &error : nullptr);
         if (in.ConsumeBool()) check_rc(nestor_qi_clear_error(target), call);
         break;
       }
       case 15: {
         nestor_uapi_cache_inv inv{};
-        inv.size = in.ConsumeBool() ? sizeof inv : in.ConsumeIntegralInRange<uint32_t>(0, sizeof inv);
+        inv.size =
+            in.ConsumeBool() ? sizeof inv : in.ConsumeIntegralInRange<uint32_t>(0, sizeof inv);
         inv.cache = in.ConsumeIntegral<uint32_t>() & 0xF;
         inv.granularity = in.ConsumeIntegralInRange<uint32_t>(0, 4);
         inv.flags = in.ConsumeIntegralInRange<uint32_t>(0, 3);
@@ -176,8 +247,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         inv.pasid = in.ConsumeIntegral<uint32_t>();
         inv.addr = in.ConsumeIntegral<uint64_t>();
         inv.granule_size = uint64_t{1} << in.ConsumeIntegralInRange<int>(0, 63);
-        inv.nb_granules = in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>() : in.ConsumeIntegralInRange<uint64_t>(0, 8);
-        rc = nestor_uapi_cache_invalidate(target, in.ConsumeIntegralInRange<int>(0, 7) ? &inv : nullptr);
+        inv.nb_granules = in.ConsumeBool() ? in.ConsumeIntegral<uint64_t>()
+                                           : in.ConsumeIntegralInRange<uint64_t>(0, 8);
+        rc = nestor_uapi_cache_invalidate(target,
+                                          in.ConsumeIntegralInRange<int>(0, 7) ? &inv : nullptr);
         break;
       }
       case 16: {
@@ -190,9 +263,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         int error = 0;
         const uint32_t count = in.ConsumeIntegralInRange<uint32_t>(0, 4);
-        rc = nestor_uapi_iotlb_invalidate_array(target, in.ConsumeIntegral<uint16_t>(), in.ConsumeIntegral<uint32_t>(),
-                                                count || in.ConsumeBool() ? ents : nullptr, count,
-                                                in.ConsumeBool() ? &error : nullptr);
+        rc = nestor_uapi_iotlb_invalidate_array(
+            target, in.ConsumeIntegral<uint16_t>(), in.ConsumeIntegral<uint32_t>(),
+            count || in.ConsumeBool() ? ents : nullptr, count, in.ConsumeBool() ? &error : nullptr);
         break;
       }
       case 17: {
@@ -221,7 +294,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           nestor_handle_close(nullptr);
         }
         break;
-      default: {  // bind layer create with a garbage config, then a few calls
+      case 21: {  // bind layer create with a garbage config, then a few calls
         nestor_bind_config bc{};
         bc.size = in.ConsumeBool() ? sizeof bc : in.ConsumeIntegralInRange<uint32_t>(0, sizeof bc);
         bc.features = in.ConsumeIntegral<uint32_t>();
@@ -229,20 +302,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bc.table_size = uint64_t(in.ConsumeIntegralInRange<uint32_t>(0, 1024)) << 12;
         bc.max_domain_id = in.ConsumeIntegral<uint16_t>();
         int err = 0;
-        nestor_bind *b = nestor_bind_create(target, in.ConsumeBool() ? &bc : nullptr, in.ConsumeBool() ? &err : nullptr);
+        nestor_bind *b = nestor_bind_create(target, in.ConsumeBool() ? &bc : nullptr,
+                                            in.ConsumeBool() ? &err : nullptr);
         if (b) {
           uint32_t owner = 0;
-          check_rc(nestor_owner_create(b, in.ConsumeIntegral<uint8_t>(), in.ConsumeBool() ? &owner : nullptr), call);
+          check_rc(nestor_owner_create(b, in.ConsumeIntegral<uint8_t>(),
+                                       in.ConsumeBool() ? &owner : nullptr),
+                   call);
           nestor_domain_config dc{};
           dc.size = in.ConsumeIntegralInRange<uint32_t>(0, sizeof dc);
           dc.levels = in.ConsumeIntegral<uint8_t>();
           dc.flags = in.ConsumeIntegral<uint32_t>();
           dc.owner = owner;
           uint16_t did = 0;
-          check_rc(nestor_domain_create(b, in.ConsumeBool() ? &dc : nullptr, in.ConsumeBool() ? &did : nullptr), call);
+          check_rc(nestor_domain_create(b, in.ConsumeBool() ? &dc : nullptr,
+                                        in.ConsumeBool() ? &did : nullptr),
+                   call);
           nestor_nesting_info info{};
           check_rc(nestor_get_nesting_info(b, in.ConsumeBool() ? &info : nullptr,
-                                           in.ConsumeIntegralInRange<uint32_t>(0, sizeof info)), call);
+                                           in.ConsumeIntegralInRange<uint32_t>(0, sizeof info)),
+                   call);
           nestor_bind_destroy(b);
         }
         break;
@@ -251,6 +330,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check_rc(rc, call);
   }
   for (nestor_handle *h : handles) nestor_handle_close(h);
-  nestor_engine_destroy(e);
+  // Back to what nestor_engine_create gave, for the next input: the callbacks point at this
+  // input's stack, and every region added must go (it also must be removable).
+  FUZZ_CHECK(nestor_mem_set_io(e, nullptr, nullptr, nullptr) == 0, "clearing callbacks");
+  for (auto [base, len] : ram)
+    FUZZ_CHECK(nestor_mem_remove_ram(e, base, len) == 0, "region 0x%llx+0x%llx not removable",
+               (unsigned long long)base, (unsigned long long)len);
   return 0;
 }

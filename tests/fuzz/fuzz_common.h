@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -52,6 +54,14 @@ inline EngineConfig small_config(FuzzedDataProvider &in, unsigned *key = nullptr
   return c;
 }
 
+// Resets a new pooled engine once. An engine's first reset keeps an allocation, so without
+// this the first input on a new engine and libFuzzer's re-run of it (done whenever an input
+// allocates more than it frees) both look like leaks, and libFuzzer then runs LeakSanitizer
+// over the whole heap, every pooled engine included: that was over half of fuzz_capi's time.
+inline void warm(Engine &e) {
+  e.reset();
+}
+
 // One engine per configuration for the whole fuzzing process, with RAM [0, ram_size), reset
 // (Engine::reset) before each input instead of rebuilt: construction and mapping RAM cost
 // milliseconds under ASan, a reset microseconds. A reset engine behaves like a new one, so an
@@ -65,8 +75,39 @@ inline Engine &pooled_engine(const EngineConfig &c, unsigned key, uint64_t ram_s
     e = std::make_unique<Engine>(c);
     FUZZ_CHECK(e->memory().add_ram(0, ram_size) == 0, "pooled RAM of %llu bytes",
                (unsigned long long)ram_size);
+    warm(*e);
   }
   return *e;
 }
+
+// Engines (or C handles) kept across inputs under a key naming everything a fresh one would
+// differ in (configuration, memory map), for targets whose inputs choose those: a hit costs a
+// reset, a miss a construction. Bounded: when full, an arbitrary entry goes, so a fuzzer
+// wandering over many configurations stays inside its RSS limit.
+template <class T, class Deleter = std::default_delete<T>>
+class EnginePool {
+ public:
+  explicit EnginePool(size_t max_entries) : max_(max_entries) {}
+  // NESTOR_FUZZ_POOL_STATS=1: hits and misses at exit, to see whether a pool pays.
+  ~EnginePool() {
+    if (std::getenv("NESTOR_FUZZ_POOL_STATS"))
+      std::fprintf(stderr, "engine pool: %llu hits, %llu misses, %zu pooled\n",
+                   (unsigned long long)hits_, (unsigned long long)misses_, pool_.size());
+  }
+  T *find(const std::string &key) {
+    auto it = pool_.find(key);
+    ++(it == pool_.end() ? misses_ : hits_);
+    return it == pool_.end() ? nullptr : it->second.get();
+  }
+  T *put(const std::string &key, std::unique_ptr<T, Deleter> v) {
+    if (pool_.size() >= max_ && !pool_.count(key)) pool_.erase(pool_.begin());
+    return (pool_[key] = std::move(v)).get();
+  }
+
+ private:
+  size_t max_;
+  uint64_t hits_ = 0, misses_ = 0;
+  std::map<std::string, std::unique_ptr<T, Deleter>> pool_;
+};
 
 }  // namespace nestor::fuzz

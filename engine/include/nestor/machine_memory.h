@@ -38,6 +38,11 @@ class NESTOR_CXX_API MachineMemory {
   int add_ram(uint64_t base, uint64_t size);
   // Caller-owned RAM at `host` (must stay valid and 8-byte aligned for the engine's life).
   int add_host_ram(uint64_t base, uint64_t size, void *host);
+  // Removes the region added (add_ram or add_host_ram) with exactly this base and size:
+  // engine-owned RAM is unmapped, caller-owned RAM is the caller's again. Returns 0 or
+  // -ENOENT. Not safe while another thread accesses memory; nothing outside MachineMemory
+  // keeps host pointers, but caches keep translations (invalidate or Engine::reset()).
+  int remove_ram(uint64_t base, uint64_t size);
   void set_io_callbacks(IoReadFn read, IoWriteFn write, void *ctx);
   void set_fail_injector(FailFn fn, void *ctx);
   // Install (or, with nullptr, remove) the write observer. Like the fail injector, set it
