@@ -214,9 +214,10 @@ int EngineInvalidation::qi_write_tail(uint64_t tail_index) {
             break;
           case invq::DecodedKind::kWait:
             // The status write happens after the batch completes; a write that could never
-            // land (no RAM there) is refused now so the queue stops on this descriptor, as
-            // QEMU's vtd_process_wait_desc fails the descriptor when its write fails.
-            if (d.wait.status_write && !mem.is_ram(d.wait.status_addr, sizeof(uint32_t))) {
+            // land (neither RAM nor an embedder's I/O handler there) is refused now so the
+            // queue stops on this descriptor, as QEMU's vtd_process_wait_desc fails the
+            // descriptor when its write fails.
+            if (d.wait.status_write && !mem.writable(d.wait.status_addr, sizeof(uint32_t))) {
               return false;
             }
             processor_.submit_wait(d.wait);

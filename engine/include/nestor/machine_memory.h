@@ -117,6 +117,9 @@ class NESTOR_CXX_API MachineMemory {
 
   // True if every byte of [pa, pa+len) is RAM.
   bool is_ram(uint64_t pa, size_t len) const;
+  // True if a write of [pa, pa+len) can be attempted: RAM, or an I/O write callback that the
+  // parts outside RAM go to (which may still fail them).
+  bool writable(uint64_t pa, size_t len) const { return io_write_ || is_ram(pa, len); }
 
   struct RegionInfo {
     uint64_t base, size;
