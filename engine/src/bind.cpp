@@ -1,6 +1,7 @@
 #include "nestor/bind.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -274,9 +275,11 @@ int BindLayer::adopt_domain(const DomainConfig &dc, uint64_t sl_root, uint16_t *
 
 void BindLayer::free_tables(uint64_t table, int level) {
   if (level > 1) {
-    for (uint64_t i = 0; i < 512; ++i) {
-      uint64_t e;
-      if (!mem_.read64(table + i * 8, &e) || !build::SecondLevelFormat::present(e)) continue;
+    // One read per table page, not one per entry: a domain's teardown visits every table.
+    std::array<uint64_t, 512> entries;
+    if (mem_.read(table, entries.data(), sizeof entries) != 0) entries.fill(0);
+    for (uint64_t e : entries) {
+      if (!build::SecondLevelFormat::present(e)) continue;
       if (level <= 3 && (e & sl::kPageSize)) continue;  // a large leaf, not a table
       free_tables(e & sl::kAddrMask52, level - 1);
     }
