@@ -190,6 +190,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
       sl_perms = n.sl_perms;
       sl_dirty = n.sl_dirty;
       fill.gpa_base = n.gpa & page_mask(n.t.page_shift);
+      fill.sl_page_shift = n.sl_page_shift;
       fill.flags = caches::kIotlbNested;
     }
     const int top = start.level ? start.level : flc.levels;

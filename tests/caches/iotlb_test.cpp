@@ -243,6 +243,20 @@ TEST_F(IotlbTest, GpaDependentsReachOnlyNestedEntriesWhoseFinalGpaIsInRange) {
   EXPECT_EQ(tlb.stats().over_invalidations, 2u);
 }
 
+TEST_F(IotlbTest, GpaDependentsFollowTheSecondLevelLeafSize) {
+  // VT-d: invalidating any address inside a large second-level page invalidates that page's
+  // translation, so every nested entry built on it goes, even a 4K one elsewhere in it.
+  IotlbEntry e = entry(0xA000, 12, kIotlbNested, 5 * k1G + 300 * k4K);
+  e.sl_page_shift = 30;
+  ASSERT_TRUE(fill(1, 10, 0x1000, e));
+  IotlbEntry small = entry(0xB000, 12, kIotlbNested, 7 * k1G + 300 * k4K);
+  ASSERT_TRUE(fill(1, 10, 0x2000, small));  // 4K second-level leaf: only its own page counts
+  tlb.invalidate_gpa_range(1, 5 * k1G + 7 * k4K, 1, GpaReach::kFinalGpaDependents);
+  tlb.invalidate_gpa_range(1, 7 * k1G + 7 * k4K, 1, GpaReach::kFinalGpaDependents);
+  EXPECT_FALSE(hit(1, 10, 0x1000));
+  EXPECT_TRUE(hit(1, 10, 0x2000));
+}
+
 TEST_F(IotlbTest, GpaInvalidationCoversLargeNestedEntrySpanningRange) {
   for (GpaReach reach : {GpaReach::kFirstLevelOfDomain, GpaReach::kFinalGpaDependents}) {
     ASSERT_TRUE(fill(1, 10, 4 * k2M, entry(0, 21, kIotlbNested, 3 * k1G + 2 * k2M)));

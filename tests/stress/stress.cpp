@@ -1192,7 +1192,7 @@ std::string command_line(const Options &o) {
      << " --seconds " << o.seconds << " --pages " << o.pages << " --iotlb-entries "
      << o.iotlb_entries << " --psc-entries " << o.psc_entries << (o.drain ? " --drain" : "")
      << (o.coalesce ? "" : " --no-coalesce") << (o.background ? " --background" : "")
-     << (o.contract ? " --contract" : "") << (o.table_edits ? "" : " --no-table-edits")
+     << (o.contract ? " --contract" : "") << (o.table_edits ? " --table-edits" : "")
      << (o.gpa_dependencies ? " --gpa-dependencies" : "");
   if (o.max_translations) os << " --translations " << o.max_translations;
   if ((o.granularities & 0x3F) != 0x3F) os << " --granularities " << (o.granularities & 0x3F);

@@ -42,23 +42,12 @@ TEST(Stress, AllFrontEnds) {
   }
 }
 
-// Host second-level edits of the nested space's first-level table pages, announced with type
-// 0x2 by GPA or by domain, checked by the architecture's rule.
-TEST(Stress, HostEditsOfFirstLevelTablePages) {
-  Options o;
-  o.seed = 21;
-  o.address_spaces = 1u << 1;  // nested only: every edit lands on translations that use it
-  const Summary s = expect_clean(o);
-  EXPECT_GT(s.table_edits, 0u);
-}
-
 // The engine's dependency-tracked GPA invalidation, checked against the nesting contract.
 TEST(Stress, GpaDependenciesUnderTheNestingContract) {
   Options o;
   o.seed = 22;
   o.gpa_dependencies = true;
-  const Summary s = expect_clean(o);
-  EXPECT_GT(s.table_edits, 0u);
+  expect_clean(o);
 }
 
 TEST(Stress, Drain) {
@@ -125,7 +114,6 @@ TEST(Stress, CatchesMissingDrain) {
   Options o;
   o.seed = 8;
   o.sabotage = Sabotage::kDrainCheckWithoutDrain;
-  o.table_edits = false;  // edits hold leaf writers off: fewer versions in flight to catch
   o.seconds = kSabotageSeconds;
   const Summary s = run(o);
   ASSERT_GT(s.violations, 0u) << "translations in flight at a wait were never caught without drain";

@@ -32,6 +32,9 @@ struct IotlbEntry {
   uint8_t page_shift = kPageShift4K;  // 12, 21 or 30
   uint8_t perms = 0;                  // permission/attribute bits, opaque to the cache
   uint8_t flags = 0;                  // IotlbFlags
+  // Nested: size of the second-level leaf that mapped the final GPA (0: page_shift). A GPA
+  // invalidation anywhere in that leaf reaches the entry, however small the entry is.
+  uint8_t sl_page_shift = 0;
 };
 
 struct IotlbConfig {
@@ -250,7 +253,11 @@ class Iotlb {
       // Entries tagged with a real PASID went through a first-level walk (or are nested).
       if (stamp <= self->first_level_did_times_.get(k.did)) return false;
       if (v.flags & (kIotlbNested | kIotlbSecondLevelOnly)) {
-        const uint64_t key = gpa_page_key(k.did, PageSize(k.size), v.gpa_base >> v.page_shift);
+        const unsigned shift = v.sl_page_shift > v.page_shift ? v.sl_page_shift : v.page_shift;
+        const PageSize size = shift >= 30   ? PageSize::k1G
+                              : shift >= 21 ? PageSize::k2M
+                                            : PageSize::k4K;
+        const uint64_t key = gpa_page_key(k.did, size, v.gpa_base >> page_shift_of(size));
         if (stamp <= self->gpa_page_times_.get(key)) return false;
       }
       return true;

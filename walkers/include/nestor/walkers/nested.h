@@ -69,6 +69,7 @@ struct Result {
   uint8_t fl_attrs = 0;
   uint8_t sl_perms = 0;  // second-level R/W/X before SLEE (sl::Result::raw_perms)
   bool sl_dirty = false;
+  uint8_t sl_page_shift = 0;  // size of the second-level leaf that mapped the final GPA
   Fault fault;
   uint8_t refs = 0;
 };
@@ -101,6 +102,7 @@ inline Result walk(Mem &mem, Tables &tables, const fl::Config &flc, const sl::Co
   r.fl_attrs = f.attrs;
   r.sl_perms = s.raw_perms;  // before SLEE, like every cached second-level permission
   r.sl_dirty = s.dirty;
+  r.sl_page_shift = s.t.page_shift;
   r.t.out = s.t.out;
   r.t.page_shift = std::min(f.t.page_shift, s.t.page_shift);
   r.t.perms = uint8_t(f.t.perms & s.t.perms);
