@@ -2,12 +2,12 @@
 // paging-structure-cache hit, IOTLB fills, and the mapping of canonical invalidation
 // operations onto each cache.
 #include <algorithm>
+#include <array>
 
 #include "nestor/engine.h"
 #include "nestor/walkers/nested.h"
 
 namespace nestor {
-
 namespace {
 
 // IOTLB permission byte: first-level attribute bits in the low nibble (so a hit can be
@@ -73,8 +73,10 @@ class CachedTables {
     // misses is then seen by the invalidation announcing it (TablePageFilter::add).
     if (e_.table_pages_) e_.table_pages_->add(did_, gpa);
     caches::NestedTableEntry nt;
-    if (e_.psc_->lookup_nested_table(did_, gpa, &nt) && (nt.sl_perms & kAccessRead)) {
+    if (!bypass_nested_tables_ && e_.psc_->lookup_nested_table(did_, gpa, &nt) &&
+        (nt.sl_perms & kAccessRead)) {
       *hpa = nt.hpa_page;
+      remember(gpa, *hpa);
       return true;
     }
     if ((gpa >> sl::width_for_levels(slc_.levels)) != 0) {
@@ -89,6 +91,7 @@ class CachedTables {
       return false;
     }
     *hpa = r.t.out & page_mask(12);
+    remember(gpa, *hpa);
     e_.psc_->fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
     return true;
   }
@@ -106,12 +109,28 @@ class CachedTables {
       return false;
     }
     *hpa = r.t.out & page_mask(12);
+    // The host remapped the table page after this walk read it through a cached translation
+    // whose invalidation is still on its way: the A/D update (a compare-exchange at the new
+    // page) then fails and the walker restarts, which must read the page where it now is, or
+    // it would fail the same way until the invalidation lands.
+    for (const ReadTable &t : read_)
+      if (t.gpa == (gpa & page_mask(12)) && t.hpa != *hpa) bypass_nested_tables_ = true;
     return true;
   }
 
   sl::Result final_walk(uint64_t gpa, uint8_t access) { return sl_walk(gpa, access); }
 
  private:
+  void remember(uint64_t gpa, uint64_t hpa) {
+    read_[next_read_++ % read_.size()] = {gpa & page_mask(12), hpa};
+  }
+
+  struct ReadTable {
+    uint64_t gpa = ~uint64_t{0}, hpa = 0;
+  };
+  std::array<ReadTable, 5> read_{};  // the tables of one walk (five levels at most)
+  unsigned next_read_ = 0;
+  bool bypass_nested_tables_ = false;
   Engine &e_;
   uint64_t stamp_;
   uint16_t did_;
@@ -212,6 +231,8 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
 
 void Engine::invalidate(const invq::InvalidationOp &op) {
   using invq::Scope;
+  // One operation, several caches: walks stamped meanwhile are judged by all of its removals.
+  caches::InvalidationClock::Interval interval(*clock_);
   // Second-level changes and global ops touch the table-page filter: its check and the
   // removals it decides must not interleave with a clear.
   std::unique_lock<std::mutex> gpa_lock;
@@ -219,10 +240,6 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
                       (op.caches & (invq::kCacheIotlb | invq::kCachePaging));
   if (table_pages_ && (gpa_op || op.scope == Scope::kGlobal))
     gpa_lock = std::unique_lock<std::mutex>(gpa_mu_);
-  caches::GpaReach reach = caches::GpaReach::kFirstLevelOfDomain;
-  if (gpa_op && table_pages_ && op.npages <= cfg_.promote_threshold_pages &&
-      !table_pages_->might_contain(op.did, op.addr, op.npages))
-    reach = caches::GpaReach::kFinalGpaDependents;
   // An IOTLB op also empties the paging-structure caches (below), so every entry that
   // depended on a marked page goes with it; the lock keeps GPA ops from consulting the emptied
   // filter before those removals are in place. A paging-only op leaves IOTLB dependents.
@@ -260,6 +277,38 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
         break;
     }
   }
+  // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
+  // lets them keep their entries, which the range calls decide from op.leaf.
+  if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) {
+    switch (op.scope) {
+      case Scope::kDomain:
+        psc_->invalidate_domain(op.did);
+        break;
+      case Scope::kPasid:
+        psc_->invalidate_pasid(op.did, op.pasid);
+        break;
+      case Scope::kRange:
+        if (op.addr_is_gpa)
+          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
+                                     /*first_level_of_domain=*/false);
+        else
+          psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+        break;
+      default:
+        psc_->invalidate_global();
+        break;
+    }
+  }
+  // Decided after the second-level and nested-table entries of the range are gone: a walk
+  // marks a table page before it reads the page's translation, from memory or from the
+  // nested-table cache, so either the walk misses the cached translation and sees the host's
+  // change, or this check sees its mark (both sides fence; TablePageFilter).
+  caches::GpaReach reach = caches::GpaReach::kFirstLevelOfDomain;
+  if (gpa_op && table_pages_ && op.npages <= cfg_.promote_threshold_pages &&
+      !table_pages_->might_contain(op.did, op.addr, op.npages))
+    reach = caches::GpaReach::kFinalGpaDependents;
+  if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
+    psc_->invalidate_first_level_of_domain(op.did);
   if (op.caches & invq::kCacheIotlb) {
     switch (op.scope) {
       case Scope::kDomain:
@@ -277,28 +326,6 @@ void Engine::invalidate(const invq::InvalidationOp &op) {
       default:
         iotlb_->invalidate_global();
         break;  // device scope has no IOTLB tag: widen
-    }
-  }
-  // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
-  // lets them keep their entries, which the range calls decide from op.leaf.
-  if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) {
-    switch (op.scope) {
-      case Scope::kDomain:
-        psc_->invalidate_domain(op.did);
-        break;
-      case Scope::kPasid:
-        psc_->invalidate_pasid(op.did, op.pasid);
-        break;
-      case Scope::kRange:
-        if (op.addr_is_gpa)
-          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
-                                     reach == caches::GpaReach::kFirstLevelOfDomain);
-        else
-          psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
-        break;
-      default:
-        psc_->invalidate_global();
-        break;
     }
   }
   // After the caches: a handle that sees the new generation re-resolves from them.

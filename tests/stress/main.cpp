@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
   using nestor::stress::Sabotage;
   Options o;
   double soak = 0;
-  bool no_qi = false, no_coalesce = false, expect_violation = false, table_edits = false;
+  bool no_qi = false, no_coalesce = false, expect_violation = false, table_edits = true;
   std::string sabotage = "none";
   CLI::App app{"nestor-stress: translate / mutate / invalidate storm with a staleness checker"};
   app.add_option("--seed", o.seed, "seed for every thread's choices");
@@ -48,9 +48,9 @@ int main(int argc, char **argv) {
   app.add_flag("--contract", o.contract,
                "credit invalidations by invq::covers() (the engine's promise) instead of by "
                "what VT-d requires");
-  app.add_flag("--table-edits", table_edits,
-               "host second-level edits of the nested space's first-level table pages (open "
-               "findings: docs/STRESS.md)");
+  app.add_flag("--table-edits,!--no-table-edits", table_edits,
+               "host second-level edits of the nested space's first-level table pages (on by "
+               "default)");
   app.add_flag("--gpa-dependencies", o.gpa_dependencies,
                "engine tracks GPA dependencies (NESTOR_GPA_INV_DEPENDENCIES); type 0x2 is then "
                "checked against the nesting contract, not VT-d's domain-wide reach");

@@ -287,6 +287,9 @@ class Machine {
   };
   std::array<TablePage, 4> tables{};
   std::array<Versioned, 4> table_state;
+  // The table_state version of each page's latest move, stored before the old page is
+  // scrubbed: a walk that began before that move's wait completed may still read the old page.
+  std::array<std::atomic<uint64_t>, 4> table_moved{};
   // Leaf writes into the nested tables go through the second level (GuestTableSpace): they
   // hold this shared while the table editor holds it exclusively across an edit.
   std::shared_mutex table_mu;
@@ -519,10 +522,11 @@ void Run::translator(unsigned slot, unsigned index) {
       why << "]";
     };
     // The nested space's table pages: which states did each hold from its completed version on?
-    bool table_unmapped_since = false, table_gone = false;
+    bool table_unmapped_since = false, table_gone = false, table_moved_since = false;
     unsigned gone_level = 0;
     if (cs) {
       for (unsigned l = 0; l < 4; ++l) {
+        table_moved_since |= m_.table_moved[l].load(std::memory_order_acquire) > tc[l];
         const Versioned &ts = m_.table_state[l];
         const uint64_t hi = ts.written.load(std::memory_order_acquire) + 1;
         bool mapped = false, unmapped = false;
@@ -545,8 +549,9 @@ void Run::translator(unsigned slot, unsigned index) {
       violation(slot, why.str());
       break;
     }
-    if (!r.ok && table_unmapped_since) {
-      // Explained by the host's unmap of a table page on the walk.
+    if (!r.ok && (table_unmapped_since || table_moved_since)) {
+      // Explained by the host's unmap of a table page on the walk, or by a walk that read a
+      // table page the host moved and scrubbed while the walk was in flight.
       ctr.faults.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -748,6 +753,7 @@ void Run::announce(unsigned slot, const invq::InvalidationOp &op) {
   if (opt_.sabotage != Sabotage::kSkipInvalidation) e.invalidate(op);
   e.invalidate_wait();
   publish(credits);
+  counters_[slot].waits.fetch_add(1, std::memory_order_relaxed);
   log(slot, {0, LogKind::kWait, 0, 0, credits.size(), 0, 0, 0});
 }
 
@@ -797,7 +803,7 @@ bool Run::edit_table(unsigned slot, Rng &rng) {
     }
     ts.written.store(v, std::memory_order_release);
     announce(slot, make());
-    for (unsigned i = 0; i < 64 && !stopping(); ++i) std::this_thread::yield();  // dwell
+    for (unsigned i = 0; i < 16 && !stopping(); ++i) std::this_thread::yield();  // dwell
     const uint64_t w = set_state(kReadWrite);
     if (!map(tp.hpa)) {
       violation(slot, "second-level map of a table page failed");
@@ -824,6 +830,7 @@ bool Run::edit_table(unsigned slot, Rng &rng) {
   std::swap(tp.hpa, tp.spare);
   announce(slot, make());
   if (kind == 2) {
+    m_.table_moved[l].store(v, std::memory_order_release);
     page.fill(0);
     if (mem.write(tp.spare, page.data(), page.size()) != 0) {
       violation(slot, "scrubbing a table page failed");
@@ -1192,7 +1199,7 @@ std::string command_line(const Options &o) {
      << " --seconds " << o.seconds << " --pages " << o.pages << " --iotlb-entries "
      << o.iotlb_entries << " --psc-entries " << o.psc_entries << (o.drain ? " --drain" : "")
      << (o.coalesce ? "" : " --no-coalesce") << (o.background ? " --background" : "")
-     << (o.contract ? " --contract" : "") << (o.table_edits ? " --table-edits" : "")
+     << (o.contract ? " --contract" : "") << (o.table_edits ? "" : " --no-table-edits")
      << (o.gpa_dependencies ? " --gpa-dependencies" : "");
   if (o.max_translations) os << " --translations " << o.max_translations;
   if ((o.granularities & 0x3F) != 0x3F) os << " --granularities " << (o.granularities & 0x3F);

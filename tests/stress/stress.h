@@ -45,13 +45,9 @@ struct Options {
   // ops, domain, global). true: invq::covers(), the engine's own, wider promise (a GPA op
   // also drops every first-level/nested entry of the domain).
   bool contract = false;
-  // Host second-level edits of the pages holding the nested address space's first-level
-  // tables (unmap and restore, remap to a copy, move to a new page and scrub the old one),
-  // each announced with a type 0x2 invalidation by GPA or by domain, then a wait. Off by
-  // default: open findings (issue 12 note, docs/STRESS.md) -- the checker cannot yet explain
-  // faults of translations in flight across a move+scrub, and with caching on it reports
-  // translations served through an unmapped table page after the wait, not yet understood.
-  bool table_edits = false;
+  // Host second-level edits of the nested space's first-level table pages (unmap and restore,
+  // remap to a copy, move and scrub), each announced by a type 0x2 invalidation and a wait.
+  bool table_edits = true;
   // EngineConfig::GpaInvalidation::kDependencies, checked against the nesting contract: a type
   // 0x2 owes the second-level changes in its range (data pages and first-level table pages);
   // first-level changes are announced with PASID-based invalidations only.

@@ -180,11 +180,7 @@ class PagingStructureCaches {
   void invalidate_gpa_range(uint16_t did, uint64_t gpa, uint64_t npages, bool leaf_hint,
                             bool first_level_of_domain = true) {
     if (npages == 0) return;
-    if (first_level_of_domain) {
-      fl_did_times_.raise(did, clock_.advance());
-      fl_stats_.add(Counter::kInvGpa);
-      fl_stats_.add(Counter::kOverInvalidations);
-    }
+    if (first_level_of_domain) invalidate_first_level_of_domain(did);
     sl_stats_.add(Counter::kInvGpa);
     nt_stats_.add(Counter::kInvGpa);
     gpa &= ~uint64_t{0xFFF};
@@ -217,6 +213,13 @@ class PagingStructureCaches {
       if (p == (last >> 12)) break;
     }
     if (removed) nt_stats_.add(Counter::kEntriesRemoved, removed);
+  }
+
+  // The first-level part of a type 0x2 invalidation: every first-level entry of the domain.
+  void invalidate_first_level_of_domain(uint16_t did) {
+    fl_did_times_.raise(did, clock_.advance());
+    fl_stats_.add(Counter::kInvGpa);
+    fl_stats_.add(Counter::kOverInvalidations);
   }
 
   CacheStats fl_stats() const { return fl_stats_.snapshot(); }

@@ -58,7 +58,7 @@ class TablePageFilter {
   // Whether any 4K page of [gpa, gpa + npages * 4K) of did may have been marked.
   bool might_contain(uint16_t did, uint64_t gpa, uint64_t npages) const {
     store_load_barrier();
-    if (marked_.load(std::memory_order_relaxed) == 0) return false;
+    // No "nothing marked" shortcut: marked_ is only a hint (see clear()).
     for (uint64_t p = gpa >> 12, n = 0; n < npages; ++p, ++n) {
       const uint64_t h = mix64(p << 16 | did);
       bool all = true;
@@ -77,10 +77,12 @@ class TablePageFilter {
 
   // Forgets every page. The caller must, after this and before any invalidation may consult
   // the filter again, invalidate every entry that depended on a marked page.
+  // The count is reset before the bits, so a mark that survives the clear (its fetch_or read
+  // a zeroed word) is also counted after the reset.
   void clear() {
-    for (size_t i = 0; i < words_; ++i)
-      std::atomic_ref<uint64_t>(bits_[i]).store(0, std::memory_order_relaxed);
     marked_.store(0, std::memory_order_relaxed);
+    for (size_t i = 0; i < words_; ++i)
+      std::atomic_ref<uint64_t>(bits_[i]).store(0, std::memory_order_release);
     store_load_barrier();
   }
 
