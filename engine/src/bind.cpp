@@ -306,12 +306,19 @@ int BindLayer::destroy_domain(uint16_t did) {
 }
 
 int BindLayer::map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, uint8_t perms,
-                         std::vector<uint64_t> *done) {
+                         Runs *done) {
   build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
   switch (b.map(gpa, hpa, shift, build::sl_leaf_bits(perms))) {
     case build::Status::kOk:
-      d.chunks[gpa] = {hpa, uint8_t(shift), perms};
-      done->push_back(gpa);
+      if (!done->empty()) {
+        auto &[last_gpa, last] = done->back();
+        if (last.shift == shift && last_gpa + last.bytes() == gpa &&
+            last.hpa + last.bytes() == hpa) {
+          ++last.count;
+          return 0;
+        }
+      }
+      done->push_back({gpa, Run{hpa, 1, uint8_t(shift), perms}});
       return 0;
     case build::Status::kConflict:
       // An empty table left behind by an earlier unmap occupies the slot: fill it instead.
@@ -343,14 +350,14 @@ int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint
   Domain &d = it->second;
   if (d.adopted) return -EPERM;
   if (((gpa + size - 1) >> sl::width_for_levels(d.levels)) != 0) return -EINVAL;
-  auto next = d.chunks.lower_bound(gpa);
-  if (next != d.chunks.end() && next->first < gpa + size) return -EEXIST;
-  if (next != d.chunks.begin()) {
+  auto next = d.runs.lower_bound(gpa);
+  if (next != d.runs.end() && next->first < gpa + size) return -EEXIST;
+  if (next != d.runs.begin()) {
     auto prev = std::prev(next);
-    if (prev->first + (uint64_t{1} << prev->second.shift) > gpa) return -EEXIST;
+    if (prev->first + prev->second.bytes() > gpa) return -EEXIST;
   }
   const EngineConfig &ec = engine_.config();
-  std::vector<uint64_t> done;
+  Runs done;
   for (uint64_t off = 0; off < size;) {
     const uint64_t g = gpa + off, h = hpa + off, left = size - off;
     unsigned shift = 12;
@@ -361,14 +368,13 @@ int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint
     if (int r = map_chunk(d, g, h, shift, perms, &done); r != 0) {
       // Leave nothing behind: the refusal must change nothing that translates.
       build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
-      for (uint64_t cg : done) {
-        b.unmap(cg, d.chunks[cg].shift);
-        d.chunks.erase(cg);
-      }
+      for (const auto &[rg, run] : done)
+        for (uint64_t i = 0; i < run.count; ++i) b.unmap(rg + (i << run.shift), run.shift);
       return r;
     }
     off += uint64_t{1} << shift;
   }
+  d.runs.insert(done.begin(), done.end());
   return 0;
 }
 
@@ -379,20 +385,31 @@ int BindLayer::unmap(uint16_t did, uint64_t gpa, uint64_t size) {
   if (it == domains_.end()) return -ENOENT;
   Domain &d = it->second;
   if (d.adopted) return -EPERM;
-  auto first = d.chunks.lower_bound(gpa);
-  if (first != d.chunks.begin()) {
-    auto prev = std::prev(first);
-    if (prev->first + (uint64_t{1} << prev->second.shift) > gpa) return -EINVAL;
-  }
+  // A leaf may be unmapped only whole: the range must start and end on leaf boundaries.
+  const uint64_t end = gpa + size;
+  auto first = d.runs.lower_bound(gpa);
+  if (first != d.runs.begin() && std::prev(first)->first + std::prev(first)->second.bytes() > gpa)
+    --first;
   auto last = first;
-  while (last != d.chunks.end() && last->first < gpa + size) {
-    if (last->first + (uint64_t{1} << last->second.shift) > gpa + size) return -EINVAL;
-    ++last;
+  for (; last != d.runs.end() && last->first < end; ++last) {
+    const uint64_t leaf_mask = (uint64_t{1} << last->second.shift) - 1;
+    if (last->first < gpa && ((gpa - last->first) & leaf_mask)) return -EINVAL;
+    if (last->first + last->second.bytes() > end && ((end - last->first) & leaf_mask))
+      return -EINVAL;
   }
   if (first == last) return -ENOENT;
+  // Runs that reach outside the range keep their outer leaves, as runs of their own.
+  const Runs hit(first, last);
+  d.runs.erase(first, last);
   build::SecondLevelBuilder<HostTableSpace> b(tables_, d.root, d.levels);
-  for (auto c = first; c != last; ++c) b.unmap(c->first, c->second.shift);
-  d.chunks.erase(first, last);
+  for (const auto &[rg, run] : hit) {
+    const uint64_t from = std::max(rg, gpa), to = std::min(rg + run.bytes(), end);
+    for (uint64_t g = from; g < to; g += uint64_t{1} << run.shift) b.unmap(g, run.shift);
+    if (rg < from) d.runs[rg] = Run{run.hpa, (from - rg) >> run.shift, run.shift, run.perms};
+    if (to < rg + run.bytes())
+      d.runs[to] =
+          Run{run.hpa + (to - rg), (rg + run.bytes() - to) >> run.shift, run.shift, run.perms};
+  }
   // The host owns the second level, so it invalidates its own changes: every IOTLB and
   // paging-structure entry of the DID derived from these GPAs (nested ones included), and the
   // device TLBs of the devices using the domain.
@@ -439,8 +456,9 @@ std::vector<std::pair<uint64_t, uint64_t>> BindLayer::domain_hpa_ranges(uint16_t
   std::vector<std::pair<uint64_t, uint64_t>> out;
   auto it = domains_.find(did);
   if (it == domains_.end()) return out;
-  for (const auto &c : it->second.chunks)
-    out.emplace_back(c.second.hpa, uint64_t{1} << c.second.shift);
+  for (const auto &[gpa, run] : it->second.runs)
+    for (uint64_t i = 0; i < run.count; ++i)
+      out.emplace_back(run.hpa + (i << run.shift), uint64_t{1} << run.shift);
   return out;
 }
 

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "bind_fixture.h"
 
@@ -160,6 +162,41 @@ TEST(Domain, UnmapRules) {
   EXPECT_TRUE(w.layer().domain_resolve(did, 0, &out));
   ASSERT_EQ(w.layer().unmap(did, 0, k2M), 0);
   EXPECT_FALSE(w.layer().domain_resolve(did, 0, &out));
+}
+
+// One map() call's 4K leaves can be unmapped one by one, from the middle of the call's range,
+// and what is left still translates and is reported page by page.
+TEST(Domain, UnmapPartOfOneMapCall) {
+  World w({}, {}, 1);
+  uint16_t did;
+  ASSERT_EQ(w.layer().create_domain(plain(), &did), 0);
+  const uint64_t gpa = k4K, hpa = kVmHpaBase + k4K;  // unaligned for 2M: sixteen 4K leaves
+  ASSERT_EQ(w.layer().map(did, gpa, hpa, 16 * k4K, kAccessRead | kAccessWrite), 0);
+  ASSERT_EQ(w.layer().unmap(did, gpa + 4 * k4K, 2 * k4K), 0);
+  EXPECT_EQ(w.layer().unmap(did, gpa + 5 * k4K, k4K), -ENOENT);
+  uint64_t out;
+  EXPECT_FALSE(w.layer().domain_resolve(did, gpa + 4 * k4K, &out));
+  EXPECT_FALSE(w.layer().domain_resolve(did, gpa + 5 * k4K, &out));
+  ASSERT_TRUE(w.layer().domain_resolve(did, gpa + 6 * k4K + 8, &out));
+  EXPECT_EQ(out, hpa + 6 * k4K + 8);
+  ASSERT_TRUE(w.layer().domain_resolve(did, gpa + 3 * k4K, &out));
+  EXPECT_EQ(out, hpa + 3 * k4K);
+  std::vector<std::pair<uint64_t, uint64_t>> want;
+  for (uint64_t i = 0; i < 16; ++i)
+    if (i != 4 && i != 5) want.emplace_back(hpa + i * k4K, k4K);
+  EXPECT_EQ(w.layer().domain_hpa_ranges(did), want);
+  // A range across the hole takes the leaves on both sides; the hole itself may be remapped,
+  // but not over a leaf that is still there.
+  ASSERT_EQ(w.layer().unmap(did, gpa + 3 * k4K, 4 * k4K), 0);
+  EXPECT_FALSE(w.layer().domain_resolve(did, gpa + 3 * k4K, &out));
+  EXPECT_FALSE(w.layer().domain_resolve(did, gpa + 6 * k4K, &out));
+  EXPECT_EQ(w.layer().map(did, gpa + 2 * k4K, hpa, 2 * k4K, kAccessRead), -EEXIST);
+  ASSERT_EQ(w.layer().map(did, gpa + 4 * k4K, kVmHpaBase, k4K, kAccessRead), 0);
+  ASSERT_TRUE(w.layer().domain_resolve(did, gpa + 4 * k4K, &out));
+  EXPECT_EQ(out, kVmHpaBase);
+  EXPECT_EQ(w.layer().domain_hpa_ranges(did).size(), 16u - 4u + 1u);
+  ASSERT_EQ(w.layer().unmap(did, 0, 32 * k4K), 0);
+  EXPECT_TRUE(w.layer().domain_hpa_ranges(did).empty());
 }
 
 TEST(Domain, RemapAfterUnmapFillsLeftoverTables) {

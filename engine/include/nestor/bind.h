@@ -184,18 +184,23 @@ class NESTOR_CXX_API BindLayer {
   int cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags = 0);
 
  private:
-  struct Chunk {
+  // `count` leaves of 2^shift bytes, consecutive in GPA and HPA, mapped by one map() call.
+  // A 2M map split into 4K leaves is one run, not 512 tree nodes.
+  struct Run {
     uint64_t hpa;
+    uint64_t count;
     uint8_t shift;
     uint8_t perms;
+    uint64_t bytes() const { return count << shift; }
   };
+  using Runs = std::vector<std::pair<uint64_t, Run>>;  // (first GPA, run)
   struct Domain {
     uint8_t levels = 4;
     bool nesting = false, ad = false, adopted = false;
     uint32_t owner = 0;
     uint64_t root = 0;
     uint32_t devices = 0;
-    std::map<uint64_t, Chunk> chunks;  // by GPA: every leaf this layer mapped
+    std::map<uint64_t, Run> runs;  // by first GPA: every leaf this layer mapped
   };
   struct Binding {
     uint32_t owner;
@@ -206,8 +211,7 @@ class NESTOR_CXX_API BindLayer {
   bool feature(uint32_t f) const { return (cfg_.features & f) != 0; }
   sl::Config sl_config(const Domain &d) const;
   int new_domain(const DomainConfig &dc, uint64_t root, bool adopted, uint16_t *did);
-  int map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, uint8_t perms,
-                std::vector<uint64_t> *done);
+  int map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, uint8_t perms, Runs *done);
   void free_tables(uint64_t table, int level);
   void rid_pasid_words(const Domain &d, uint16_t did, uint64_t w[8]) const;
   uint64_t pasid_entry_address(uint16_t source_id, uint32_t pasid, bool create, int *err);

@@ -6,10 +6,10 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "nestor/invq/batch.h"
 #include "nestor/invq/op.h"
@@ -106,13 +106,15 @@ class InvalidationProcessor {
   mutable std::mutex submit_mutex_;
   std::condition_variable work_available_;
   std::condition_variable space_available_;  // pending_ was emptied, or the worker stops
-  std::deque<Entry> pending_;
+  std::vector<Entry> pending_;
   bool stopping_ = false;
   bool worker_running_ = false;
   std::thread worker_;
 
   // Held while processing; owns everything below.
   std::mutex process_mutex_;
+  static constexpr size_t kKeptEntries = 64;  // reserved in pending_ and taken_
+  std::vector<Entry> taken_;  // what process_pending() took from pending_; empty between calls
   Batch batch_;
   bool undrained_ops_ = false;
 };
