@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include <optional>
+#include <memory>
 
 #include "nestor/caches/iotlb.h"
 #include "nestor/caches/paging_structure_caches.h"
@@ -27,7 +27,7 @@ TEST(InvalidationClock, OpenIntervalHoldsStampsAtItsOpening) {
   InvalidationClock clock;
   clock.advance();
   const uint64_t opened_at = clock.now();
-  std::optional<InvalidationClock::Interval> op(std::in_place, clock);
+  auto op = std::make_unique<InvalidationClock::Interval>(clock);
   const uint64_t t1 = clock.advance();
   const uint64_t t2 = clock.advance();
   // Every time the operation takes is at or after any stamp a walk can take meanwhile.
@@ -40,10 +40,10 @@ TEST(InvalidationClock, OpenIntervalHoldsStampsAtItsOpening) {
 
 TEST(InvalidationClock, OldestOpenIntervalWins) {
   InvalidationClock clock;
-  std::optional<InvalidationClock::Interval> first(std::in_place, clock);
+  auto first = std::make_unique<InvalidationClock::Interval>(clock);
   const uint64_t first_time = clock.advance();
   clock.advance();
-  std::optional<InvalidationClock::Interval> second(std::in_place, clock);
+  auto second = std::make_unique<InvalidationClock::Interval>(clock);
   const uint64_t second_time = clock.advance();
   second.reset();  // closes out of order: the first operation is still removing entries
   EXPECT_LE(clock.now(), first_time);
@@ -53,10 +53,10 @@ TEST(InvalidationClock, OldestOpenIntervalWins) {
 
 TEST(InvalidationClock, ManyOpenIntervals) {
   InvalidationClock clock;
-  std::optional<InvalidationClock::Interval> ops[InvalidationClock::kMaxOpenIntervals];
+  std::unique_ptr<InvalidationClock::Interval> ops[InvalidationClock::kMaxOpenIntervals];
   uint64_t first_time = 0;
   for (auto &op : ops) {
-    op.emplace(clock);
+    op = std::make_unique<InvalidationClock::Interval>(clock);
     const uint64_t t = clock.advance();
     if (!first_time) first_time = t;
   }
@@ -98,8 +98,8 @@ TEST_P(SplitOperation, WalkBetweenTheCachesOfOneOperationLeavesNothingStale) {
   ASSERT_TRUE(walk_and_fill());
   {
     // The host has unmapped kTableGpa; the invalidation announcing it runs now.
-    std::optional<InvalidationClock::Interval> op;
-    if (interval) op.emplace(clock);
+    std::unique_ptr<InvalidationClock::Interval> op;
+    if (interval) op = std::make_unique<InvalidationClock::Interval>(clock);
     tlb.invalidate_gpa_range(kDid, kTableGpa, 1);
     walk_and_fill();  // a translator on another CPU, between the two caches
     psc.invalidate_gpa_range(kDid, kTableGpa, 1, /*leaf_hint=*/false);
