@@ -588,25 +588,33 @@ std::vector<uint8_t> import_on(std::istream &in, QemuImportStats *stats, Engine 
   st = {};
   Importer importer(&st, engine);
   // Bounded reads: a device such as /dev/zero (or a corrupt log) has no line ends and no end.
-  std::string text;
+  // One getline per line, not a get() per character (a quarter of an import's time): room for
+  // one byte past the limit tells a line at the limit from one beyond it.
+  std::vector<char> buf(kMaxQemuLogLine + 2);
   uint64_t total = 0, line_no = 0;
   for (;;) {
-    text.clear();
-    int c;
-    while ((c = in.get()) != std::char_traits<char>::eof() && c != '\n') {
-      if (text.size() == kMaxQemuLogLine)
-        throw Error("qemu log line " + std::to_string(line_no + 1) + " is longer than the " +
-                    std::to_string(kMaxQemuLogLine) + "-byte line limit");
-      text.push_back(char(c));
+    in.getline(buf.data(), std::streamsize(buf.size()));
+    const size_t got = size_t(in.gcount());
+    const bool at_end = in.eof();
+    if (in.fail() && !at_end) {
+      if (in.bad()) break;
+      // The buffer filled without a line end: longer than the limit.
+      throw Error("qemu log line " + std::to_string(line_no + 1) + " is longer than the " +
+                  std::to_string(kMaxQemuLogLine) + "-byte line limit");
     }
-    if (c == std::char_traits<char>::eof() && text.empty()) break;
+    // gcount() counts the extracted '\n' too, except on the last line without one.
+    const size_t len = at_end ? got : got - 1;
+    if (at_end && len == 0) break;
+    if (len > kMaxQemuLogLine)
+      throw Error("qemu log line " + std::to_string(line_no + 1) + " is longer than the " +
+                  std::to_string(kMaxQemuLogLine) + "-byte line limit");
     ++line_no;
-    total += text.size() + 1;
+    total += len + 1;
     if (total > kMaxQemuLogBytes)
       throw Error("qemu log is larger than the " + std::to_string(kMaxQemuLogBytes >> 30) +
                   " GiB limit (line " + std::to_string(line_no) + ")");
-    importer.line(text);
-    if (c == std::char_traits<char>::eof()) break;
+    importer.line(std::string_view(buf.data(), len));
+    if (at_end) break;
   }
   if (in.bad()) throw Error("qemu import: read error");
   return importer.finish();

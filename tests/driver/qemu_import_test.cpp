@@ -189,6 +189,25 @@ TEST(QemuImport, OtherLinesAreSkipped) {
   EXPECT_TRUE(Reader(bytes).flags() & kFlagImported);
 }
 
+// The line limit is exact, with or without a final line end, and a line past it names itself.
+TEST(QemuImport, LineLimitIsExact) {
+  const std::string at_limit(kMaxQemuLogLine, 'x');
+  for (const std::string &tail : {std::string("\n"), std::string()}) {
+    QemuImportStats st;
+    EXPECT_NO_THROW(import_text("first\n" + at_limit + tail, &st));
+    EXPECT_EQ(st.lines, 2u);
+    EXPECT_EQ(st.skipped, 2u);
+    try {
+      import_text("first\n" + at_limit + "y" + tail);
+      ADD_FAILURE() << "a line one byte past the limit was accepted";
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find("qemu log line 2 is longer than the 4096-byte"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(QemuImport, PageRemappedAfterInvalidationReplaysToTheNewAddress) {
   QemuImportStats st;
   const std::vector<uint8_t> bytes = import_text(read_fixture("qemu_vtd_remap.log"), &st);
