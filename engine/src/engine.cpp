@@ -57,13 +57,13 @@ std::atomic<uint64_t> g_next_engine_id{1};
 
 CacheSetConfig cache_set_config(const EngineConfig &cfg) {
   CacheSetConfig c;
-  c.iotlb_entries = cfg.iotlb_entries;
-  c.iotlb_shards = cfg.iotlb_shards;
-  c.iotlb_ways = cfg.iotlb_ways;
-  c.context_cache_entries = cfg.context_cache_entries;
-  c.pasid_cache_entries = cfg.pasid_cache_entries;
-  c.psc_entries = cfg.psc_entries;
-  c.promote_threshold_pages = cfg.promote_threshold_pages;
+  c.context.cache.capacity = cfg.context_cache_entries;
+  c.pasid.cache.capacity = cfg.pasid_cache_entries;
+  c.iotlb.cache = {
+      .capacity = cfg.iotlb_entries, .shards = cfg.iotlb_shards, .ways = cfg.iotlb_ways};
+  c.iotlb.promote_threshold_pages = c.psc.promote_threshold_pages = cfg.promote_threshold_pages;
+  c.psc.first_level.capacity = c.psc.second_level.capacity = c.psc.nested_table.capacity =
+      cfg.psc_entries;
   c.track_table_pages = cfg.gpa_invalidation == EngineConfig::GpaInvalidation::kDependencies;
   return c;
 }

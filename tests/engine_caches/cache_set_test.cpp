@@ -134,13 +134,9 @@ std::vector<Probe> population() {
   return out;
 }
 
-CacheSetConfig small_config(bool track_table_pages) {
+// The caches' default sizes, far more than the population: nothing is evicted.
+CacheSetConfig config(bool track_table_pages) {
   CacheSetConfig c;
-  c.iotlb_entries = 4096;
-  c.iotlb_shards = 4;
-  c.context_cache_entries = 256;
-  c.pasid_cache_entries = 256;
-  c.psc_entries = 1024;
   c.track_table_pages = track_table_pages;
   return c;
 }
@@ -302,7 +298,7 @@ std::vector<InvalidationOp> every_op() {
 
 TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
   const std::vector<Probe> probes = population();
-  const CacheSetConfig cfg = small_config(false);
+  const CacheSetConfig cfg = config(false);
   size_t required = 0, kept = 0;
   for (const InvalidationOp &op : every_op()) {
     SCOPED_TRACE(describe(op));
@@ -316,7 +312,7 @@ TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
       if (covers(op, p.key)) {
         ++required;
         EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
-      } else if (!widening_reaches(op, p, cfg.promote_threshold_pages)) {
+      } else if (!widening_reaches(op, p, cfg.iotlb.promote_threshold_pages)) {
         ++kept;
         EXPECT_TRUE(present(set, p)) << "undocumented over-invalidation: " << describe(p);
       }
@@ -333,7 +329,7 @@ TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
 // range, the op has the architecture's full reach again.
 TEST(CacheSet, DependencyModeNarrowsTypeTwoOnlyWhileNoTablePageIsInRange) {
   const std::vector<Probe> probes = population();
-  const CacheSetConfig cfg = small_config(true);
+  const CacheSetConfig cfg = config(true);
   for (bool leaf : {false, true}) {
     for (bool marked : {false, true}) {
       const InvalidationOp op{.caches = invq::kCacheIotlb | invq::kCachePaging,
@@ -355,8 +351,9 @@ TEST(CacheSet, DependencyModeNarrowsTypeTwoOnlyWhileNoTablePageIsInRange) {
           required =
               p.kind == Kind::kIotlbNested && p.key.gpa_page >= 0x100 && p.key.gpa_page < 0x102;
         // Without a mark, keeping the domain's other first-level entries is the mode's point.
-        const bool must_keep = !required && ((!marked && first_level_of_did) ||
-                                             !widening_reaches(op, p, cfg.promote_threshold_pages));
+        const bool must_keep =
+            !required && ((!marked && first_level_of_did) ||
+                          !widening_reaches(op, p, cfg.iotlb.promote_threshold_pages));
         if (required) {
           EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
         } else if (must_keep) {

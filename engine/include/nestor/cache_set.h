@@ -18,14 +18,13 @@
 
 namespace nestor {
 
+// Each cache's own configuration; the range promotion threshold of `iotlb` also bounds the
+// dependency-tracked reach of a type 0x2 op.
 struct CacheSetConfig {
-  uint32_t iotlb_entries = 65536;
-  uint32_t iotlb_shards = 16;
-  uint32_t iotlb_ways = 0;  // 0: the IOTLB's compile-time associativity
-  uint32_t context_cache_entries = 1024;
-  uint32_t pasid_cache_entries = 4096;
-  uint32_t psc_entries = 4096;  // each of: first-level, second-level, nested-table caches
-  uint64_t promote_threshold_pages = 1024;
+  caches::StructureCacheConfig context;
+  caches::StructureCacheConfig pasid;
+  caches::IotlbConfig iotlb;
+  caches::PscConfig psc;
   // Dependency-tracked type 0x2 invalidation (docs/CACHES.md): nested walks mark the GPA pages
   // they read first-level tables from, and a GPA op that hits no mark keeps the domain's
   // first-level entries. Off: the architecture's domain-wide reach.
@@ -36,25 +35,12 @@ template <class ContextValue, class PasidValue>
 class CacheSet {
  public:
   explicit CacheSet(const CacheSetConfig &cfg)
-      : promote_threshold_pages_(cfg.promote_threshold_pages),
-        clock_(std::make_unique<caches::InvalidationClock>()) {
-    caches::StructureCacheConfig ctx_cfg;
-    ctx_cfg.cache.capacity = cfg.context_cache_entries;
-    context_ = std::make_unique<caches::ContextCache<ContextValue>>(*clock_, ctx_cfg);
-    caches::StructureCacheConfig pasid_cfg;
-    pasid_cfg.cache.capacity = cfg.pasid_cache_entries;
-    pasid_ = std::make_unique<caches::PasidCache<PasidValue>>(*clock_, pasid_cfg);
-    caches::IotlbConfig iotlb_cfg;
-    iotlb_cfg.cache.capacity = cfg.iotlb_entries;
-    iotlb_cfg.cache.shards = cfg.iotlb_shards;
-    iotlb_cfg.cache.ways = cfg.iotlb_ways;
-    iotlb_cfg.promote_threshold_pages = cfg.promote_threshold_pages;
-    iotlb_ = std::make_unique<caches::Iotlb>(*clock_, iotlb_cfg);
-    caches::PscConfig psc_cfg;
-    psc_cfg.first_level.capacity = psc_cfg.second_level.capacity = psc_cfg.nested_table.capacity =
-        cfg.psc_entries;
-    psc_cfg.promote_threshold_pages = cfg.promote_threshold_pages;
-    psc_ = std::make_unique<caches::PagingStructureCaches>(*clock_, psc_cfg);
+      : promote_threshold_pages_(cfg.iotlb.promote_threshold_pages),
+        clock_(std::make_unique<caches::InvalidationClock>()),
+        context_(std::make_unique<caches::ContextCache<ContextValue>>(*clock_, cfg.context)),
+        pasid_(std::make_unique<caches::PasidCache<PasidValue>>(*clock_, cfg.pasid)),
+        iotlb_(std::make_unique<caches::Iotlb>(*clock_, cfg.iotlb)),
+        psc_(std::make_unique<caches::PagingStructureCaches>(*clock_, cfg.psc)) {
     if (cfg.track_table_pages) table_pages_ = std::make_unique<caches::TablePageFilter>();
   }
   CacheSet(const CacheSet &) = delete;
@@ -120,84 +106,81 @@ class CacheSet {
   }
 
  private:
-  void apply_context(const invq::InvalidationOp &op) {
+  // The context and PASID caches share their scopes; a PASID or range scope is each one's own.
+  template <class Cache, class PasidScope>
+  static void structure_by_scope(Cache &cache, const invq::InvalidationOp &op,
+                                 PasidScope &&pasid_scope) {
     switch (op.scope) {
       case invq::Scope::kDomain:
-        context_->invalidate_domain(op.did);
+        cache.invalidate_domain(op.did);
         break;
       case invq::Scope::kDevice:
-        context_->invalidate_device(op.source_id, op.function_mask);
+        cache.invalidate_device(op.source_id, op.function_mask);
+        break;
+      case invq::Scope::kPasid:
+      case invq::Scope::kRange:
+        pasid_scope();
         break;
       default:
-        context_->invalidate_global();  // context entries carry no PASID or address: widen
+        cache.invalidate_global();
         break;
     }
   }
 
+  void apply_context(const invq::InvalidationOp &op) {
+    // Context entries carry no PASID or address: widen.
+    structure_by_scope(*context_, op, [&] { context_->invalidate_global(); });
+  }
+
   void apply_pasid(const invq::InvalidationOp &op) {
+    structure_by_scope(*pasid_, op, [&] {
+      // A GPA range names no PASID, and covers() has it reach every entry of the domain that is
+      // not a second-level translation, PASID entries included. Otherwise a PASID entry has no
+      // address: a range takes its whole (DID, PASID).
+      if (op.scope == invq::Scope::kRange && op.addr_is_gpa)
+        pasid_->invalidate_domain(op.did);
+      else
+        pasid_->invalidate_pasid(op.did, op.pasid);
+    });
+  }
+
+  // The IOTLB and the paging-structure caches share their scopes; a range is each one's own.
+  // Device scope has no tag in either: it widens to global.
+  template <class Cache, class Range>
+  static void by_scope(Cache &cache, const invq::InvalidationOp &op, Range &&range) {
     switch (op.scope) {
       case invq::Scope::kDomain:
-        pasid_->invalidate_domain(op.did);
+        cache.invalidate_domain(op.did);
         break;
-      case invq::Scope::kDevice:
-        pasid_->invalidate_device(op.source_id, op.function_mask);
+      case invq::Scope::kPasid:
+        cache.invalidate_pasid(op.did, op.pasid);
         break;
       case invq::Scope::kRange:
-        // A GPA range names no PASID, and covers() has it reach every entry of the domain that
-        // is not a second-level translation: PASID entries included.
-        if (op.addr_is_gpa) {
-          pasid_->invalidate_domain(op.did);
-          break;
-        }
-        [[fallthrough]];
-      case invq::Scope::kPasid:
-        pasid_->invalidate_pasid(op.did, op.pasid);  // a PASID entry has no address: widen
+        range();
         break;
       default:
-        pasid_->invalidate_global();
+        cache.invalidate_global();
         break;
     }
   }
 
   void apply_paging(const invq::InvalidationOp &op) {
-    switch (op.scope) {
-      case invq::Scope::kDomain:
-        psc_->invalidate_domain(op.did);
-        break;
-      case invq::Scope::kPasid:
-        psc_->invalidate_pasid(op.did, op.pasid);
-        break;
-      case invq::Scope::kRange:
-        if (op.addr_is_gpa)
-          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
-                                     /*first_level_of_domain=*/false);
-        else
-          psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
-        break;
-      default:
-        psc_->invalidate_global();  // device scope has no paging-structure tag: widen
-        break;
-    }
+    by_scope(*psc_, op, [&] {
+      if (op.addr_is_gpa)
+        psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
+                                   /*first_level_of_domain=*/false);
+      else
+        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+    });
   }
 
   void apply_iotlb(const invq::InvalidationOp &op, caches::GpaReach reach) {
-    switch (op.scope) {
-      case invq::Scope::kDomain:
-        iotlb_->invalidate_domain(op.did);
-        break;
-      case invq::Scope::kPasid:
-        iotlb_->invalidate_pasid(op.did, op.pasid);
-        break;
-      case invq::Scope::kRange:
-        if (op.addr_is_gpa)
-          iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
-        else
-          iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
-        break;
-      default:
-        iotlb_->invalidate_global();  // device scope has no IOTLB tag: widen
-        break;
-    }
+    by_scope(*iotlb_, op, [&] {
+      if (op.addr_is_gpa)
+        iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
+      else
+        iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
+    });
   }
 
   const uint64_t promote_threshold_pages_;
