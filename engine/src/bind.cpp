@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "nestor/invalidation.h"
 #include "nestor/invq/descriptor.h"
 #include "nestor/walkers/builder.h"
 #include "nestor/walkers/second_level.h"
@@ -199,7 +200,7 @@ int BindLayer::release_owner(uint32_t owner) {
     if (b.second.owner == owner) mine.push_back(b.first);
   // One drain for all of them: take every entry down, wait once, then scrub.
   for (const auto &k : mine) unbind_begin(k.first, k.second);
-  if (!mine.empty()) engine_.invalidate_wait();
+  if (!mine.empty()) sync();
   std::vector<uint64_t> unlinked;
   for (const auto &k : mine) unbind_finish(k.first, k.second, &unlinked);
   free_structure_pages(unlinked, true);
@@ -293,12 +294,8 @@ int BindLayer::destroy_domain(uint16_t did) {
   if (it == domains_.end()) return -ENOENT;
   if (it->second.devices) return -EBUSY;
   // Nothing may still hold the tables (paging-structure caches) when they are recycled.
-  invq::InvalidationOp op;
-  op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCachePasid;
-  op.scope = invq::Scope::kDomain;
-  op.did = did;
-  engine_.invalidate(op);
-  engine_.invalidate_wait();
+  flush_domain(did);
+  sync();
   if (!it->second.adopted) free_tables(it->second.root, it->second.levels);
   domains_.erase(it);
   free_dids_.set(did);
@@ -410,26 +407,9 @@ int BindLayer::unmap(uint16_t did, uint64_t gpa, uint64_t size) {
       d.runs[to] =
           Run{run.hpa + (to - rg), (rg + run.bytes() - to) >> run.shift, run.shift, run.perms};
   }
-  // The host owns the second level, so it invalidates its own changes: every IOTLB and
-  // paging-structure entry of the DID derived from these GPAs (nested ones included), and the
-  // device TLBs of the devices using the domain.
-  invq::InvalidationOp op;
-  op.caches = invq::kCacheIotlb | invq::kCachePaging;
-  op.scope = invq::Scope::kRange;
-  op.did = did;
-  op.addr = gpa;
-  op.npages = size >> invq::kPageShift;
-  op.addr_is_gpa = true;
-  engine_.invalidate(op);
-  for (const auto &dev : devices_) {
-    if (dev.second != did) continue;
-    invq::InvalidationOp dt;
-    dt.caches = invq::kCacheDevTlb;
-    dt.scope = invq::Scope::kDevice;
-    dt.source_id = dev.first;
-    engine_.invalidate(dt);
-  }
-  engine_.invalidate_wait();
+  // The host owns the second level, so it invalidates its own changes.
+  flush_second_level(did, gpa, size >> invq::kPageShift);
+  sync();
   return 0;
 }
 
@@ -512,14 +492,10 @@ int BindLayer::attach_device(uint16_t sid, uint16_t did) {
   for (int i = 7; i >= 1; --i) mem_.write64(pe + 8 * unsigned(i), w[i]);
   mem_.write64(pe, w[0]);
   // Not-present entries are never cached (CAP.CM = 0), but an embedder's engine might; being
-  // explicit costs two operations on a cold path.
-  invq::InvalidationOp cc;
-  cc.caches = invq::kCacheContext;
-  cc.scope = invq::Scope::kDevice;
-  cc.source_id = sid;
-  engine_.invalidate(cc);
-  invalidate_pasid(did, sid, 0);
-  engine_.invalidate_wait();
+  // explicit costs a few operations on a cold path.
+  flush_context_entry(sid);
+  flush_pasid_entry(did, sid, kDefaultPasid);
+  sync();
   devices_[sid] = did;
   ++it->second.devices;
   return 0;
@@ -539,28 +515,9 @@ int BindLayer::detach_device(uint16_t sid) {
   // With no binding left every PASID table of the device is empty; table 0 (RID_PASID) too now.
   std::vector<uint64_t> unlinked;
   if (uint64_t t = structures_.unlink_pasid_table_if_empty(sid, 0)) unlinked.push_back(t);
-  invq::InvalidationOp op;
-  op.caches = invq::kCacheContext;
-  op.scope = invq::Scope::kDevice;
-  op.source_id = sid;
-  engine_.invalidate(op);
-  op = {};
-  op.caches = invq::kCachePasid;
-  op.scope = invq::Scope::kPasid;
-  op.did = did;
-  op.pasid = 0;
-  engine_.invalidate(op);
-  op = {};
-  op.caches = invq::kCacheIotlb | invq::kCachePaging;
-  op.scope = invq::Scope::kDomain;
-  op.did = did;
-  engine_.invalidate(op);
-  op = {};
-  op.caches = invq::kCacheDevTlb;
-  op.scope = invq::Scope::kDevice;
-  op.source_id = sid;
-  engine_.invalidate(op);
-  engine_.invalidate_wait();
+  flush_context_entry(sid);
+  flush_pasid_entry(did, sid, kDefaultPasid);
+  sync();
   free_structure_pages(unlinked, false);
   --domains_[did].devices;
   devices_.erase(dev);
@@ -570,30 +527,85 @@ int BindLayer::detach_device(uint16_t sid) {
 // ---------------------------------------------------------------------------------------------
 // Binding
 
-void BindLayer::invalidate_pasid(uint16_t did, uint16_t sid, uint32_t pasid) {
+namespace {
+invq::InvalidationOp make_op(uint8_t caches, invq::Scope scope) {
   invq::InvalidationOp op;
-  op.caches = invq::kCachePasid;
-  op.scope = invq::Scope::kPasid;
-  op.did = did;
-  op.pasid = pasid;
-  engine_.invalidate(op);
-  op.caches = invq::kCacheIotlb | invq::kCachePaging;
-  engine_.invalidate(op);
-  if (pasid == 0) {
-    // Requests without PASID may be cached as second-level-only entries of the domain; how
-    // a cache tags them is its business, so drop the whole domain (over-invalidation is fine).
-    invq::InvalidationOp dom;
-    dom.caches = invq::kCacheIotlb | invq::kCachePaging;
-    dom.scope = invq::Scope::kDomain;
+  op.caches = caches;
+  op.scope = scope;
+  return op;
+}
+}  // namespace
+
+void BindLayer::flush_context_entry(uint16_t sid) {
+  // Device-selective context-cache invalidation, then the device's TLB as a whole (what Linux's
+  // intel_context_flush_present issues for the device besides its domains' flushes).
+  invq::InvalidationOp cc = make_op(invq::kCacheContext, invq::Scope::kDevice);
+  cc.source_id = sid;
+  engine_.invalidation().submit(cc);
+  invq::InvalidationOp dt = make_op(invq::kCacheDevTlb, invq::Scope::kDevice);
+  dt.source_id = sid;
+  engine_.invalidation().submit(dt);
+}
+
+void BindLayer::flush_pasid_entry(uint16_t did, uint16_t sid, uint32_t pasid) {
+  // PASID-selective PASID-cache invalidation, then the translations made through the entry:
+  // PASID-based IOTLB (with the paging-structure caches) for first-level and nested entries,
+  // domain-selective IOTLB for a second-level-only one, then the device TLB (Linux:
+  // intel_pasid_tear_down_entry).
+  invq::InvalidationOp pc = make_op(invq::kCachePasid, invq::Scope::kPasid);
+  pc.did = did;
+  pc.pasid = pasid;
+  engine_.invalidation().submit(pc);
+  invq::InvalidationOp tlb = pc;
+  tlb.caches = invq::kCacheIotlb | invq::kCachePaging;
+  engine_.invalidation().submit(tlb);
+  if (pasid == kDefaultPasid) {
+    // RID_PASID is second-level only before a bind and after an unbind, and requests without
+    // PASID may be cached as second-level-only entries of the domain: drop the whole domain.
+    invq::InvalidationOp dom =
+        make_op(invq::kCacheIotlb | invq::kCachePaging, invq::Scope::kDomain);
     dom.did = did;
-    engine_.invalidate(dom);
+    engine_.invalidation().submit(dom);
   }
-  invq::InvalidationOp dt;
-  dt.caches = invq::kCacheDevTlb;
-  dt.scope = invq::Scope::kPasid;
+  invq::InvalidationOp dt = make_op(invq::kCacheDevTlb, invq::Scope::kPasid);
   dt.source_id = sid;
   dt.pasid = pasid;
-  engine_.invalidate(dt);
+  engine_.invalidation().submit(dt);
+}
+
+void BindLayer::flush_second_level(uint16_t did, uint64_t gpa, uint64_t npages) {
+  // Page-selective-within-domain IOTLB invalidation by GPA (type 0x2: it also takes every
+  // first-level and nested entry of the domain), then the device TLBs of every device using
+  // the domain.
+  invq::InvalidationOp op = make_op(invq::kCacheIotlb | invq::kCachePaging, invq::Scope::kRange);
+  op.did = did;
+  op.addr = gpa;
+  op.npages = npages;
+  op.addr_is_gpa = true;
+  engine_.invalidation().submit(op);
+  for (const auto &dev : devices_) {
+    if (dev.second != did) continue;
+    invq::InvalidationOp dt = make_op(invq::kCacheDevTlb, invq::Scope::kDevice);
+    dt.source_id = dev.first;
+    engine_.invalidation().submit(dt);
+  }
+}
+
+void BindLayer::flush_first_level(const invq::InvalidationOp &owner_op) {
+  // The owner names the caches, PASID and range (PASID-based IOTLB and device-TLB
+  // invalidations, VT-d 6.5.2.4 and 6.5.2.6); cache_invalidate has checked and re-tagged it.
+  engine_.invalidation().submit(owner_op);
+}
+
+void BindLayer::flush_domain(uint16_t did) {
+  invq::InvalidationOp op =
+      make_op(invq::kCacheIotlb | invq::kCachePaging | invq::kCachePasid, invq::Scope::kDomain);
+  op.did = did;
+  engine_.invalidation().submit(op);
+}
+
+void BindLayer::sync() {
+  engine_.invalidate_wait();
 }
 
 int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequest &req) {
@@ -666,8 +678,8 @@ int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequ
     for (int i = 7; i >= 1; --i) mem_.write64(pa + 8 * unsigned(i), w[i]);
     mem_.write64(pa, w[0]);
   }
-  invalidate_pasid(did, sid, pasid);
-  engine_.invalidate_wait();
+  flush_pasid_entry(did, sid, pasid);
+  sync();
   bindings_[key] = {owner, did, req};
   return 0;
 }
@@ -687,7 +699,7 @@ int BindLayer::unbind_begin(uint16_t sid, uint32_t pasid) {
       mem_.write64(pa, 0);
     }
   }
-  invalidate_pasid(b.did, sid, pasid);
+  flush_pasid_entry(b.did, sid, pasid);
   return 0;
 }
 
@@ -716,7 +728,7 @@ void BindLayer::unbind_finish(uint16_t sid, uint32_t pasid, std::vector<uint64_t
 // it pointed at; a wait (a grace period with drain on) must pass before the page is reused.
 void BindLayer::free_structure_pages(const std::vector<uint64_t> &pages, bool wait) {
   if (pages.empty()) return;
-  if (wait) engine_.invalidate_wait();
+  if (wait) sync();
   for (uint64_t p : pages) structure_pages_.free(p);
 }
 
@@ -732,7 +744,7 @@ int BindLayer::unbind(uint32_t owner, uint16_t sid, uint32_t pasid) {
   if (it == bindings_.end()) return -ENOENT;
   if (it->second.owner != owner) return -EPERM;
   unbind_begin(sid, pasid);
-  engine_.invalidate_wait();
+  sync();
   std::vector<uint64_t> unlinked;
   unbind_finish(sid, pasid, &unlinked);
   free_structure_pages(unlinked, true);
@@ -812,8 +824,8 @@ int BindLayer::cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, 
       ops.push_back(fwd);
     }
   }
-  for (const auto &o : ops) engine_.invalidate(o);
-  engine_.invalidate_wait();
+  for (const auto &o : ops) flush_first_level(o);
+  sync();
   return 0;
 }
 

@@ -1,6 +1,5 @@
-// The cached miss path and the invalidation entry point: walks that start from the deepest
-// paging-structure-cache hit, IOTLB fills, and the mapping of canonical invalidation
-// operations onto each cache.
+// The cached miss path: walks that start from the deepest paging-structure-cache hit and IOTLB
+// fills. Which entries an invalidation removes is CacheSet::apply's (nestor/cache_set.h).
 #include <algorithm>
 #include <array>
 
@@ -47,7 +46,7 @@ class CachedTables {
     sl::Start start;
     caches::PscEntry pe;
     for (unsigned level = caches::kPscMinLevel; level <= slc_.levels; ++level) {
-      if (e_.psc_->lookup_sl(did_, level, gpa, &pe)) {
+      if (e_.caches_.psc().lookup_sl(did_, level, gpa, &pe)) {
         start = {int(level) - 1, pe.next_table, pe.attrs};
         break;
       }
@@ -58,8 +57,8 @@ class CachedTables {
     // Non-leaf entries the walk went through are valid whatever the leaf said.
     for (int level = top; level >= int(caches::kPscMinLevel); --level) {
       if (!path.next_table[level]) break;
-      e_.psc_->fill_sl(stamp_, did_, unsigned(level), gpa,
-                       {path.next_table[level], path.perms[level]});
+      e_.caches_.psc().fill_sl(stamp_, did_, unsigned(level), gpa,
+                               {path.next_table[level], path.perms[level]});
     }
     return r;
   }
@@ -71,9 +70,9 @@ class CachedTables {
         is_root ? FaultReason::kFirstLevelRootReadDenied : FaultReason::kFirstLevelEntryReadDenied;
     // Before anything is read through the page: a second-level change of it that this walk
     // misses is then seen by the invalidation announcing it (TablePageFilter::add).
-    if (e_.table_pages_) e_.table_pages_->add(did_, gpa);
+    if (caches::TablePageFilter *marks = e_.caches_.table_pages()) marks->add(did_, gpa);
     caches::NestedTableEntry nt;
-    if (!bypass_nested_tables_ && e_.psc_->lookup_nested_table(did_, gpa, &nt) &&
+    if (!bypass_nested_tables_ && e_.caches_.psc().lookup_nested_table(did_, gpa, &nt) &&
         (nt.sl_perms & kAccessRead)) {
       *hpa = nt.hpa_page;
       remember(gpa, *hpa);
@@ -92,7 +91,7 @@ class CachedTables {
     }
     *hpa = r.t.out & page_mask(12);
     remember(gpa, *hpa);
-    e_.psc_->fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
+    e_.caches_.psc().fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
     return true;
   }
 
@@ -145,7 +144,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
   }
   const uint32_t key_pasid = iotlb_pasid(pe, pasid);
   caches::IotlbEntry hit;
-  if (iotlb_->lookup(pe.did, key_pasid, req.iova, &hit)) {
+  if (caches_.iotlb().lookup(pe.did, key_pasid, req.iova, &hit)) {
     const uint8_t perms = hit_perms(hit, pe, privileged);
     const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
     // A denied or first-write access walks again: the walk decides the fault or sets D.
@@ -167,7 +166,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
   caches::IotlbEntry fill;
   if (pe.pgtt == vtd::Pgtt::kSecondLevel) {
     sl::Result s = tables.sl_walk(req.iova, req.access);
-    iotlb_->count_walk(s.refs);
+    caches_.iotlb().count_walk(s.refs);
     r.ok = s.ok;
     r.t = s.t;
     r.fault = s.fault;
@@ -182,7 +181,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     fl::Start start;
     caches::PscEntry cached;
     for (unsigned level = caches::kPscMinLevel; level <= flc.levels; ++level) {
-      if (psc_->lookup_fl(pe.did, pasid, level, req.iova, &cached)) {
+      if (caches_.psc().lookup_fl(pe.did, pasid, level, req.iova, &cached)) {
         start = {int(level) - 1, cached.next_table, cached.attrs};
         break;
       }
@@ -193,7 +192,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     if (pe.pgtt == vtd::Pgtt::kFirstLevel) {
       fl::DirectTables direct;
       fl::Result f = fl::walk(mem_, direct, flc, req.iova, req.access, privileged, start, &path);
-      iotlb_->count_walk(f.refs);
+      caches_.iotlb().count_walk(f.refs);
       r.ok = f.ok;
       r.t = f.t;
       r.fault = f.fault;
@@ -201,7 +200,7 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     } else {
       nested::Result n =
           nested::walk(mem_, tables, flc, slc, req.iova, req.access, privileged, start, &path);
-      iotlb_->count_walk(n.refs);
+      caches_.iotlb().count_walk(n.refs);
       r.ok = n.ok;
       r.t = n.t;
       r.fault = n.fault;
@@ -215,8 +214,8 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     const int top = start.level ? start.level : flc.levels;
     for (int level = top; level >= int(caches::kPscMinLevel); --level) {
       if (!path.next_table[level]) break;
-      psc_->fill_fl(stamp, pe.did, pasid, unsigned(level), req.iova,
-                    {path.next_table[level], path.attrs[level]});
+      caches_.psc().fill_fl(stamp, pe.did, pasid, unsigned(level), req.iova,
+                            {path.next_table[level], path.attrs[level]});
     }
     if (!r.ok) return r;
     fill.page_shift = r.t.page_shift;
@@ -224,112 +223,9 @@ Result Engine::cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t p
     fill.perms = pack_perms(fl_attrs, sl_perms);
     if ((fl_attrs & fl::kAttrDirty) && sl_dirty) fill.flags |= caches::kIotlbDirty;
   }
-  iotlb_->fill(stamp, pe.did, key_pasid, req.iova, fill);
+  caches_.iotlb().fill(stamp, pe.did, key_pasid, req.iova, fill);
   if (write_ready) *write_ready = fill.flags & caches::kIotlbDirty;
   return r;
-}
-
-void Engine::invalidate(const invq::InvalidationOp &op) {
-  using invq::Scope;
-  // One operation, several caches: walks stamped meanwhile are judged by all of its removals.
-  caches::InvalidationClock::Interval interval(*clock_);
-  // Second-level changes and global ops touch the table-page filter: its check and the
-  // removals it decides must not interleave with a clear.
-  std::unique_lock<std::mutex> gpa_lock;
-  const bool gpa_op = op.scope == Scope::kRange && op.addr_is_gpa &&
-                      (op.caches & (invq::kCacheIotlb | invq::kCachePaging));
-  if (table_pages_ && (gpa_op || op.scope == Scope::kGlobal))
-    gpa_lock = std::unique_lock<std::mutex>(gpa_mu_);
-  // An IOTLB op also empties the paging-structure caches (below), so every entry that
-  // depended on a marked page goes with it; the lock keeps GPA ops from consulting the emptied
-  // filter before those removals are in place. A paging-only op leaves IOTLB dependents.
-  if (op.scope == Scope::kGlobal && table_pages_ && (op.caches & invq::kCacheIotlb) &&
-      table_pages_->marked() != 0) {
-    table_pages_->clear();
-  }
-  if (op.caches & invq::kCacheContext) {
-    switch (op.scope) {
-      case Scope::kDomain:
-        context_cache_->invalidate_domain(op.did);
-        break;
-      case Scope::kDevice:
-        context_cache_->invalidate_device(op.source_id, op.function_mask);
-        break;
-      default:
-        context_cache_->invalidate_global();
-        break;
-    }
-  }
-  if (op.caches & invq::kCachePasid) {
-    switch (op.scope) {
-      case Scope::kDomain:
-        pasid_cache_->invalidate_domain(op.did);
-        break;
-      case Scope::kDevice:
-        pasid_cache_->invalidate_device(op.source_id, op.function_mask);
-        break;
-      case Scope::kPasid:
-      case Scope::kRange:
-        pasid_cache_->invalidate_pasid(op.did, op.pasid);
-        break;
-      default:
-        pasid_cache_->invalidate_global();
-        break;
-    }
-  }
-  // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
-  // lets them keep their entries, which the range calls decide from op.leaf.
-  if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) {
-    switch (op.scope) {
-      case Scope::kDomain:
-        psc_->invalidate_domain(op.did);
-        break;
-      case Scope::kPasid:
-        psc_->invalidate_pasid(op.did, op.pasid);
-        break;
-      case Scope::kRange:
-        if (op.addr_is_gpa)
-          psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
-                                     /*first_level_of_domain=*/false);
-        else
-          psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
-        break;
-      default:
-        psc_->invalidate_global();
-        break;
-    }
-  }
-  // Decided after the second-level and nested-table entries of the range are gone: a walk
-  // marks a table page before it reads the page's translation, from memory or from the
-  // nested-table cache, so either the walk misses the cached translation and sees the host's
-  // change, or this check sees its mark (both sides fence; TablePageFilter).
-  caches::GpaReach reach = caches::GpaReach::kFirstLevelOfDomain;
-  if (gpa_op && table_pages_ && op.npages <= cfg_.promote_threshold_pages &&
-      !table_pages_->might_contain(op.did, op.addr, op.npages))
-    reach = caches::GpaReach::kFinalGpaDependents;
-  if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
-    psc_->invalidate_first_level_of_domain(op.did);
-  if (op.caches & invq::kCacheIotlb) {
-    switch (op.scope) {
-      case Scope::kDomain:
-        iotlb_->invalidate_domain(op.did);
-        break;
-      case Scope::kPasid:
-        iotlb_->invalidate_pasid(op.did, op.pasid);
-        break;
-      case Scope::kRange:
-        if (op.addr_is_gpa)
-          iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
-        else
-          iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
-        break;
-      default:
-        iotlb_->invalidate_global();
-        break;  // device scope has no IOTLB tag: widen
-    }
-  }
-  // After the caches: a handle that sees the new generation re-resolves from them.
-  generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 }  // namespace nestor

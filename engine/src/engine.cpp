@@ -54,6 +54,19 @@ void FaultLog::clear() {
 
 namespace {
 std::atomic<uint64_t> g_next_engine_id{1};
+
+CacheSetConfig cache_set_config(const EngineConfig &cfg) {
+  CacheSetConfig c;
+  c.context.cache.capacity = cfg.context_cache_entries;
+  c.pasid.cache.capacity = cfg.pasid_cache_entries;
+  c.iotlb.cache = {
+      .capacity = cfg.iotlb_entries, .shards = cfg.iotlb_shards, .ways = cfg.iotlb_ways};
+  c.iotlb.promote_threshold_pages = c.psc.promote_threshold_pages = cfg.promote_threshold_pages;
+  c.psc.first_level.capacity = c.psc.second_level.capacity = c.psc.nested_table.capacity =
+      cfg.psc_entries;
+  c.track_table_pages = cfg.gpa_invalidation == EngineConfig::GpaInvalidation::kDependencies;
+  return c;
+}
 }  // namespace
 
 int validate_config(const EngineConfig &cfg, const char **why) {
@@ -84,29 +97,12 @@ int validate_config(const EngineConfig &cfg, const char **why) {
 }
 
 Engine::Engine(const EngineConfig &cfg)
-    : cfg_(cfg), id_(g_next_engine_id.fetch_add(1)), faults_(cfg.fault_log_entries) {
+    : cfg_(cfg),
+      id_(g_next_engine_id.fetch_add(1)),
+      faults_(cfg.fault_log_entries),
+      caches_(cache_set_config(cfg)) {
   if (cfg_.host_address_width < 32 || cfg_.host_address_width > 52) cfg_.host_address_width = 48;
   if (cfg_.pasid_bits > 20) cfg_.pasid_bits = 20;
-  clock_ = std::make_unique<caches::InvalidationClock>();
-  caches::StructureCacheConfig ctx_cfg;
-  ctx_cfg.cache.capacity = cfg_.context_cache_entries;
-  context_cache_ = std::make_unique<caches::ContextCache<vtd::ContextEntry>>(*clock_, ctx_cfg);
-  caches::StructureCacheConfig pasid_cfg;
-  pasid_cfg.cache.capacity = cfg_.pasid_cache_entries;
-  pasid_cache_ = std::make_unique<caches::PasidCache<vtd::PasidEntry>>(*clock_, pasid_cfg);
-  caches::IotlbConfig iotlb_cfg;
-  iotlb_cfg.cache.capacity = cfg_.iotlb_entries;
-  iotlb_cfg.cache.shards = cfg_.iotlb_shards;
-  iotlb_cfg.cache.ways = cfg_.iotlb_ways;
-  iotlb_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
-  iotlb_ = std::make_unique<caches::Iotlb>(*clock_, iotlb_cfg);
-  caches::PscConfig psc_cfg;
-  psc_cfg.first_level.capacity = psc_cfg.second_level.capacity = psc_cfg.nested_table.capacity =
-      cfg_.psc_entries;
-  psc_cfg.promote_threshold_pages = cfg_.promote_threshold_pages;
-  psc_ = std::make_unique<caches::PagingStructureCaches>(*clock_, psc_cfg);
-  if (cfg_.gpa_invalidation == EngineConfig::GpaInvalidation::kDependencies)
-    table_pages_ = std::make_unique<caches::TablePageFilter>();
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
 
@@ -205,12 +201,12 @@ bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *
   vtd::ContextEntry ctx;
   Fault f;
   bool fpd = false;
-  if (!caching || !context_cache_->lookup(req.source_id, &ctx)) {
+  if (!caching || !caches_.context().lookup(req.source_id, &ctx)) {
     if (!read_context(req.source_id, &ctx, &f, &fpd)) {
       *fault_out = fail(req, f, fpd);
       return false;
     }
-    if (caching) context_cache_->fill(stamp, req.source_id, ctx);
+    if (caching) caches_.context().fill(stamp, req.source_id, ctx);
   }
   // FPD in the context entry (and in the PASID directory entry) covers every structure and
   // paging entry reached through it, not just the entry itself.
@@ -230,14 +226,14 @@ bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *
   }
   out->privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
   vtd::PasidEntry &pe = out->pe;
-  if (!caching || !pasid_cache_->lookup(req.source_id, out->pasid, &pe)) {
+  if (!caching || !caches_.pasid().lookup(req.source_id, out->pasid, &pe)) {
     fpd = false;
     if (!read_pasid_entry(ctx, out->pasid, &pe, &f, &fpd)) {
       *fault_out = fail(req, f, ctx_fpd || fpd);
       return false;
     }
     pe.fpd = pe.fpd || fpd;  // the directory entry's FPD travels with the cached PASID entry
-    if (caching) pasid_cache_->fill(stamp, req.source_id, out->pasid, pe.did, pe);
+    if (caching) caches_.pasid().fill(stamp, req.source_id, out->pasid, pe.did, pe);
   }
   out->fpd = ctx_fpd || pe.fpd;
   return true;
@@ -269,7 +265,7 @@ Result Engine::translate_undrained(const Request &req) {
     // Same protocol as translate_in(): the generation is read before resolving, and the
     // resolution's stamp (older than any invalidation not yet reflected in the generation)
     // is the one later fills carry.
-    const uint64_t gen = generation_.load(std::memory_order_acquire);
+    const uint64_t gen = caches_.generation();
     const uint8_t flags = uint8_t(req.has_pasid | (req.privileged << 1));
     RecentResolution &m = recent_resolution(req.source_id, req.pasid);
     if (m.engine_id == id_ && m.generation == gen && m.source_id == req.source_id &&
@@ -278,7 +274,7 @@ Result Engine::translate_undrained(const Request &req) {
       const Resolved rs = m.rs;
       return translate_resolved(m.stamp, rs, req);
     }
-    const uint64_t stamp = clock_->now();
+    const uint64_t stamp = caches_.clock().now();
     Result fault;
     if (!resolve(stamp, req, &m.rs, &fault)) {
       m.engine_id = 0;
@@ -295,7 +291,7 @@ Result Engine::translate_undrained(const Request &req) {
   }
   // Taken before anything is read: a fill is refused if an invalidation of its key was issued
   // after this point, so a walk racing an invalidation never leaves a stale entry behind.
-  const uint64_t stamp = clock_->now();
+  const uint64_t stamp = caches_.clock().now();
   Resolved rs;
   Result fault;
   if (!resolve(stamp, req, &rs, &fault)) return fault;
@@ -320,9 +316,9 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
     drain_guard.emplace(*inv_);
   // Read before resolving: an invalidation that lands after this read bumps the generation
   // again once applied, so the next translation re-resolves.
-  const uint64_t gen = generation_.load(std::memory_order_acquire);
+  const uint64_t gen = caches_.generation();
   if (as.generation_ != gen) {
-    const uint64_t stamp = clock_->now();
+    const uint64_t stamp = caches_.clock().now();
     Result fault;
     if (!resolve(stamp, req, &as.resolved_, &fault)) {
       as.generation_ = kStaleGeneration;
@@ -371,11 +367,12 @@ void Engine::translate_batch(const Request *reqs, Result *out, size_t n) {
   bool ok[kGroup];
   for (size_t base = 0; base < n; base += kGroup) {
     const size_t m = std::min(kGroup, n - base);
-    const uint64_t stamp = clock_->now();
+    const uint64_t stamp = caches_.clock().now();
     for (size_t i = 0; i < m; ++i) {
       ok[i] = resolve(stamp, reqs[base + i], &rs[i], &out[base + i]);
       if (ok[i] && cfg_.caching)
-        iotlb_->prefetch(rs[i].pe.did, iotlb_pasid(rs[i].pe, rs[i].pasid), reqs[base + i].iova);
+        caches_.iotlb().prefetch(rs[i].pe.did, iotlb_pasid(rs[i].pe, rs[i].pasid),
+                                 reqs[base + i].iova);
     }
     for (size_t i = 0; i < m; ++i)
       if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
@@ -401,7 +398,7 @@ void AddressSpace::translate_batch(const uint64_t *iovas, uint8_t access, Result
   constexpr size_t kAhead = 4;
   for (size_t i = engine_->config().caching ? 1 : 0; i < n; ++i) {
     if (i + kAhead < n && generation_ != Engine::kStaleGeneration)
-      engine_->iotlb_->prefetch(resolved_.pe.did, key_pasid, iovas[i + kAhead]);
+      engine_->caches_.iotlb().prefetch(resolved_.pe.did, key_pasid, iovas[i + kAhead]);
     req.iova = iovas[i];
     out[i] = engine_->translate_in(*this, req);
   }
@@ -409,12 +406,12 @@ void AddressSpace::translate_batch(const uint64_t *iovas, uint8_t access, Result
 
 EngineStats Engine::stats() const {
   EngineStats s;
-  s.context = context_cache_->stats();
-  s.pasid = pasid_cache_->stats();
-  s.iotlb = iotlb_->stats();
-  s.psc_first_level = psc_->fl_stats();
-  s.psc_second_level = psc_->sl_stats();
-  s.psc_nested_table = psc_->nested_table_stats();
+  s.context = caches_.context().stats();
+  s.pasid = caches_.pasid().stats();
+  s.iotlb = caches_.iotlb().stats();
+  s.psc_first_level = caches_.psc().fl_stats();
+  s.psc_second_level = caches_.psc().sl_stats();
+  s.psc_nested_table = caches_.psc().nested_table_stats();
   return s;
 }
 
@@ -462,7 +459,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
       return r;
     case vtd::Pgtt::kSecondLevel: {
       sl::Result s = sl::walk(mem_, slc, req.iova, req.access);
-      iotlb_->count_walk(s.refs);
+      caches_.iotlb().count_walk(s.refs);
       r.ok = s.ok;
       r.t = s.t;
       r.fault = s.fault;
@@ -470,7 +467,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
     }
     case vtd::Pgtt::kFirstLevel: {
       fl::Result f = fl::walk(mem_, flc, req.iova, req.access, privileged);
-      iotlb_->count_walk(f.refs);
+      caches_.iotlb().count_walk(f.refs);
       r.ok = f.ok;
       r.t = f.t;
       r.fault = f.fault;
@@ -478,7 +475,7 @@ Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileg
     }
     case vtd::Pgtt::kNested: {
       nested::Result n = nested::walk(mem_, flc, slc, req.iova, req.access, privileged);
-      iotlb_->count_walk(n.refs);
+      caches_.iotlb().count_walk(n.refs);
       r.ok = n.ok;
       r.t = n.t;
       r.fault = n.fault;

@@ -139,9 +139,13 @@ EngineInvalidation::EngineInvalidation(Engine &engine, const EngineConfig &cfg)
 // engine's caches still exist (Engine destroys this object before its caches).
 EngineInvalidation::~EngineInvalidation() = default;
 
-invq::EpochDomain &EngineInvalidation::epoch() { return drain_state_->domain; }
+invq::EpochDomain &EngineInvalidation::epoch() {
+  return drain_state_->domain;
+}
 
-void EngineInvalidation::apply(const invq::InvalidationOp &op) { engine_.invalidate(op); }
+void EngineInvalidation::apply(const invq::InvalidationOp &op) {
+  engine_.invalidate(op);
+}
 
 void EngineInvalidation::drain() {
   if (drain_enabled_) drain_state_->synchronize();
@@ -153,7 +157,9 @@ bool EngineInvalidation::write_status(uint64_t pa, uint32_t data) {
   return engine_.memory().write(pa, &data, sizeof data) == 0;
 }
 
-void EngineInvalidation::submit(const invq::InvalidationOp &op) { processor_.submit(op); }
+void EngineInvalidation::submit(const invq::InvalidationOp &op) {
+  processor_.submit(op);
+}
 
 void EngineInvalidation::wait() {
   processor_.fence();
@@ -184,8 +190,7 @@ void EngineInvalidation::reset() {
   queue_.write_iqa(0);  // IQA 0: base 0, 128-bit, one page; head, tail and error cleared
 }
 
-int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries,
-                                     unsigned descriptor_bits) {
+int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits) {
   if (descriptor_bits != 128 && descriptor_bits != 256) return -EINVAL;
   if ((base_pa & 0xFFF) != 0 || (base_pa >> engine_.config().host_address_width) != 0)
     return -EINVAL;
@@ -242,7 +247,13 @@ invq::StatsSnapshot EngineInvalidation::stats() const {
 
 // --- Engine members that belong to the invalidation wiring ---------------------------------
 
-void Engine::invalidate_wait() { inv_->wait(); }
+void Engine::invalidate(const invq::InvalidationOp &op) {
+  caches_.apply(op);
+}
+
+void Engine::invalidate_wait() {
+  inv_->wait();
+}
 
 Result Engine::translate_drained(const Request &req) {
   EngineInvalidation::TranslationGuard guard(*inv_);

@@ -5,8 +5,9 @@
 //
 // Every operation validates everything before it writes anything: a refusal (negative errno)
 // leaves memory, caches and bookkeeping exactly as they were. Every structure change is
-// followed by the invalidations VT-d requires and an Engine::invalidate_wait(), so when a call
-// returns no translation that starts afterwards sees the old state.
+// followed by the invalidations VT-d requires, queued on the engine's invalidation processor like
+// any other front end's, and a wait, so when a call returns no translation that starts
+// afterwards sees the old state.
 //
 // Thread safety: every member may be called from any thread at once. Configuration calls are
 // serialised by one mutex (a cold path); alloc_pasid only takes the allocator's own lock, so
@@ -215,7 +216,23 @@ class NESTOR_CXX_API BindLayer {
   void free_tables(uint64_t table, int level);
   void rid_pasid_words(const Domain &d, uint16_t did, uint64_t w[8]) const;
   uint64_t pasid_entry_address(uint16_t source_id, uint32_t pasid, bool create, int *err);
-  void invalidate_pasid(uint16_t did, uint16_t source_id, uint32_t pasid);
+  // Named flushes: what VT-d asks software to invalidate after each kind of change this layer
+  // makes (VT-d 6.5.3.3; Linux's intel/pasid.c and intel/cache.c flush the same way). Each one
+  // queues its ops on the engine's invalidation processor, the path every other front end
+  // takes; sync() waits for everything queued (and, with drain on, translations in flight).
+  // A context entry of `source_id` became present, changed or went away. Its PASID entries
+  // are flushed by the caller with flush_pasid_entry (this layer changes a context entry only
+  // while RID_PASID is its one present PASID entry).
+  void flush_context_entry(uint16_t source_id);
+  // The PASID entry (source_id, pasid) of domain `did` changed or went away.
+  void flush_pasid_entry(uint16_t did, uint16_t source_id, uint32_t pasid);
+  // The host changed second-level mappings of [gpa, gpa + npages * 4K) in domain `did`.
+  void flush_second_level(uint16_t did, uint64_t gpa, uint64_t npages);
+  // A first-level owner changed its tables and says which caches and range (host DID filled in).
+  void flush_first_level(const invq::InvalidationOp &owner_op);
+  // The domain is retired: nothing tagged with its DID may survive its tables being recycled.
+  void flush_domain(uint16_t did);
+  void sync();
   int unbind_begin(uint16_t source_id, uint32_t pasid);
   void unbind_finish(uint16_t source_id, uint32_t pasid, std::vector<uint64_t> *unlinked);
   void free_structure_pages(const std::vector<uint64_t> &pages, bool wait);

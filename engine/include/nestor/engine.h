@@ -9,8 +9,8 @@
 #include <mutex>
 #include <vector>
 
+#include "nestor/cache_set.h"
 #include "nestor/caches/caches.h"
-#include "nestor/caches/table_page_filter.h"
 #include "nestor/export.h"
 #include "nestor/invq/op.h"
 #include "nestor/machine_memory.h"
@@ -274,17 +274,10 @@ class NESTOR_CXX_API Engine {
   const uint64_t id_;
   MachineMemory mem_;
   FaultLog faults_;
-  std::unique_ptr<caches::InvalidationClock> clock_;
-  std::unique_ptr<caches::ContextCache<vtd::ContextEntry>> context_cache_;
-  std::unique_ptr<caches::PasidCache<vtd::PasidEntry>> pasid_cache_;
-  std::unique_ptr<caches::Iotlb> iotlb_;
-  std::unique_ptr<caches::PagingStructureCaches> psc_;
-  // GpaInvalidation::kDependencies: first-level table pages nested walks read, per domain.
-  // gpa_mu_ keeps a GPA op's filter check and its removals atomic against a global op's clear.
-  std::unique_ptr<caches::TablePageFilter> table_pages_;
-  std::mutex gpa_mu_;
-  // Advanced after every applied invalidation: address-space handles re-resolve when it moves.
-  alignas(64) std::atomic<uint64_t> generation_{0};
+  // Every cache and the one mapping of invalidation ops onto them; its generation moves after
+  // every applied op, and address-space handles and per-thread memos re-resolve when it does.
+  using Caches = CacheSet<vtd::ContextEntry, vtd::PasidEntry>;
+  Caches caches_;
   std::atomic<uint64_t> root_table_{0};
   std::atomic<bool> root_set_{false};
   // Last: destroyed first, so its worker stops before the caches it applies to go away.

@@ -1,0 +1,198 @@
+// The caches one engine fills (context, PASID, IOTLB, paging-structure caches, the table-page
+// filter) and the one place that says which of their entries an invalidation operation removes.
+//
+// It lives in engine/, not caches/, because it reads invq's InvalidationOp: caches/ includes
+// nothing of the project and invq/ never includes caches/ (DESIGN.md), so the mapping between
+// the two can only sit above both. It is templated on the decoded context and PASID entry types
+// so that it carries nothing of a personality's formats.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "nestor/caches/caches.h"
+#include "nestor/caches/table_page_filter.h"
+#include "nestor/invq/op.h"
+
+namespace nestor {
+
+// Each cache's own configuration; the range promotion threshold of `iotlb` also bounds the
+// dependency-tracked reach of a type 0x2 op.
+struct CacheSetConfig {
+  caches::StructureCacheConfig context;
+  caches::StructureCacheConfig pasid;
+  caches::IotlbConfig iotlb;
+  caches::PscConfig psc;
+  // Dependency-tracked type 0x2 invalidation (docs/CACHES.md): nested walks mark the GPA pages
+  // they read first-level tables from, and a GPA op that hits no mark keeps the domain's
+  // first-level entries. Off: the architecture's domain-wide reach.
+  bool track_table_pages = false;
+};
+
+template <class ContextValue, class PasidValue>
+class CacheSet {
+ public:
+  explicit CacheSet(const CacheSetConfig &cfg)
+      : promote_threshold_pages_(cfg.iotlb.promote_threshold_pages),
+        clock_(std::make_unique<caches::InvalidationClock>()),
+        context_(std::make_unique<caches::ContextCache<ContextValue>>(*clock_, cfg.context)),
+        pasid_(std::make_unique<caches::PasidCache<PasidValue>>(*clock_, cfg.pasid)),
+        iotlb_(std::make_unique<caches::Iotlb>(*clock_, cfg.iotlb)),
+        psc_(std::make_unique<caches::PagingStructureCaches>(*clock_, cfg.psc)) {
+    if (cfg.track_table_pages) table_pages_ = std::make_unique<caches::TablePageFilter>();
+  }
+  CacheSet(const CacheSet &) = delete;
+  CacheSet &operator=(const CacheSet &) = delete;
+
+  // One clock for every cache a walk may fill (caches/README.md's usage contract).
+  caches::InvalidationClock &clock() const { return *clock_; }
+  caches::ContextCache<ContextValue> &context() const { return *context_; }
+  caches::PasidCache<PasidValue> &pasid() const { return *pasid_; }
+  caches::Iotlb &iotlb() const { return *iotlb_; }
+  caches::PagingStructureCaches &psc() const { return *psc_; }
+  // Null unless track_table_pages.
+  caches::TablePageFilter *table_pages() const { return table_pages_.get(); }
+
+  // Moves after every applied operation, once its removals are in place: whatever memoises a
+  // resolution or a translation outside these caches (address-space handles, per-thread memos)
+  // re-resolves from them when it sees a new value.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // Removes at least every entry invq::covers(op, entry) selects (docs/CACHES.md says where it
+  // removes more); the kDependencies reach of a type 0x2 op is the one documented exception.
+  // Safe to call from several threads at once and concurrently with lookups and fills.
+  void apply(const invq::InvalidationOp &op) {
+    using invq::Scope;
+    // One operation, several caches: walks stamped meanwhile are judged by all of its removals.
+    caches::InvalidationClock::Interval interval(*clock_);
+    // Second-level changes and global ops touch the table-page filter: its check and the
+    // removals it decides must not interleave with a clear.
+    std::unique_lock<std::mutex> gpa_lock;
+    const bool gpa_op = op.scope == Scope::kRange && op.addr_is_gpa &&
+                        (op.caches & (invq::kCacheIotlb | invq::kCachePaging));
+    if (table_pages_ && (gpa_op || op.scope == Scope::kGlobal))
+      gpa_lock = std::unique_lock<std::mutex>(gpa_mu_);
+    // An IOTLB op also empties the paging-structure caches (below), so every entry that
+    // depended on a marked page goes with it; the lock keeps GPA ops from consulting the
+    // emptied filter before those removals are in place. A paging-only op leaves IOTLB
+    // dependents.
+    if (op.scope == Scope::kGlobal && table_pages_ && (op.caches & invq::kCacheIotlb) &&
+        table_pages_->marked() != 0) {
+      table_pages_->clear();
+    }
+    // Sources before dependents: structure caches, then second-level and nested-table
+    // entries, then first level, then the IOTLB (docs/STRESS.md finding 7).
+    if (op.caches & invq::kCacheContext) apply_context(op);
+    if (op.caches & invq::kCachePasid) apply_pasid(op);
+    // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
+    // lets them keep their entries, which the range calls decide from op.leaf.
+    if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) apply_paging(op);
+    // Decided after the second-level and nested-table entries of the range are gone: a walk
+    // marks a table page before it reads the page's translation, from memory or from the
+    // nested-table cache, so either the walk misses the cached translation and sees the host's
+    // change, or this check sees its mark (both sides fence; TablePageFilter).
+    caches::GpaReach reach = caches::GpaReach::kFirstLevelOfDomain;
+    if (gpa_op && table_pages_ && op.npages <= promote_threshold_pages_ &&
+        !table_pages_->might_contain(op.did, op.addr, op.npages))
+      reach = caches::GpaReach::kFinalGpaDependents;
+    if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
+      psc_->invalidate_first_level_of_domain(op.did);
+    if (op.caches & invq::kCacheIotlb) apply_iotlb(op, reach);
+    // After the caches, inside the interval: a reader that sees the new generation
+    // re-resolves from caches whose removals are all in place.
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+ private:
+  // The context and PASID caches share their scopes; a PASID or range scope is each one's own.
+  template <class Cache, class PasidScope>
+  static void structure_by_scope(Cache &cache, const invq::InvalidationOp &op,
+                                 PasidScope &&pasid_scope) {
+    switch (op.scope) {
+      case invq::Scope::kDomain:
+        cache.invalidate_domain(op.did);
+        break;
+      case invq::Scope::kDevice:
+        cache.invalidate_device(op.source_id, op.function_mask);
+        break;
+      case invq::Scope::kPasid:
+      case invq::Scope::kRange:
+        pasid_scope();
+        break;
+      default:
+        cache.invalidate_global();
+        break;
+    }
+  }
+
+  void apply_context(const invq::InvalidationOp &op) {
+    // Context entries carry no PASID or address: widen.
+    structure_by_scope(*context_, op, [&] { context_->invalidate_global(); });
+  }
+
+  void apply_pasid(const invq::InvalidationOp &op) {
+    structure_by_scope(*pasid_, op, [&] {
+      // A GPA range names no PASID, and covers() has it reach every entry of the domain that is
+      // not a second-level translation, PASID entries included. Otherwise a PASID entry has no
+      // address: a range takes its whole (DID, PASID).
+      if (op.scope == invq::Scope::kRange && op.addr_is_gpa)
+        pasid_->invalidate_domain(op.did);
+      else
+        pasid_->invalidate_pasid(op.did, op.pasid);
+    });
+  }
+
+  // The IOTLB and the paging-structure caches share their scopes; a range is each one's own.
+  // Device scope has no tag in either: it widens to global.
+  template <class Cache, class Range>
+  static void by_scope(Cache &cache, const invq::InvalidationOp &op, Range &&range) {
+    switch (op.scope) {
+      case invq::Scope::kDomain:
+        cache.invalidate_domain(op.did);
+        break;
+      case invq::Scope::kPasid:
+        cache.invalidate_pasid(op.did, op.pasid);
+        break;
+      case invq::Scope::kRange:
+        range();
+        break;
+      default:
+        cache.invalidate_global();
+        break;
+    }
+  }
+
+  void apply_paging(const invq::InvalidationOp &op) {
+    by_scope(*psc_, op, [&] {
+      if (op.addr_is_gpa)
+        psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
+                                   /*first_level_of_domain=*/false);
+      else
+        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+    });
+  }
+
+  void apply_iotlb(const invq::InvalidationOp &op, caches::GpaReach reach) {
+    by_scope(*iotlb_, op, [&] {
+      if (op.addr_is_gpa)
+        iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
+      else
+        iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
+    });
+  }
+
+  const uint64_t promote_threshold_pages_;
+  std::unique_ptr<caches::InvalidationClock> clock_;
+  std::unique_ptr<caches::ContextCache<ContextValue>> context_;
+  std::unique_ptr<caches::PasidCache<PasidValue>> pasid_;
+  std::unique_ptr<caches::Iotlb> iotlb_;
+  std::unique_ptr<caches::PagingStructureCaches> psc_;
+  std::unique_ptr<caches::TablePageFilter> table_pages_;
+  // Keeps a GPA op's filter check and its removals atomic against a global op's clear.
+  std::mutex gpa_mu_;
+  alignas(64) std::atomic<uint64_t> generation_{0};
+};
+
+}  // namespace nestor
