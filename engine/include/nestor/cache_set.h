@@ -64,6 +64,16 @@ class CacheSet {
   // removes more); the kDependencies reach of a type 0x2 op is the one documented exception.
   // Safe to call from several threads at once and concurrently with lookups and fills.
   void apply(const invq::InvalidationOp &op) {
+    apply_in_interval(op);
+    // After the interval closed: a reader that sees the new generation re-resolves from
+    // caches whose removals are all in place, with a fresh stamp. Bumped inside, a reader could
+    // re-resolve while the interval still held now() back and keep that old stamp (its fills
+    // refused by this very op) until the next invalidation.
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
+ private:
+  void apply_in_interval(const invq::InvalidationOp &op) {
     using invq::Scope;
     // One operation, several caches: walks stamped meanwhile are judged by all of its removals.
     caches::InvalidationClock::Interval interval(*clock_);
@@ -100,12 +110,8 @@ class CacheSet {
     if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
       psc_->invalidate_first_level_of_domain(op.did);
     if (op.caches & invq::kCacheIotlb) apply_iotlb(op, reach);
-    // After the caches, inside the interval: a reader that sees the new generation
-    // re-resolves from caches whose removals are all in place.
-    generation_.fetch_add(1, std::memory_order_acq_rel);
   }
 
- private:
   // The context and PASID caches share their scopes; a PASID or range scope is each one's own.
   template <class Cache, class PasidScope>
   static void structure_by_scope(Cache &cache, const invq::InvalidationOp &op,
