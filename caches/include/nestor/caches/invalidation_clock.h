@@ -56,12 +56,12 @@ class InvalidationClock {
   // Brackets one invalidation operation (all its advance() calls and removals).
   class Interval {
    public:
-    explicit Interval(InvalidationClock &clock) : clock_(clock) {
+    explicit Interval(InvalidationClock &clock) {
       for (;;) {
         // Claimed before the operation's first advance(): a now() that reads a value that
         // advance() wrote is ordered after the claim (release sequence of now_), so it sees it.
-        const uint64_t t = clock_.now_.load(std::memory_order_acquire);
-        for (auto &slot : clock_.open_) {
+        const uint64_t t = clock.now_.load(std::memory_order_acquire);
+        for (auto &slot : clock.open_) {
           uint64_t expected = 0;
           if (slot.compare_exchange_strong(expected, t, std::memory_order_acq_rel)) {
             slot_ = &slot;
@@ -79,7 +79,6 @@ class InvalidationClock {
     Interval &operator=(const Interval &) = delete;
 
    private:
-    InvalidationClock &clock_;
     std::atomic<uint64_t> *slot_ = nullptr;
   };
 
