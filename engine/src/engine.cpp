@@ -239,14 +239,6 @@ bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *
   return true;
 }
 
-Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                                  bool *write_ready) {
-  Result r = cfg_.caching ? cached_walk(stamp, rs.pe, rs.pasid, req, rs.privileged, write_ready)
-                          : walk(rs.pe, req, rs.privileged);
-  if (!r.ok) return fail(req, r.fault, rs.fpd);
-  return r;
-}
-
 Result Engine::translate(const Request &req) {
   // Drain needs every translation bracketed in the epoch domain; without it, this predictable
   // branch is the whole cost.
@@ -442,48 +434,6 @@ fl::Config Engine::fl_config(const vtd::PasidEntry &pe) const {
   flc.update_ad = cfg_.first_level_ad;
   flc.large_1g = cfg_.first_level_1g;
   return flc;
-}
-
-Result Engine::walk(const vtd::PasidEntry &pe, const Request &req, bool privileged) {
-  Result r;
-  const sl::Config slc = sl_config(pe);
-  const fl::Config flc = fl_config(pe);
-  switch (pe.pgtt) {
-    case vtd::Pgtt::kPassThrough:
-      if ((req.iova >> cfg_.host_address_width) != 0) {
-        r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, 0, req.iova};
-        return r;
-      }
-      r.ok = true;
-      r.t = {req.iova, 12, kAccessRead | kAccessWrite | kAccessExec, 0};
-      return r;
-    case vtd::Pgtt::kSecondLevel: {
-      sl::Result s = sl::walk(mem_, slc, req.iova, req.access);
-      caches_.iotlb().count_walk(s.refs);
-      r.ok = s.ok;
-      r.t = s.t;
-      r.fault = s.fault;
-      return r;
-    }
-    case vtd::Pgtt::kFirstLevel: {
-      fl::Result f = fl::walk(mem_, flc, req.iova, req.access, privileged);
-      caches_.iotlb().count_walk(f.refs);
-      r.ok = f.ok;
-      r.t = f.t;
-      r.fault = f.fault;
-      return r;
-    }
-    case vtd::Pgtt::kNested: {
-      nested::Result n = nested::walk(mem_, flc, slc, req.iova, req.access, privileged);
-      caches_.iotlb().count_walk(n.refs);
-      r.ok = n.ok;
-      r.t = n.t;
-      r.fault = n.fault;
-      return r;
-    }
-  }
-  r.fault = {FaultReason::kPasidEntryInvalid, FaultStage::kStructures, 0, req.iova};
-  return r;
 }
 
 }  // namespace nestor

@@ -245,14 +245,16 @@ class NESTOR_CXX_API Engine {
   Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
                             bool *write_ready = nullptr);
   Result translate_in(AddressSpace &as, const Request &req);
-  Result walk(const vtd::PasidEntry &pe, const Request &req, bool privileged);
   Result translate_undrained(const Request &req);
   Result translate_drained(const Request &req);  // invalidation.cpp
-  Result cached_walk(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid, const Request &req,
-                     bool privileged, bool *write_ready = nullptr);
+  // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
+  template <bool kCaching>
+  Result walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
+                       const Request &req, bool privileged, bool *write_ready);
   sl::Config sl_config(const vtd::PasidEntry &pe) const;
   fl::Config fl_config(const vtd::PasidEntry &pe) const;
-  friend class CachedTables;
+  template <bool kCaching>
+  friend class PipelineTables;
   Result fail(const Request &req, Fault f, bool fpd);
   // The request path's memo of recent resolutions, one small array per thread: a device that
   // keeps translating skips the context- and PASID-cache lookups until an invalidation moves
