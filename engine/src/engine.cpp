@@ -96,23 +96,39 @@ int validate_config(const EngineConfig &cfg, const char **why) {
   return 0;
 }
 
+EngineConfig Engine::clamped(EngineConfig cfg) {
+  if (cfg.host_address_width < 32 || cfg.host_address_width > 52) cfg.host_address_width = 48;
+  if (cfg.pasid_bits > 20) cfg.pasid_bits = 20;
+  return cfg;
+}
+
+static VtdPersonality::Config vtd_config(const EngineConfig &cfg) {
+  VtdPersonality::Config c;
+  c.host_address_width = cfg.host_address_width;
+  c.pasid_bits = cfg.pasid_bits;
+  c.sagaw = cfg.sagaw;
+  c.first_level_5 = cfg.first_level_5;
+  c.first_level_1g = cfg.first_level_1g;
+  c.second_level_2m = cfg.second_level_2m;
+  c.second_level_1g = cfg.second_level_1g;
+  c.first_level_ad = cfg.first_level_ad;
+  return c;
+}
+
 Engine::Engine(const EngineConfig &cfg)
-    : cfg_(cfg),
+    : cfg_(clamped(cfg)),
       id_(g_next_engine_id.fetch_add(1)),
       faults_(cfg.fault_log_entries),
-      caches_(cache_set_config(cfg)) {
-  if (cfg_.host_address_width < 32 || cfg_.host_address_width > 52) cfg_.host_address_width = 48;
-  if (cfg_.pasid_bits > 20) cfg_.pasid_bits = 20;
+      caches_(cache_set_config(cfg)),
+      vtd_(mem_, vtd_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
+           cfg_.caching ? &caches_.pasid() : nullptr) {
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
 
 Engine::~Engine() = default;
 
 int Engine::set_root_table(uint64_t pa) {
-  if (pa & 0xFFF || (pa >> cfg_.host_address_width) != 0) return -EINVAL;
-  root_table_.store(pa, std::memory_order_release);
-  root_set_.store(true, std::memory_order_release);
-  return 0;
+  return vtd_.set_root_table(pa);
 }
 
 void Engine::reset() {
@@ -125,67 +141,12 @@ void Engine::reset() {
   all.scope = invq::Scope::kGlobal;
   invalidate(all);
   faults_.clear();
-  root_set_.store(false, std::memory_order_release);
-  root_table_.store(0, std::memory_order_release);
+  vtd_.clear_root_table();
   mem_.zero_ram();
 }
 
 uint64_t Engine::root_table() const {
-  return root_table_.load(std::memory_order_acquire);
-}
-
-bool Engine::read_context(uint16_t sid, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
-  *fpd = false;
-  const unsigned haw = cfg_.host_address_width;
-  auto structure_fault = [&](FaultReason r) {
-    *fault = {r, FaultStage::kStructures, 0, 0};
-    return false;
-  };
-  if (!root_set_.load(std::memory_order_acquire))
-    return structure_fault(FaultReason::kRootTableAddressInvalid);
-  const uint64_t root_pa = root_table() + uint64_t(sid >> 8) * 16;
-  uint64_t root[2];
-  if (!mem_.read64(root_pa, &root[0]) || !mem_.read64(root_pa + 8, &root[1]))
-    return structure_fault(FaultReason::kRootEntryAccess);
-  const uint8_t devfn = uint8_t(sid & 0xFF);
-  uint64_t ctx_table;
-  if (FaultReason r = vtd::decode_root(root, devfn, haw, &ctx_table); r != FaultReason::kNone)
-    return structure_fault(r);
-  const uint64_t ctx_pa = ctx_table + uint64_t(devfn & 0x7F) * 32;
-  uint64_t w[4];
-  for (int i = 0; i < 4; ++i)
-    if (!mem_.read64(ctx_pa + 8 * unsigned(i), &w[i]))
-      return structure_fault(FaultReason::kContextEntryAccess);
-  vtd::DecodeError err = vtd::decode_context(w, haw, ctx);
-  *fpd = err.fpd;
-  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
-  return true;
-}
-
-bool Engine::read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
-                              Fault *fault, bool *fpd) {
-  const unsigned haw = cfg_.host_address_width;
-  auto structure_fault = [&](FaultReason r) {
-    *fault = {r, FaultStage::kStructures, 0, 0};
-    return false;
-  };
-  if (!pasid_in_range(ctx, pasid)) return structure_fault(FaultReason::kPasidTooLarge);
-  uint64_t pde;
-  if (!mem_.read64(ctx.pasid_dir + uint64_t(pasid >> 6) * 8, &pde))
-    return structure_fault(FaultReason::kPasidDirEntryAccess);
-  uint64_t table;
-  vtd::DecodeError err = vtd::decode_pasid_dir(pde, haw, &table);
-  *fpd = err.fpd;
-  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
-  uint64_t w[8];
-  const uint64_t pe_pa = table + uint64_t(pasid & 0x3F) * 64;
-  for (int i = 0; i < 8; ++i)
-    if (!mem_.read64(pe_pa + 8 * unsigned(i), &w[i]))
-      return structure_fault(FaultReason::kPasidEntryAccess);
-  err = vtd::decode_pasid_entry(w, haw, cfg_.sagaw, cfg_.first_level_5, pe);
-  *fpd = *fpd || err.fpd;
-  if (err.reason != FaultReason::kNone) return structure_fault(err.reason);
-  return true;
+  return vtd_.root_table();
 }
 
 Result Engine::fail(const Request &req, Fault f, bool fpd) {
@@ -197,46 +158,11 @@ Result Engine::fail(const Request &req, Fault f, bool fpd) {
 }
 
 bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out) {
-  const bool caching = cfg_.caching;
-  vtd::ContextEntry ctx;
   Fault f;
   bool fpd = false;
-  if (!caching || !caches_.context().lookup(req.source_id, &ctx)) {
-    if (!read_context(req.source_id, &ctx, &f, &fpd)) {
-      *fault_out = fail(req, f, fpd);
-      return false;
-    }
-    if (caching) caches_.context().fill(stamp, req.source_id, ctx);
-  }
-  // FPD in the context entry (and in the PASID directory entry) covers every structure and
-  // paging entry reached through it, not just the entry itself.
-  const bool ctx_fpd = ctx.fpd;
-  if (req.has_pasid && !ctx.pasid_enable) {
-    *fault_out = fail(
-        req, {FaultReason::kContextPasidDisabled, FaultStage::kStructures, 0, req.iova}, ctx_fpd);
-    return false;
-  }
-  out->pasid = req.has_pasid ? req.pasid : ctx.rid_pasid;
-  // A RID_PASID the context's own PASID directory cannot hold is a programming error of the
-  // context entry (VT-d 7.1.3 fault 0x48), not a request for a too-large PASID (0x46).
-  if (!req.has_pasid && !pasid_in_range(ctx, ctx.rid_pasid)) {
-    *fault_out =
-        fail(req, {FaultReason::kRidPasidError, FaultStage::kStructures, 0, req.iova}, ctx_fpd);
-    return false;
-  }
-  out->privileged = req.has_pasid ? req.privileged : ctx.rid_priv;
-  vtd::PasidEntry &pe = out->pe;
-  if (!caching || !caches_.pasid().lookup(req.source_id, out->pasid, &pe)) {
-    fpd = false;
-    if (!read_pasid_entry(ctx, out->pasid, &pe, &f, &fpd)) {
-      *fault_out = fail(req, f, ctx_fpd || fpd);
-      return false;
-    }
-    pe.fpd = pe.fpd || fpd;  // the directory entry's FPD travels with the cached PASID entry
-    if (caching) caches_.pasid().fill(stamp, req.source_id, out->pasid, pe.did, pe);
-  }
-  out->fpd = ctx_fpd || pe.fpd;
-  return true;
+  if (vtd_.resolve(stamp, req, out, &f, &fpd)) return true;
+  *fault_out = fail(req, f, fpd);
+  return false;
 }
 
 Result Engine::translate(const Request &req) {
@@ -363,8 +289,7 @@ void Engine::translate_batch(const Request *reqs, Result *out, size_t n) {
     for (size_t i = 0; i < m; ++i) {
       ok[i] = resolve(stamp, reqs[base + i], &rs[i], &out[base + i]);
       if (ok[i] && cfg_.caching)
-        caches_.iotlb().prefetch(rs[i].pe.did, iotlb_pasid(rs[i].pe, rs[i].pasid),
-                                 reqs[base + i].iova);
+        caches_.iotlb().prefetch(rs[i].domain, iotlb_space(rs[i]), reqs[base + i].iova);
     }
     for (size_t i = 0; i < m; ++i)
       if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
@@ -386,11 +311,11 @@ void AddressSpace::translate_batch(const uint64_t *iovas, uint8_t access, Result
     req.iova = iovas[0];
     out[0] = engine_->translate_in(*this, req);
   }
-  const uint32_t key_pasid = Engine::iotlb_pasid(resolved_.pe, resolved_.pasid);
+  const uint32_t key_pasid = Engine::iotlb_space(resolved_);
   constexpr size_t kAhead = 4;
   for (size_t i = engine_->config().caching ? 1 : 0; i < n; ++i) {
     if (i + kAhead < n && generation_ != Engine::kStaleGeneration)
-      engine_->caches_.iotlb().prefetch(resolved_.pe.did, key_pasid, iovas[i + kAhead]);
+      engine_->caches_.iotlb().prefetch(resolved_.domain, key_pasid, iovas[i + kAhead]);
     req.iova = iovas[i];
     out[i] = engine_->translate_in(*this, req);
   }
@@ -405,35 +330,6 @@ EngineStats Engine::stats() const {
   s.psc_second_level = caches_.psc().sl_stats();
   s.psc_nested_table = caches_.psc().nested_table_stats();
   return s;
-}
-
-sl::Config Engine::sl_config(const vtd::PasidEntry &pe) const {
-  sl::Config slc;
-  slc.root = pe.sl_root;
-  slc.levels = uint8_t(pe.sl_levels());
-  slc.host_width = cfg_.host_address_width;
-  slc.ad_enabled = pe.slade;
-  slc.execute_enable = pe.slee;
-  slc.large_2m = cfg_.second_level_2m;
-  slc.large_1g = cfg_.second_level_1g;
-  return slc;
-}
-
-fl::Config Engine::fl_config(const vtd::PasidEntry &pe) const {
-  fl::Config flc;
-  flc.root = pe.fl_root;
-  flc.levels = pe.fl_levels;
-  // Nested: GPAs beyond the second level are reported as 0x74 when resolved, not as reserved.
-  flc.host_width = pe.pgtt == vtd::Pgtt::kNested ? 52 : cfg_.host_address_width;
-  flc.sre = pe.sre;
-  flc.wpe = pe.wpe;
-  flc.ere = pe.ere;
-  flc.eafe = pe.eafe;
-  flc.nxe = pe.nxe;
-  flc.smep = pe.smep;
-  flc.update_ad = cfg_.first_level_ad;
-  flc.large_1g = cfg_.first_level_1g;
-  return flc;
 }
 
 }  // namespace nestor

@@ -19,16 +19,12 @@ constexpr uint8_t pack_perms(uint8_t fl_attrs, uint8_t sl_perms) {
 }
 
 // Second-level permissions are cached before SLEE: SL-only entries are shared by every PASID of
-// the domain, which need not agree on SLEE, so the requester's SLEE is applied on each hit.
-uint8_t hit_perms(const caches::IotlbEntry &e, const vtd::PasidEntry &pe, bool privileged) {
-  const uint8_t sl_perms = sl::apply_execute_enable((e.perms >> 4) & 7, pe.slee);
+// the domain, which need not agree on SLEE, so the requester's SLEE is applied on each hit (and
+// likewise its first-level SRE/WPE/ERE/SMEP and privilege).
+uint8_t hit_perms(const caches::IotlbEntry &e, const WalkContext &c) {
+  const uint8_t sl_perms = sl::apply_execute_enable((e.perms >> 4) & 7, c.slc.execute_enable);
   if (e.flags & caches::kIotlbSecondLevelOnly) return sl_perms;
-  fl::Config c;
-  c.sre = pe.sre;
-  c.wpe = pe.wpe;
-  c.ere = pe.ere;
-  c.smep = pe.smep;
-  return uint8_t(fl::perms_for(e.perms & 0xF, privileged, c) & sl_perms);
+  return uint8_t(fl::perms_for(e.perms & 0xF, c.privileged, c.flc) & sl_perms);
 }
 
 uint8_t level_of_shift(unsigned shift) {
@@ -147,11 +143,11 @@ class PipelineTables {
 };
 
 template <bool kCaching>
-Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
-                             const Request &req, bool privileged, bool *write_ready) {
+Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+                             bool *write_ready) {
   Result r;
-  if (pe.pgtt == vtd::Pgtt::kPassThrough) {
-    if ((req.iova >> cfg_.host_address_width) != 0) {
+  if (c.stages == StageSet::kPassThrough) {
+    if ((req.iova >> c.slc.host_width) != 0) {
       r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, 0, req.iova};
       return r;
     }
@@ -160,11 +156,11 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
     r.t = {req.iova, 12, kAccessRead | kAccessWrite | kAccessExec, 0};
     return r;
   }
-  const uint32_t key_pasid = iotlb_pasid(pe, pasid);
+  const uint32_t key_space = iotlb_space(c);
   if constexpr (kCaching) {
     caches::IotlbEntry hit;
-    if (caches_.iotlb().lookup(pe.did, key_pasid, req.iova, &hit)) {
-      const uint8_t perms = hit_perms(hit, pe, privileged);
+    if (caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit)) {
+      const uint8_t perms = hit_perms(hit, c);
       const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
       // A denied or first-write access walks again: the walk decides the fault or sets D.
       if ((req.access & ~perms) == 0 && !needs_dirty) {
@@ -179,11 +175,11 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
     }
   }
 
-  const sl::Config slc = sl_config(pe);
-  PipelineTables<kCaching> tables(*this, stamp, pe.did, slc);
+  const sl::Config &slc = c.slc;
+  PipelineTables<kCaching> tables(*this, stamp, c.domain, slc);
   caches::IotlbEntry fill;
-  switch (pe.pgtt) {
-    case vtd::Pgtt::kSecondLevel: {
+  switch (c.stages) {
+    case StageSet::kSecondOnly: {
       sl::Result s = tables.sl_walk(req.iova, req.access);
       caches_.iotlb().count_walk(s.refs);
       r.ok = s.ok;
@@ -197,14 +193,14 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
       fill.flags = caches::kIotlbSecondLevelOnly | (s.dirty ? caches::kIotlbDirty : 0);
       break;
     }
-    case vtd::Pgtt::kFirstLevel:
-    case vtd::Pgtt::kNested: {
-      const fl::Config flc = fl_config(pe);
+    case StageSet::kFirstOnly:
+    case StageSet::kNested: {
+      const fl::Config &flc = c.flc;
       fl::Start start;
       if constexpr (kCaching) {
         caches::PscEntry cached;
         for (unsigned level = caches::kPscMinLevel; level <= flc.levels; ++level) {
-          if (caches_.psc().lookup_fl(pe.did, pasid, level, req.iova, &cached)) {
+          if (caches_.psc().lookup_fl(c.domain, c.space, level, req.iova, &cached)) {
             start = {int(level) - 1, cached.next_table, cached.attrs};
             break;
           }
@@ -214,18 +210,18 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
       fl::Path *const path_out = kCaching ? &path : nullptr;
       uint8_t fl_attrs, sl_perms = 7;
       bool sl_dirty = true;
-      if (pe.pgtt == vtd::Pgtt::kFirstLevel) {
+      if (c.stages == StageSet::kFirstOnly) {
         fl::DirectTables direct;
         fl::Result f =
-            fl::walk(mem_, direct, flc, req.iova, req.access, privileged, start, path_out);
+            fl::walk(mem_, direct, flc, req.iova, req.access, c.privileged, start, path_out);
         caches_.iotlb().count_walk(f.refs);
         r.ok = f.ok;
         r.t = f.t;
         r.fault = f.fault;
         fl_attrs = f.attrs;
       } else {
-        nested::Result n =
-            nested::walk(mem_, tables, flc, slc, req.iova, req.access, privileged, start, path_out);
+        nested::Result n = nested::walk(mem_, tables, flc, slc, req.iova, req.access, c.privileged,
+                                        start, path_out);
         caches_.iotlb().count_walk(n.refs);
         r.ok = n.ok;
         r.t = n.t;
@@ -241,7 +237,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
         const int top = start.level ? start.level : flc.levels;
         for (int level = top; level >= int(caches::kPscMinLevel); --level) {
           if (!path.next_table[level]) break;
-          caches_.psc().fill_fl(stamp, pe.did, pasid, unsigned(level), req.iova,
+          caches_.psc().fill_fl(stamp, c.domain, c.space, unsigned(level), req.iova,
                                 {path.next_table[level], path.attrs[level]});
         }
       }
@@ -252,20 +248,18 @@ Result Engine::walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t
       if ((fl_attrs & fl::kAttrDirty) && sl_dirty) fill.flags |= caches::kIotlbDirty;
       break;
     }
-    default:
-      r.fault = {FaultReason::kPasidEntryInvalid, FaultStage::kStructures, 0, req.iova};
-      return r;
+    case StageSet::kPassThrough:
+      return r;  // answered above, before the IOTLB
   }
-  if constexpr (kCaching) caches_.iotlb().fill(stamp, pe.did, key_pasid, req.iova, fill);
+  if constexpr (kCaching) caches_.iotlb().fill(stamp, c.domain, key_space, req.iova, fill);
   if (write_ready) *write_ready = fill.flags & caches::kIotlbDirty;
   return r;
 }
 
 Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
                                   bool *write_ready) {
-  Result r = cfg_.caching
-                 ? walk_pipeline<true>(stamp, rs.pe, rs.pasid, req, rs.privileged, write_ready)
-                 : walk_pipeline<false>(stamp, rs.pe, rs.pasid, req, rs.privileged, write_ready);
+  Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, write_ready)
+                          : walk_pipeline<false>(stamp, rs, req, write_ready);
   if (!r.ok) return fail(req, r.fault, rs.fpd);
   return r;
 }

@@ -14,6 +14,8 @@
 #include "nestor/export.h"
 #include "nestor/invq/op.h"
 #include "nestor/machine_memory.h"
+#include "nestor/personality.h"
+#include "nestor/vtd_personality.h"
 #include "nestor/vtd_structures.h"
 #include "nestor/walkers/first_level.h"
 #include "nestor/walkers/second_level.h"
@@ -88,21 +90,6 @@ struct EngineStats {
   }
 };
 
-struct Request {
-  uint16_t source_id = 0;  // bus << 8 | devfn
-  bool has_pasid = false;  // false: the context entry's RID_PASID applies
-  uint32_t pasid = 0;
-  uint64_t iova = 0;
-  uint8_t access = kAccessRead;  // AccessBits
-  bool privileged = false;       // supervisor request (needs SRE)
-};
-
-struct Result {
-  bool ok = false;
-  Translation t;  // out = HPA of iova; page_shift; perms; level
-  Fault fault;
-};
-
 struct FaultRecord {
   Request request;
   Fault fault;
@@ -147,12 +134,6 @@ class NESTOR_CXX_API AddressSpace {
 
  private:
   friend class Engine;
-  struct Resolved {
-    vtd::PasidEntry pe;
-    uint32_t pasid = 0;
-    bool privileged = false;
-    bool fpd = false;
-  };
   // A small direct-mapped translation cache private to the handle (what a device's ATC is to
   // the IOMMU). Entries carry the engine generation they were filled under; every applied
   // invalidation advances it, so a stale entry is never served after an invalidation returns.
@@ -169,7 +150,7 @@ class NESTOR_CXX_API AddressSpace {
   Request base_;
   uint64_t generation_ = ~uint64_t{0};
   uint64_t stamp_ = 0;
-  Resolved resolved_;
+  WalkContext resolved_;
   std::array<MicroEntry, kMicroEntries> micro_{};
 };
 
@@ -223,22 +204,28 @@ class NESTOR_CXX_API Engine {
   EngineInvalidation &invalidation() { return *inv_; }
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
-  bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd);
+  bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
+    return vtd_.read_context(source_id, ctx, fault, fpd);
+  }
   // Whether `pasid` fits both the engine's PASID width and the context's PASID directory.
   bool pasid_in_range(const vtd::ContextEntry &ctx, uint32_t pasid) const {
-    return pasid < (1u << cfg_.pasid_bits) && pasid < ctx.max_pasids();
+    return vtd_.pasid_in_range(ctx, pasid);
   }
   bool read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
-                        Fault *fault, bool *fpd);
+                        Fault *fault, bool *fpd) {
+    return vtd_.read_pasid_entry(ctx, pasid, pe, fault, fpd);
+  }
 
  private:
-  using Resolved = AddressSpace::Resolved;
+  using Resolved = WalkContext;
+  // The constructor's clamping of fields C++ callers have always been allowed to get wrong.
+  static EngineConfig clamped(EngineConfig cfg);
   static constexpr uint64_t kStaleGeneration = ~uint64_t{0};
   friend class AddressSpace;
-  // The PASID an IOTLB entry is tagged with: second-level-only translations depend on
-  // (DID, GPA) alone, so every PASID of the domain shares them.
-  static uint32_t iotlb_pasid(const vtd::PasidEntry &pe, uint32_t pasid) {
-    return pe.pgtt == vtd::Pgtt::kSecondLevel ? caches::Iotlb::kSecondLevelPasid : pasid;
+  // The space an IOTLB entry is tagged with: second-stage-only translations depend on
+  // (domain, GPA) alone, so every space of the domain shares them.
+  static uint32_t iotlb_space(const WalkContext &c) {
+    return c.stages == StageSet::kSecondOnly ? caches::Iotlb::kSecondLevelPasid : c.space;
   }
   bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
   // *write_ready (optional): whether a later write may reuse this result without a walk.
@@ -249,10 +236,7 @@ class NESTOR_CXX_API Engine {
   Result translate_drained(const Request &req);  // invalidation.cpp
   // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const vtd::PasidEntry &pe, uint32_t pasid,
-                       const Request &req, bool privileged, bool *write_ready);
-  sl::Config sl_config(const vtd::PasidEntry &pe) const;
-  fl::Config fl_config(const vtd::PasidEntry &pe) const;
+  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req, bool *write_ready);
   template <bool kCaching>
   friend class PipelineTables;
   Result fail(const Request &req, Fault f, bool fpd);
@@ -280,8 +264,8 @@ class NESTOR_CXX_API Engine {
   // every applied op, and address-space handles and per-thread memos re-resolve when it does.
   using Caches = CacheSet<vtd::ContextEntry, vtd::PasidEntry>;
   Caches caches_;
-  std::atomic<uint64_t> root_table_{0};
-  std::atomic<bool> root_set_{false};
+  // The architecture: how requests resolve to walk contexts (nestor/personality.h).
+  VtdPersonality vtd_;
   // Last: destroyed first, so its worker stops before the caches it applies to go away.
   std::unique_ptr<EngineInvalidation> inv_;
 };
