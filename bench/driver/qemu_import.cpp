@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor::trace {

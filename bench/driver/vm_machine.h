@@ -12,7 +12,7 @@
 
 #include "nestor/bind.h"
 #include "nestor/engine.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor::driver {

@@ -7,7 +7,7 @@
 #include <set>
 
 #include "nestor/invalidation.h"
-#include "nestor/invq/descriptor.h"
+#include "nestor/vtd/descriptor.h"
 #include "nestor/walkers/builder.h"
 #include "nestor/walkers/second_level.h"
 

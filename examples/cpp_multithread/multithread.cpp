@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "nestor/engine.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace {

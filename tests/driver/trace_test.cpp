@@ -6,7 +6,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 #include "trace.h"
 #include "trace_reject.h"

@@ -10,7 +10,7 @@
 #include "nestor.h"
 #include "nestor/engine.h"
 #include "nestor/invalidation.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor {

@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "nestor/engine.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor::test {

@@ -35,8 +35,8 @@
 
 #include "fuzz_common.h"
 #include "nestor/invalidation.h"
-#include "nestor/invq/descriptor.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/descriptor.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 using namespace nestor;

@@ -11,8 +11,8 @@
 
 #include "fuzz_common.h"
 #include "nestor/invalidation.h"
-#include "nestor/invq/descriptor.h"
-#include "nestor/invq/queue.h"
+#include "nestor/vtd/descriptor.h"
+#include "nestor/vtd/queue.h"
 
 using namespace nestor;
 

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "fuzz_common.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 using namespace nestor;

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "nestor/invq/processor.h"
-#include "nestor/invq/queue.h"
+#include "nestor/vtd/queue.h"
 
 namespace nestor::invq {
 namespace {

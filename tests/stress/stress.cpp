@@ -41,9 +41,9 @@
 
 #include "nestor/engine.h"
 #include "nestor/invalidation.h"
-#include "nestor/invq/descriptor.h"
+#include "nestor/vtd/descriptor.h"
 #include "nestor/invq/op.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor::stress {

@@ -27,7 +27,7 @@
 #include "nestor/machine_memory.h"
 #include "nestor/nesting_info.h"
 #include "nestor/pasid_allocator.h"
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 
 namespace nestor {
 

@@ -14,9 +14,9 @@
 #include "nestor/export.h"
 #include "nestor/invq/epoch.h"
 #include "nestor/invq/processor.h"
-#include "nestor/invq/queue.h"
+#include "nestor/vtd/queue.h"
 #include "nestor/invq/stats.h"
-#include "nestor/invq/uapi.h"
+#include "nestor/vtd/uapi.h"
 
 namespace nestor {
 

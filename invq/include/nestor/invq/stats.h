@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cstdint>
 
-#include "nestor/invq/descriptor.h"
-
 namespace nestor::invq {
+
+// Per-type descriptor counters: a queue front end names descriptor types by a 7-bit number
+// (VT-d: bits 11:9 and 3:0 of the first quadword, nestor/vtd/descriptor.h).
+inline constexpr unsigned kDescriptorTypeCount = 128;
 
 struct StatsSnapshot {
   std::array<uint64_t, kDescriptorTypeCount> descriptors_by_type{};

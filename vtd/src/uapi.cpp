@@ -1,4 +1,4 @@
-#include "nestor/invq/uapi.h"
+#include "nestor/vtd/uapi.h"
 
 #include <bit>
 #include <cerrno>

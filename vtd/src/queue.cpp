@@ -1,4 +1,4 @@
-#include "nestor/invq/queue.h"
+#include "nestor/vtd/queue.h"
 
 namespace nestor::invq {
 

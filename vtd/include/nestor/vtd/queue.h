@@ -7,8 +7,8 @@
 #include <mutex>
 #include <type_traits>
 
-#include "nestor/invq/descriptor.h"
 #include "nestor/invq/stats.h"
+#include "nestor/vtd/descriptor.h"
 
 namespace nestor::invq {
 

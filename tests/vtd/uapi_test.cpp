@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "nestor/invq/uapi.h"
+#include "nestor/vtd/uapi.h"
 
 namespace nestor::invq {
 namespace {

@@ -7,7 +7,7 @@
 // entries), which stages to walk with which formats, and the cache tags the walk fills under.
 // It is a compile-time parameter (the Personality concept below), so nothing on the hit path or
 // per table-entry read goes through a virtual call. VT-d is the first one
-// (nestor/vtd_personality.h); docs/ARCHITECTURE.md lists what a second one adds.
+// (nestor/vtd/personality.h); docs/ARCHITECTURE.md lists what a second one adds.
 #pragma once
 
 #include <concepts>

@@ -12,7 +12,7 @@
 namespace nestor::vtd {
 
 // --- Root entry (128 bits, 256 per 4K table, indexed by bus) ---
-inline constexpr uint64_t kRootPresent = 1;  // LP in the low word, UP in the high word
+inline constexpr uint64_t kRootPresent = 1;       // LP in the low word, UP in the high word
 inline constexpr uint64_t kRootReserved = 0xFFE;  // bits 11:1 of each half
 
 // --- Scalable-mode context entry (256 bits, 128 per 4K table) ---
@@ -223,7 +223,9 @@ inline void encode_context(uint64_t out[4], uint64_t pasid_dir, uint8_t pdts, bo
   out[2] = out[3] = 0;
 }
 
-inline uint64_t encode_pasid_dir(uint64_t table) { return (table & kAddr) | kPdePresent; }
+inline uint64_t encode_pasid_dir(uint64_t table) {
+  return (table & kAddr) | kPdePresent;
+}
 
 inline void encode_pasid_entry(uint64_t out[8], const PasidEntry &e) {
   for (int i = 0; i < 8; ++i) out[i] = 0;

@@ -1,4 +1,4 @@
-#include "nestor/structures_writer.h"
+#include "nestor/vtd/structures_writer.h"
 
 #include <array>
 #include <cerrno>

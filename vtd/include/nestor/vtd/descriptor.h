@@ -20,7 +20,6 @@ enum class DescriptorType : uint8_t {
   kPasidCache = 0x7,
   kPasidDevTlb = 0x8,
 };
-inline constexpr unsigned kDescriptorTypeCount = 128;  // 7-bit type space, for stats arrays
 
 enum class DescriptorWidth : uint8_t { k128 = 16, k256 = 32 };
 

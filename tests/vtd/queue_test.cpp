@@ -6,7 +6,7 @@
 #include <map>
 #include <vector>
 
-#include "nestor/invq/queue.h"
+#include "nestor/vtd/queue.h"
 
 namespace nestor::invq {
 namespace {

@@ -1,4 +1,4 @@
-#include "nestor/vtd_personality.h"
+#include "nestor/vtd/personality.h"
 
 #include <cerrno>
 

@@ -8,7 +8,7 @@
 #include <mutex>
 
 #include "nestor/machine_memory.h"
-#include "nestor/vtd_structures.h"
+#include "nestor/vtd/structures.h"
 #include "nestor/walkers/builder.h"
 
 namespace nestor {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "nestor/invq/descriptor.h"
+#include "nestor/vtd/descriptor.h"
 
 namespace nestor::invq {
 namespace {

@@ -9,7 +9,7 @@
 #include "nestor/caches/structure_caches.h"
 #include "nestor/machine_memory.h"
 #include "nestor/personality.h"
-#include "nestor/vtd_structures.h"
+#include "nestor/vtd/structures.h"
 
 namespace nestor {
 
@@ -38,7 +38,7 @@ class VtdPersonality {
   uint64_t root_table() const { return root_table_.load(std::memory_order_acquire); }
   void clear_root_table();
 
-  // The Personality concept's entry point: VT-d 3.4.3 (scalable-mode address translation),
+  // The Personality concept's entry point: VT-d scalable-mode translation of a request, its
   // steps numbered in the definition.
   bool resolve(uint64_t stamp, const Request &req, WalkContext *out, Fault *fault, bool *fpd);
 

@@ -1,4 +1,4 @@
-#include "nestor/invq/descriptor.h"
+#include "nestor/vtd/descriptor.h"
 
 #include <bit>
 
