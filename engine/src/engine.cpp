@@ -120,7 +120,7 @@ Engine::Engine(const EngineConfig &cfg)
       id_(g_next_engine_id.fetch_add(1)),
       faults_(cfg.fault_log_entries),
       caches_(cache_set_config(cfg)),
-      vtd_(mem_, vtd_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
+      personality_(mem_, vtd_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
            cfg_.caching ? &caches_.pasid() : nullptr) {
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
@@ -128,7 +128,7 @@ Engine::Engine(const EngineConfig &cfg)
 Engine::~Engine() = default;
 
 int Engine::set_root_table(uint64_t pa) {
-  return vtd_.set_root_table(pa);
+  return personality_.set_root_table(pa);
 }
 
 void Engine::reset() {
@@ -141,12 +141,12 @@ void Engine::reset() {
   all.scope = invq::Scope::kGlobal;
   invalidate(all);
   faults_.clear();
-  vtd_.clear_root_table();
+  personality_.clear_root_table();
   mem_.zero_ram();
 }
 
 uint64_t Engine::root_table() const {
-  return vtd_.root_table();
+  return personality_.root_table();
 }
 
 Result Engine::fail(const Request &req, Fault f, bool fpd) {
@@ -160,7 +160,7 @@ Result Engine::fail(const Request &req, Fault f, bool fpd) {
 bool Engine::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out) {
   Fault f;
   bool fpd = false;
-  if (vtd_.resolve(stamp, req, out, &f, &fpd)) return true;
+  if (personality_.resolve(stamp, req, out, &f, &fpd)) return true;
   *fault_out = fail(req, f, fpd);
   return false;
 }

@@ -205,18 +205,23 @@ class NESTOR_CXX_API Engine {
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
-    return vtd_.read_context(source_id, ctx, fault, fpd);
+    return personality_.read_context(source_id, ctx, fault, fpd);
   }
   // Whether `pasid` fits both the engine's PASID width and the context's PASID directory.
   bool pasid_in_range(const vtd::ContextEntry &ctx, uint32_t pasid) const {
-    return vtd_.pasid_in_range(ctx, pasid);
+    return personality_.pasid_in_range(ctx, pasid);
   }
   bool read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
                         Fault *fault, bool *fpd) {
-    return vtd_.read_pasid_entry(ctx, pasid, pe, fault, fpd);
+    return personality_.read_pasid_entry(ctx, pasid, pe, fault, fpd);
   }
 
  private:
+  // The architecture: how requests resolve to walk contexts (nestor/personality.h). Chosen at
+  // compile time; everything else in the engine sees only the WalkContext it returns, and the
+  // personality's structure-cache entry types, which CacheSet holds for it.
+  using Personality = VtdPersonality;
+  static_assert(nestor::Personality<Personality>);
   using Resolved = WalkContext;
   // The constructor's clamping of fields C++ callers have always been allowed to get wrong.
   static EngineConfig clamped(EngineConfig cfg);
@@ -262,10 +267,9 @@ class NESTOR_CXX_API Engine {
   FaultLog faults_;
   // Every cache and the one mapping of invalidation ops onto them; its generation moves after
   // every applied op, and address-space handles and per-thread memos re-resolve when it does.
-  using Caches = CacheSet<vtd::ContextEntry, vtd::PasidEntry>;
+  using Caches = CacheSet<Personality::ContextValue, Personality::PasidValue>;
   Caches caches_;
-  // The architecture: how requests resolve to walk contexts (nestor/personality.h).
-  VtdPersonality vtd_;
+  Personality personality_;
   // Last: destroyed first, so its worker stops before the caches it applies to go away.
   std::unique_ptr<EngineInvalidation> inv_;
 };

@@ -26,8 +26,11 @@ class VtdPersonality {
     bool second_level_1g = true;
     bool first_level_ad = true;
   };
-  using ContextCache = caches::ContextCache<vtd::ContextEntry>;
-  using PasidCache = caches::PasidCache<vtd::PasidEntry>;
+  // What the context and PASID caches hold (the engine's CacheSet is built on these).
+  using ContextValue = vtd::ContextEntry;
+  using PasidValue = vtd::PasidEntry;
+  using ContextCache = caches::ContextCache<ContextValue>;
+  using PasidCache = caches::PasidCache<PasidValue>;
 
   // Null caches: every resolution reads the structures (the uncached engine).
   VtdPersonality(MachineMemory &mem, const Config &cfg, ContextCache *context, PasidCache *pasid)
