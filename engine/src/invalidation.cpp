@@ -147,6 +147,10 @@ void EngineInvalidation::apply(const invq::InvalidationOp &op) {
   engine_.invalidate(op);
 }
 
+void EngineInvalidation::apply_batch(std::span<const invq::InvalidationOp> ops) {
+  engine_.invalidate_batch(ops);
+}
+
 void EngineInvalidation::drain() {
   if (drain_enabled_) drain_state_->synchronize();
 }
@@ -249,6 +253,10 @@ invq::StatsSnapshot EngineInvalidation::stats() const {
 
 void Engine::invalidate(const invq::InvalidationOp &op) {
   caches_.apply(op);
+}
+
+void Engine::invalidate_batch(std::span<const invq::InvalidationOp> ops) {
+  caches_.apply_batch(ops);
 }
 
 void Engine::invalidate_wait() {

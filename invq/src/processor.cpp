@@ -100,7 +100,7 @@ void InvalidationProcessor::run_batch() {
   if (batch_.empty()) return;
   CoalesceCounters counters;
   const std::vector<InvalidationOp> ops = batch_.coalesce(options_.coalesce, &counters);
-  for (const InvalidationOp &op : ops) target_.apply(op);
+  target_.apply_batch(ops);
   stats_.count_batch(counters.input_ops, counters.output_ops, counters.promotions);
   undrained_ops_ = true;
   batch_.clear();

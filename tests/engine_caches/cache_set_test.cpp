@@ -323,6 +323,37 @@ TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
   EXPECT_GT(kept, 1000u);
 }
 
+// A batch is applied as one operation (the queue processor hands over the ops between two
+// waits): every entry some op of the batch covers goes, nothing that no op's documented
+// widening reaches goes, and handles and memos see one generation step for the whole batch.
+TEST(CacheSet, ApplyBatchRemovesWhatEachOpCoversAndStepsTheGenerationOnce) {
+  const std::vector<Probe> probes = population();
+  const CacheSetConfig cfg = config(false);
+  const std::vector<InvalidationOp> ops = every_op();
+  size_t required = 0, kept = 0;
+  for (size_t i = 0; i < ops.size(); i += 3) {
+    const InvalidationOp batch[2] = {ops[i], ops[(i * 7 + 5) % ops.size()]};
+    SCOPED_TRACE(describe(batch[0]) + " then " + describe(batch[1]));
+    Set set(cfg);
+    for (const Probe &p : probes) ASSERT_NO_FATAL_FAILURE(fill(set, p));
+    const uint64_t generation = set.generation();
+    set.apply_batch(batch);
+    EXPECT_EQ(set.generation(), generation + 1);
+    for (const Probe &p : probes) {
+      if (covers(batch[0], p.key) || covers(batch[1], p.key)) {
+        ++required;
+        EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
+      } else if (!widening_reaches(batch[0], p, cfg.iotlb.promote_threshold_pages) &&
+                 !widening_reaches(batch[1], p, cfg.iotlb.promote_threshold_pages)) {
+        ++kept;
+        EXPECT_TRUE(present(set, p)) << "undocumented over-invalidation: " << describe(p);
+      }
+    }
+  }
+  EXPECT_GT(required, 100u);
+  EXPECT_GT(kept, 100u);
+}
+
 // kDependencies (docs/CACHES.md, opt-in): a type 0x2 op whose range holds no first-level table
 // page the domain's nested walks read removes, besides the second-level entries in range, only
 // the nested entries whose final GPA is in range; once a walk has marked a table page in the

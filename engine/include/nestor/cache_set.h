@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 
 #include "nestor/caches/caches.h"
 #include "nestor/caches/table_page_filter.h"
@@ -64,7 +65,12 @@ class CacheSet {
   // removes more); the kDependencies reach of a type 0x2 op is the one documented exception.
   // Safe to call from several threads at once and concurrently with lookups and fills.
   void apply(const invq::InvalidationOp &op) {
-    apply_in_interval(op);
+    {
+      // One operation, several caches: walks stamped meanwhile are judged by all of its
+      // removals.
+      caches::InvalidationClock::Interval interval(*clock_);
+      apply_one(op);
+    }
     // After the interval closed: a reader that sees the new generation re-resolves from
     // caches whose removals are all in place, with a fresh stamp. Bumped inside, a reader could
     // re-resolve while the interval still held now() back and keep that old stamp (its fills
@@ -72,11 +78,22 @@ class CacheSet {
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
 
+  // Several ops applied in order as one operation: a walk stamped while any of them is under
+  // way is judged by all of their removals, and readers re-resolve once, after the last. Same
+  // result as apply() on each, one interval claim and one generation step instead of one each.
+  void apply_batch(std::span<const invq::InvalidationOp> ops) {
+    if (ops.empty()) return;
+    {
+      caches::InvalidationClock::Interval interval(*clock_);
+      for (const invq::InvalidationOp &op : ops) apply_one(op);
+    }
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+
  private:
-  void apply_in_interval(const invq::InvalidationOp &op) {
+  // Runs inside an open Interval (apply, apply_batch).
+  void apply_one(const invq::InvalidationOp &op) {
     using invq::Scope;
-    // One operation, several caches: walks stamped meanwhile are judged by all of its removals.
-    caches::InvalidationClock::Interval interval(*clock_);
     // Second-level changes and global ops touch the table-page filter: its check and the
     // removals it decides must not interleave with a clear.
     std::unique_lock<std::mutex> gpa_lock;

@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "nestor/cache_set.h"
@@ -197,6 +198,9 @@ class NESTOR_CXX_API Engine {
   // to every cache it names. Completion (and drain) is `invalidate_wait()`; together they are
   // the typed equivalent of queueing descriptors followed by a wait descriptor.
   void invalidate(const invq::InvalidationOp &op);
+  // The same for several ops at once, applied in order as one operation: one open interval
+  // and one generation step for all of them (what the queue processor does with a batch).
+  void invalidate_batch(std::span<const invq::InvalidationOp> ops);
   // Returns once every earlier invalidation is applied (and, with drain on, every translation
   // that began before it has finished).
   void invalidate_wait();

@@ -14,8 +14,8 @@
 #include "nestor/export.h"
 #include "nestor/invq/epoch.h"
 #include "nestor/invq/processor.h"
-#include "nestor/vtd/queue.h"
 #include "nestor/invq/stats.h"
+#include "nestor/vtd/queue.h"
 #include "nestor/vtd/uapi.h"
 
 namespace nestor {
@@ -35,9 +35,11 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   EngineInvalidation(const EngineInvalidation &) = delete;
   EngineInvalidation &operator=(const EngineInvalidation &) = delete;
 
-  // InvalidationTarget: apply = Engine::invalidate; drain = one grace period of the engine's
-  // translating threads (only when EngineConfig::drain is on; otherwise nothing to wait for).
+  // InvalidationTarget: apply = Engine::invalidate, apply_batch = Engine::invalidate_batch;
+  // drain = one grace period of the engine's translating threads (only when
+  // EngineConfig::drain is on; otherwise nothing to wait for).
   void apply(const invq::InvalidationOp &op) override;
+  void apply_batch(std::span<const invq::InvalidationOp> ops) override;
   void drain() override;
   // StatusWriter: the 32-bit wait status goes to machine memory like any DMA write.
   bool write_status(uint64_t pa, uint32_t data) override;
