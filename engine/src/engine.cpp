@@ -103,16 +103,14 @@ EngineConfig Engine::clamped(EngineConfig cfg) {
 }
 
 static VtdPersonality::Config vtd_config(const EngineConfig &cfg) {
-  VtdPersonality::Config c;
-  c.host_address_width = cfg.host_address_width;
-  c.pasid_bits = cfg.pasid_bits;
-  c.sagaw = cfg.sagaw;
-  c.first_level_5 = cfg.first_level_5;
-  c.first_level_1g = cfg.first_level_1g;
-  c.second_level_2m = cfg.second_level_2m;
-  c.second_level_1g = cfg.second_level_1g;
-  c.first_level_ad = cfg.first_level_ad;
-  return c;
+  return {.host_address_width = cfg.host_address_width,
+          .pasid_bits = cfg.pasid_bits,
+          .sagaw = cfg.sagaw,
+          .first_level_5 = cfg.first_level_5,
+          .first_level_1g = cfg.first_level_1g,
+          .second_level_2m = cfg.second_level_2m,
+          .second_level_1g = cfg.second_level_1g,
+          .first_level_ad = cfg.first_level_ad};
 }
 
 Engine::Engine(const EngineConfig &cfg)
@@ -121,7 +119,7 @@ Engine::Engine(const EngineConfig &cfg)
       faults_(cfg.fault_log_entries),
       caches_(cache_set_config(cfg)),
       personality_(mem_, vtd_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
-           cfg_.caching ? &caches_.pasid() : nullptr) {
+                   cfg_.caching ? &caches_.pasid() : nullptr) {
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }
 

@@ -140,25 +140,26 @@ WalkContext VtdPersonality::walk_context(const vtd::PasidEntry &pe, uint32_t pas
   c.space = pasid;
   c.privileged = privileged;
   c.fpd = fpd;
-  c.slc.root = pe.sl_root;
-  c.slc.levels = uint8_t(pe.sl_levels());
-  c.slc.host_width = cfg_.host_address_width;
-  c.slc.ad_enabled = pe.slade;
-  c.slc.execute_enable = pe.slee;
-  c.slc.large_2m = cfg_.second_level_2m;
-  c.slc.large_1g = cfg_.second_level_1g;
-  c.flc.root = pe.fl_root;
-  c.flc.levels = pe.fl_levels;
-  // Nested: GPAs beyond the second level are reported as 0x74 when resolved, not as reserved.
-  c.flc.host_width = pe.pgtt == vtd::Pgtt::kNested ? 52 : cfg_.host_address_width;
-  c.flc.sre = pe.sre;
-  c.flc.wpe = pe.wpe;
-  c.flc.ere = pe.ere;
-  c.flc.eafe = pe.eafe;
-  c.flc.nxe = pe.nxe;
-  c.flc.smep = pe.smep;
-  c.flc.update_ad = cfg_.first_level_ad;
-  c.flc.large_1g = cfg_.first_level_1g;
+  c.slc = {.root = pe.sl_root,
+           .levels = uint8_t(pe.sl_levels()),
+           .host_width = cfg_.host_address_width,
+           .ad_enabled = pe.slade,
+           .execute_enable = pe.slee,
+           .large_2m = cfg_.second_level_2m,
+           .large_1g = cfg_.second_level_1g};
+  c.flc = {.root = pe.fl_root,
+           .levels = pe.fl_levels,
+           // Nested: GPAs beyond the second level are reported as 0x74 when resolved, not as
+           // reserved.
+           .host_width = pe.pgtt == vtd::Pgtt::kNested ? uint8_t(52) : cfg_.host_address_width,
+           .sre = pe.sre,
+           .wpe = pe.wpe,
+           .ere = pe.ere,
+           .eafe = pe.eafe,
+           .nxe = pe.nxe,
+           .smep = pe.smep,
+           .update_ad = cfg_.first_level_ad,
+           .large_1g = cfg_.first_level_1g};
   return c;
 }
 
