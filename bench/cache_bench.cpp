@@ -93,10 +93,7 @@ void BM_Hit_Request(benchmark::State &state) {
   bench::Testbed &b = bed(bench::Mode::kNested, pages);
   warm(b, pages);
   const std::vector<uint64_t> iovas = shuffled_iovas(pages);
-  Request req;
-  req.source_id = b.devices()[0].source_id;
-  req.has_pasid = true;
-  req.pasid = b.devices()[0].pasid;
+  Request req = b.devices()[0].request();
   uint64_t i = 0, faults = 0;
   for (auto _ : state) {
     req.iova = iovas[i++ & (pages - 1)];

@@ -80,10 +80,7 @@ void BM_QiDescriptors(benchmark::State &state) {
   Engine &engine = bed.engine();
   const uint32_t pasid = bed.devices()[0].pasid;
   // Warm the caches so the invalidations have entries to remove on the first pass.
-  Request req;
-  req.source_id = bed.devices()[0].source_id;
-  req.has_pasid = true;
-  req.pasid = pasid;
+  Request req = bed.devices()[0].request();
   for (uint64_t p = 0; p < 4096; ++p) {
     req.iova = bench::kIovaBase + p * 4096;
     benchmark::DoNotOptimize(engine.translate(req));
@@ -141,10 +138,7 @@ void BM_WaitLatency(benchmark::State &state) {
   std::vector<std::thread> translators;
   for (int t = 0; t < 2; ++t)
     translators.emplace_back([&, t] {
-      Request req;
-      req.source_id = dev.source_id;
-      req.has_pasid = true;
-      req.pasid = dev.pasid;
+      Request req = dev.request();
       uint64_t n = 0, p = uint64_t(t) * 512;
       while (!stop.load(std::memory_order_relaxed)) {
         req.iova = bench::kIovaBase + (p++ % 1024) * 4096;

@@ -27,10 +27,7 @@ bench::Testbed &bed(bench::Mode mode, uint64_t pages) {
 void translate_loop(benchmark::State &state, bench::Mode mode) {
   const uint64_t pages = uint64_t(state.range(0));
   bench::Testbed &b = bed(mode, pages);
-  Request req;
-  req.source_id = b.devices()[0].source_id;
-  req.has_pasid = true;
-  req.pasid = b.devices()[0].pasid;
+  Request req = b.devices()[0].request();
   uint64_t page = 0, faults = 0;
   for (auto _ : state) {
     req.iova = bench::kIovaBase + (page++ % pages) * 4096;

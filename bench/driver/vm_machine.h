@@ -12,8 +12,7 @@
 
 #include "nestor/bind.h"
 #include "nestor/engine.h"
-#include "nestor/vtd/structures_writer.h"
-#include "nestor/walkers/builder.h"
+#include "nestor/machine/machine.h"
 
 namespace nestor::driver {
 
@@ -47,13 +46,7 @@ struct GuestAddressSpace {
     return hpa_base + uint64_t(gpa[(iova - kIovaBase) >> 12]) * 4096 + (iova & 0xFFF);
   }
   Request request(uint64_t iova = 0, uint8_t access = kAccessRead) const {
-    Request q;
-    q.source_id = source_id;
-    q.has_pasid = true;
-    q.pasid = pasid;
-    q.iova = iova;
-    q.access = access;
-    return q;
+    return machine::request(source_id, pasid, iova, access);
   }
 };
 
@@ -65,8 +58,8 @@ class VmMachine {
   ~VmMachine();
   void build();
 
-  Engine &engine() { return *engine_; }
-  BindLayer &bind() { return *bind_; }
+  Engine &engine() { return machine_.engine(); }
+  BindLayer &bind() { return machine_.bind(); }
   const MachineConfig &config() const { return cfg_; }
   std::vector<GuestAddressSpace> &spaces() { return spaces_; }
 
@@ -77,14 +70,12 @@ class VmMachine {
 
  private:
   void build_vm(int vm);
-  using GuestFl = build::FirstLevelBuilder<GuestTableSpace>;
+  static machine::Machine declare_ram(const MachineConfig &cfg, const EngineConfig &ecfg);
 
   MachineConfig cfg_;
   uint64_t table_bytes_ = 0;  // guest RAM reserved for first-level tables, at its top
-  std::unique_ptr<Engine> engine_;
-  std::unique_ptr<BindLayer> bind_;
-  std::vector<std::unique_ptr<GuestTableSpace>> guest_spaces_;  // per VM
-  std::vector<std::unique_ptr<GuestFl>> fl_;                    // per address space
+  machine::Machine machine_;
+  std::vector<machine::GuestFl *> fl_;  // per address space
   std::vector<GuestAddressSpace> spaces_;
 };
 

@@ -93,11 +93,7 @@ TEST_F(BindTest, FlagsReachThePasidEntry) {
   EXPECT_EQ(w1 & (3ull << 30), 3ull << 30);
   EXPECT_EQ(w1 & (3ull << 23), 0u);
   // SRE on: supervisor requests translate.
-  Request r;
-  r.source_id = kSidA;
-  r.has_pasid = true;
-  r.pasid = pa;
-  r.iova = kIovaBase;
+  Request r = machine::request(kSidA, pa, kIovaBase);
   r.privileged = true;
   EXPECT_TRUE(w.engine().translate(r).ok);
 }

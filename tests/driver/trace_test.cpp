@@ -6,8 +6,7 @@
 #include <memory>
 #include <stdexcept>
 
-#include "nestor/vtd/structures_writer.h"
-#include "nestor/walkers/builder.h"
+#include "nestor/machine/machine.h"
 #include "trace.h"
 #include "trace_reject.h"
 
@@ -173,33 +172,30 @@ struct RecordedMachine {
   static constexpr uint64_t kIova = 0x20'0000'0000ull;
   static constexpr uint64_t kData = 64ull << 20;
 
-  RecordedMachine() {
-    EXPECT_EQ(engine.memory().add_ram(0, 128ull << 20), 0);
-    recorder = std::make_unique<Recorder>(engine);
-    pages = std::make_unique<PageAllocator>(engine.memory(), 1ull << 20, 32ull << 20);
-    space = std::make_unique<HostTableSpace>(engine.memory(), *pages);
-    structures = std::make_unique<StructuresWriter>(engine.memory(), *pages);
-    EXPECT_EQ(engine.set_root_table(structures->root_table()), 0);
-    const uint64_t root = pages->alloc();
-    fl = std::make_unique<build::FirstLevelBuilder<HostTableSpace>>(*space, root, 4);
-    vtd::PasidEntry pe;
-    pe.present = true;
-    pe.did = 3;
-    pe.pgtt = vtd::Pgtt::kFirstLevel;
-    pe.fl_root = root;
-    pe.fl_levels = 4;
-    pe.aw = 2;
-    EXPECT_EQ(structures->attach(kSid, 0), 0);
-    EXPECT_EQ(structures->set_pasid_entry(kSid, kPasid, pe), 0);
+  RecordedMachine() : m(layout()) {
+    recorder = std::make_unique<Recorder>(m.engine());
+    m.place_structures();
+    machine::DeviceSpec spec;
+    spec.source_id = kSid;
+    spec.pasid = kPasid;
+    spec.mode = machine::Mode::kFirstLevel;
+    spec.did = 3;
+    dev = &m.add_device(spec);
+  }
+  static machine::RamLayout layout() {
+    machine::RamLayout l;
+    l.ram_size = 128ull << 20;
+    l.tables_base = 1ull << 20;
+    l.tables_size = 32ull << 20;
+    return l;
   }
   void map(uint64_t page, uint64_t target) {
-    ASSERT_EQ(fl->map(kIova + page * 4096, kData + target * 4096, 12,
-                      build::fl_leaf_bits(true, true, false)),
+    ASSERT_EQ(dev->map(kIova + page * 4096, kData + target * 4096, 12, kAccessRead | kAccessWrite),
               build::Status::kOk);
   }
   Result translate(uint64_t page, uint8_t access = kAccessRead) {
     Request q{kSid, true, kPasid, kIova + page * 4096 + 0x10, access, false};
-    const Result r = engine.translate(q);
+    const Result r = m.engine().translate(q);
     recorder->translate(0, q, r);
     return r;
   }
@@ -212,16 +208,13 @@ struct RecordedMachine {
     op.addr = kIova + page * 4096;
     op.npages = 1;
     op.leaf = true;
-    engine.invalidate(op);
+    m.engine().invalidate(op);
     recorder->invalidate(0, op);
   }
 
-  Engine engine;
+  machine::Machine m;
   std::unique_ptr<Recorder> recorder;
-  std::unique_ptr<PageAllocator> pages;
-  std::unique_ptr<HostTableSpace> space;
-  std::unique_ptr<StructuresWriter> structures;
-  std::unique_ptr<build::FirstLevelBuilder<HostTableSpace>> fl;
+  machine::Device *dev = nullptr;
 };
 
 std::vector<uint8_t> record_remap_workload() {

@@ -10,6 +10,7 @@
 #include "nestor.h"
 #include "nestor/engine.h"
 #include "nestor/invalidation.h"
+#include "nestor/machine/machine.h"
 #include "nestor/vtd/structures_writer.h"
 #include "nestor/walkers/builder.h"
 
@@ -46,24 +47,13 @@ void build(Engine &e, uint64_t hpa) {
   ASSERT_EQ(sl.map(kIova, hpa, 12, build::sl_leaf_bits(kAccessRead | kAccessWrite)),
             build::Status::kOk);
   ASSERT_EQ(structures.attach(kSid, 0), 0);
-  vtd::PasidEntry pe;
-  pe.present = true;
-  pe.did = kDid;
-  pe.aw = 2;
-  pe.pgtt = vtd::Pgtt::kSecondLevel;
-  pe.sl_root = root;
+  const vtd::PasidEntry pe = machine::pasid_entry(machine::Mode::kSecondLevel, kDid, 0, root);
   ASSERT_EQ(structures.set_pasid_entry(kSid, kPasid, pe), 0);
   ASSERT_EQ(e.set_root_table(structures.root_table()), 0);
 }
 
 Request request(uint64_t iova) {
-  Request r;
-  r.source_id = kSid;
-  r.has_pasid = true;
-  r.pasid = kPasid;
-  r.iova = iova;
-  r.access = kAccessRead;
-  return r;
+  return machine::request(kSid, kPasid, iova);
 }
 
 TEST(EngineReset, NothingBeforeTheResetSurvivesIt) {

@@ -126,7 +126,7 @@ TEST_P(CachedEngineModel, AgreesWithUncachedWalkAfterEveryInvalidation) {
       // PASID entry rewrite (flags change) + PASID-cache and PASID-scope IOTLB invalidation.
       vtd::PasidEntry pe = m.pasid_entry;
       pe.wpe = !pe.wpe;
-      ASSERT_EQ(m.rewrite_pasid_entry(pe), 0);
+      m.rewrite_pasid_entry(pe);
       m.invalidate_scope(invq::Scope::kPasid, invq::kCachePasid);
       m.invalidate_scope(invq::Scope::kDomain, invq::kCacheIotlb | invq::kCachePaging);
       after = "PASID entry rewrite + PASID-cache/domain invalidation";
@@ -169,8 +169,8 @@ TEST(CachedEngine, SharedSecondLevelEntriesFollowEachPasidsSlee) {
     vtd::PasidEntry with = m.pasid_entry, without = m.pasid_entry;
     with.slee = true;
     without.slee = false;
-    ASSERT_EQ(m.rewrite_pasid_entry(fill_with_slee ? with : without), 0);
-    ASSERT_EQ(m.set_other_pasid_entry(kPasid + 1, fill_with_slee ? without : with), 0);
+    m.rewrite_pasid_entry(fill_with_slee ? with : without);
+    m.set_other_pasid_entry(kPasid + 1, fill_with_slee ? without : with);
     Request first = Machine::request(0, kAccessExec);
     Request second = first;
     second.pasid = kPasid + 1;
@@ -219,7 +219,7 @@ TEST(CachedEngine, HandleSeesPasidEntryChangeOnlyAfterInvalidation) {
   ASSERT_TRUE(h.translate(kIovaBase + 3 * 4096, kAccessRead).ok);
   vtd::PasidEntry pe = m.pasid_entry;
   pe.present = false;
-  ASSERT_EQ(m.rewrite_pasid_entry(pe), 0);
+  m.rewrite_pasid_entry(pe);
   m.invalidate_scope(invq::Scope::kPasid, invq::kCachePasid | invq::kCacheIotlb);
   const Result r = h.translate(kIovaBase + 3 * 4096, kAccessRead);
   EXPECT_FALSE(r.ok);

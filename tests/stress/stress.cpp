@@ -41,10 +41,9 @@
 
 #include "nestor/engine.h"
 #include "nestor/invalidation.h"
-#include "nestor/vtd/descriptor.h"
 #include "nestor/invq/op.h"
-#include "nestor/vtd/structures_writer.h"
-#include "nestor/walkers/builder.h"
+#include "nestor/machine/machine.h"
+#include "nestor/vtd/descriptor.h"
 
 namespace nestor::stress {
 namespace {
@@ -156,80 +155,51 @@ struct alignas(64) Counters {
 // --- the machine --------------------------------------------------------------------------
 class Machine {
  public:
-  explicit Machine(const Options &opt) : pages_(opt.pages) {
-    EngineConfig cfg;
-    cfg.iotlb_entries = opt.iotlb_entries;
-    cfg.psc_entries = opt.psc_entries;
-    cfg.drain = opt.drain && opt.sabotage != Sabotage::kDrainCheckWithoutDrain;
-    cfg.coalesce = opt.coalesce;
-    cfg.background_invalidation = opt.background;
-    if (opt.gpa_dependencies || opt.sabotage == Sabotage::kNarrowGpaInvalidation)
-      cfg.gpa_invalidation = EngineConfig::GpaInvalidation::kDependencies;
-    engine = std::make_unique<Engine>(cfg);
-    MachineMemory &mem = engine->memory();
-    if (mem.add_ram(0, kRamSize) != 0) throw std::runtime_error("add_ram");
-    pages = std::make_unique<PageAllocator>(mem, kHostTables, kHostTablesSize);
-    host = std::make_unique<HostTableSpace>(mem, *pages);
-    structures = std::make_unique<StructuresWriter>(mem, *pages);
-    if (engine->set_root_table(structures->root_table()) != 0) throw std::runtime_error("root");
-
+  explicit Machine(const Options &opt) : m_(layout(), engine_config(opt)), pages_(opt.pages) {
+    engine = &m_.engine();
+    m_.place_structures();
+    auto spec = [](unsigned as, machine::Mode mode) {
+      machine::DeviceSpec s;
+      s.source_id = kAs[as].sid;
+      s.pasid = kAs[as].pasid;
+      s.did = kAs[as].did;
+      s.mode = mode;
+      s.sre = s.ere = true;
+      return s;
+    };
     // AS 0: first level in host memory.
-    fl = std::make_unique<build::FirstLevelBuilder<HostTableSpace>>(*host, pages->alloc(), 4);
-    // AS 1: nested. Second level: guest tables 2M pages, data chunks 1G pages.
-    slc_nested.root = pages->alloc();
-    slc_nested.levels = 4;
-    sl_nested =
-        std::make_unique<build::SecondLevelBuilder<HostTableSpace>>(*host, slc_nested.root, 4);
+    dev[kFl] = &m_.add_device(spec(kFl, machine::Mode::kFirstLevel));
+    // AS 1: nested. Second level: guest tables 4K pages, data chunks 1G pages.
+    machine::Domain &nested = m_.add_domain(kAs[kNested].did);
+    sl_nested = &nested.tables;
     // 4K pages: the host edits the second-level mapping of single first-level table pages.
-    for (uint64_t off = 0; off < kGuestTablesSize; off += 4096)
-      check(sl_nested->map(off, kGuestTablesHpa + off, 12, build::sl_leaf_bits(7)), "sl tables");
+    nested.map(0, kGuestTablesHpa, kGuestTablesSize);
     chunks = opt.pages / 4;
-    for (uint64_t c = 0; c < chunks; ++c)
-      check(sl_nested->map(chunk_gpa(c), chunk_hpa(c, 1), 30, build::sl_leaf_bits(7)), "chunk");
-    guest = std::make_unique<GuestTableSpace>(mem, slc_nested, 0, kGuestTablesSize);
-    fl_nested = std::make_unique<build::FirstLevelBuilder<GuestTableSpace>>(
-        *guest, guest->alloc_table(), 4);
+    for (uint64_t c = 0; c < chunks; ++c) nested.map(chunk_gpa(c), chunk_hpa(c, 1), 1ull << 30, 30);
+    machine::DeviceSpec ns = spec(kNested, machine::Mode::kNested);
+    ns.domain = &nested;
+    ns.guest = &m_.add_guest(nested.slc, 0, kGuestTablesSize);
+    dev[kNested] = &m_.add_device(ns);
     // AS 2: second level only.
-    sl_only = std::make_unique<build::SecondLevelBuilder<HostTableSpace>>(*host, pages->alloc(), 4);
+    machine::DeviceSpec ss = spec(kSl, machine::Mode::kSecondLevel);
+    ss.domain = &m_.add_domain(kAs[kSl].did);
+    dev[kSl] = &m_.add_device(ss);
 
     page_state = std::make_unique<Versioned[]>(kAsCount * pages_);
     chunk_state = std::make_unique<Versioned[]>(chunks);
     for (unsigned as = 0; as < kAsCount; ++as)
       for (uint64_t p = 0; p < pages_; ++p) {
         state(as, p).hist[1].store(uint64_t{1} << 2 | kReadWrite);
-        check(write_leaf(as, p, 1, kReadWrite), "initial map");
+        machine::check(write_leaf(as, p, 1, kReadWrite), "initial map");
       }
     for (uint64_t c = 0; c < chunks; ++c) chunk_state[c].hist[1].store(uint64_t{1} << 2);
     // Every nested page shares one table per level (the IOVA range sits in one 2M region).
+    machine::GuestFl &fl_nested = *dev[kNested]->guest_fl;
     for (int level = 1; level <= 4; ++level) {
       const uint64_t gpa =
-          level == 4 ? fl_nested->root() : fl_nested->entry_address(kIova, level) & ~0xFFFull;
-      tables[level - 1] = {gpa, kGuestTablesHpa + gpa, pages->alloc()};
+          level == 4 ? fl_nested.root() : fl_nested.entry_address(kIova, level) & ~0xFFFull;
+      tables[level - 1] = {gpa, kGuestTablesHpa + gpa, m_.alloc_table()};
       table_state[level - 1].hist[1].store(uint64_t{1} << 2 | kReadWrite);
-    }
-
-    for (unsigned as = 0; as < kAsCount; ++as) {
-      vtd::PasidEntry pe;
-      pe.present = true;
-      pe.did = kAs[as].did;
-      pe.aw = 2;
-      pe.sre = pe.ere = true;
-      pe.fl_levels = 4;
-      if (as == kFl) {
-        pe.pgtt = vtd::Pgtt::kFirstLevel;
-        pe.fl_root = fl->root();
-      } else if (as == kNested) {
-        pe.pgtt = vtd::Pgtt::kNested;
-        pe.fl_root = fl_nested->root();
-        pe.sl_root = slc_nested.root;
-      } else {
-        pe.pgtt = vtd::Pgtt::kSecondLevel;
-        pe.sl_root = sl_only->root();
-      }
-      if (as != kNested && structures->attach(kAs[as].sid, 0) != 0)
-        throw std::runtime_error("attach");
-      if (structures->set_pasid_entry(kAs[as].sid, kAs[as].pasid, pe) != 0)
-        throw std::runtime_error("pasid entry");
     }
   }
 
@@ -240,43 +210,43 @@ class Machine {
   // the path exists (created at setup), so concurrent owners never race on a table pointer.
   build::Status write_leaf(unsigned as, uint64_t p, uint64_t v, State st) {
     const uint64_t iova = kIova + p * 4096;
-    const bool w = st == kReadWrite;
-    switch (as) {
-      case kFl:
-        return st == kUnmapped
-                   ? fl->unmap(iova, 12)
-                   : fl->map(iova, page_target(as, p, v), 12, build::fl_leaf_bits(w, true, true));
-      case kNested:
-        return st == kUnmapped ? fl_nested->unmap(iova, 12)
-                               : fl_nested->map(iova, page_target(as, p, v), 12,
-                                                build::fl_leaf_bits(w, true, true));
-      default:
-        return st == kUnmapped
-                   ? sl_only->unmap(iova, 12)
-                   : sl_only->map(
-                         iova, page_target(as, p, v), 12,
-                         build::sl_leaf_bits(uint8_t(kAccessRead | (w ? kAccessWrite : 0))));
-    }
+    if (st == kUnmapped) return dev[as]->unmap(iova, 12);
+    // First-level leaves executable, second-level ones not.
+    const uint8_t perms =
+        kAccessRead | (st == kReadWrite ? kAccessWrite : 0) | (as == kSl ? 0 : kAccessExec);
+    return dev[as]->map(iova, page_target(as, p, v), 12, perms);
   }
   build::Status write_chunk(uint64_t c, uint64_t w) {
     return sl_nested->map(chunk_gpa(c), chunk_hpa(c, w), 30, build::sl_leaf_bits(7));
   }
 
-  static void check(build::Status s, const char *what) {
-    if (s != build::Status::kOk)
-      throw std::runtime_error(std::string("stress machine: ") + what + ": " +
-                               build::status_name(s));
+ private:
+  static machine::RamLayout layout() {
+    machine::RamLayout l;
+    l.ram_size = kRamSize;
+    l.tables_base = kHostTables;
+    l.tables_size = kHostTablesSize;
+    return l;
+  }
+  static EngineConfig engine_config(const Options &opt) {
+    EngineConfig cfg;
+    cfg.iotlb_entries = opt.iotlb_entries;
+    cfg.psc_entries = opt.psc_entries;
+    cfg.drain = opt.drain && opt.sabotage != Sabotage::kDrainCheckWithoutDrain;
+    cfg.coalesce = opt.coalesce;
+    cfg.background_invalidation = opt.background;
+    if (opt.gpa_dependencies || opt.sabotage == Sabotage::kNarrowGpaInvalidation)
+      cfg.gpa_invalidation = EngineConfig::GpaInvalidation::kDependencies;
+    return cfg;
   }
 
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<PageAllocator> pages;
-  std::unique_ptr<HostTableSpace> host;
-  std::unique_ptr<StructuresWriter> structures;
-  sl::Config slc_nested;
-  std::unique_ptr<build::FirstLevelBuilder<HostTableSpace>> fl;
-  std::unique_ptr<build::SecondLevelBuilder<HostTableSpace>> sl_nested, sl_only;
-  std::unique_ptr<GuestTableSpace> guest;
-  std::unique_ptr<build::FirstLevelBuilder<GuestTableSpace>> fl_nested;
+  machine::Machine m_;
+  uint64_t pages_;
+
+ public:
+  Engine *engine = nullptr;
+  std::array<machine::Device *, kAsCount> dev{};
+  machine::HostSl *sl_nested = nullptr;
   std::unique_ptr<Versioned[]> page_state, chunk_state;
   uint64_t chunks = 0;
   // The nested space's first-level table pages (index: level - 1): GPA, the host page the
@@ -293,9 +263,6 @@ class Machine {
   // Leaf writes into the nested tables go through the second level (GuestTableSpace): they
   // hold this shared while the table editor holds it exclusively across an edit.
   std::shared_mutex table_mu;
-
- private:
-  uint64_t pages_;
 };
 
 // Version whose low `bits` bits are `low`, from the history ring; 0 if it was overwritten.
@@ -491,13 +458,7 @@ void Run::translator(unsigned slot, unsigned index) {
       if (use_handle) {
         r = handles[as].translate(iova, access);
       } else {
-        Request req;
-        req.source_id = kAs[as].sid;
-        req.has_pasid = true;
-        req.pasid = kAs[as].pasid;
-        req.iova = iova;
-        req.access = access;
-        r = e.translate(req);
+        r = e.translate(m_.dev[as]->request(iova, access));
       }
       if (drain_check) {
         c1 = vs.completed.load(std::memory_order_acquire);
