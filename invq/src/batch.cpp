@@ -183,24 +183,34 @@ uint64_t promote(std::vector<InvalidationOp> &ops, uint64_t threshold) {
   return promoted;
 }
 
-// Ops that differ only in their cache bits become one op with the union of the bits.
+// Ops that differ only in their cache bits become one op with the union of the bits, kept at
+// the first one's place. Sorting indices by everything but the bits finds them in O(n log n):
+// a pairwise search made a 511-op batch with nothing to merge cost 4x its own application.
 void combine_caches(std::vector<InvalidationOp> &ops) {
-  std::vector<InvalidationOp> out;
-  for (const InvalidationOp &op : ops) {
-    InvalidationOp without_caches = op;
-    without_caches.caches = 0;
-    auto same = std::find_if(out.begin(), out.end(), [&](const InvalidationOp &candidate) {
-      InvalidationOp other = candidate;
-      other.caches = 0;
-      return other == without_caches;
-    });
-    if (same != out.end()) {
-      same->caches |= op.caches;
+  if (ops.size() < 2) return;
+  auto key_without_caches = [&](uint32_t i) {
+    InvalidationOp op = ops[i];
+    op.caches = 0;
+    return sort_key(op);
+  };
+  std::vector<uint32_t> order(ops.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return key_without_caches(a) < key_without_caches(b);
+  });
+  bool any = false;
+  for (size_t k = 1, first = 0; k < order.size(); ++k) {
+    InvalidationOp a = ops[order[first]], b = ops[order[k]];
+    a.caches = b.caches = 0;
+    if (a == b) {
+      ops[order[first]].caches |= ops[order[k]].caches;
+      ops[order[k]].caches = 0;  // folded into the first; dropped below
+      any = true;
     } else {
-      out.push_back(op);
+      first = k;
     }
   }
-  ops = std::move(out);
+  if (any) std::erase_if(ops, [](const InvalidationOp &op) { return op.caches == 0; });
 }
 
 }  // namespace
