@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <unordered_map>
 
 namespace nestor::invq {
 
@@ -81,48 +82,68 @@ void dedupe(std::vector<InvalidationOp> &ops) {
   ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
 }
 
-// Cache bits of `inner` whose effect `outer` already includes (exact subset, per cache).
-uint8_t absorbed_bits(const InvalidationOp &outer, const InvalidationOp &inner) {
-  if (scope_rank(outer.scope) <= scope_rank(inner.scope)) return 0;
-  const uint8_t shared = outer.caches & inner.caches;
-  if (shared == 0) return 0;
-  const bool inner_gpa = inner.scope == Scope::kRange && inner.addr_is_gpa;
-  const uint8_t did_tagged = shared & static_cast<uint8_t>(~kCacheDevTlb);
-  const uint8_t sid_tagged = shared & kCacheDevTlb;
-  switch (outer.scope) {
-    case Scope::kGlobal:
-      return shared;
-    case Scope::kDomain:
-      if (inner.did != outer.did) return 0;
-      // GPA ranges select by domain for every cache; other ops only for domain-tagged caches.
-      if (inner_gpa) return shared;
-      return inner.scope == Scope::kDevice ? 0 : did_tagged;
-    case Scope::kDevice:
-      if (inner_gpa || inner.scope == Scope::kDomain) return 0;
-      return source_id_matches(inner.source_id, outer.source_id, outer.function_mask) ? sid_tagged
-                                                                                      : 0;
-    case Scope::kPasid: {
-      if (inner_gpa || inner.pasid != outer.pasid) return 0;
-      uint8_t bits = 0;
-      if (inner.did == outer.did) bits |= did_tagged;
-      if (inner.source_id == outer.source_id) bits |= sid_tagged;
-      return bits;
-    }
-    case Scope::kRange:
-      return 0;
-  }
-  return 0;
-}
-
+// Strips from every op the cache bits a wider op of the batch already covers (by covers():
+// a global op every narrower one; a domain op the domain-tagged caches of the domain's PASID
+// and range ops, every cache of its GPA ranges; a device op the device-TLB bits of matching
+// requesters; a PASID op its ranges' caches of the same domain or requester). The wider ops
+// are folded into unions of cache bits per tag, so each op costs a few lookups rather than a
+// pass over every wider op: a batch of 511 device-selective context ops spent three quarters
+// of its time in the pairwise version. CoalesceProperty checks the result against covers().
 void absorb(std::vector<InvalidationOp> &ops) {
-  std::vector<InvalidationOp> absorbers;
+  uint8_t global = 0;
+  std::unordered_map<uint16_t, uint8_t> by_domain;     // did
+  std::unordered_map<uint32_t, uint8_t> by_device[4];  // [fm] sid with fm bits cleared
+  std::unordered_map<uint64_t, uint8_t> by_pasid_did, by_pasid_sid;  // pasid << 32 | did or sid
+  auto device_key = [](uint16_t sid, unsigned fm) {
+    const unsigned ignored_bits = fm > 3 ? 3u : fm;
+    return uint32_t(sid & ~(((1u << ignored_bits) - 1u) << (3u - ignored_bits)));
+  };
+  bool any = false;
   for (const InvalidationOp &op : ops) {
-    if (scope_rank(op.scope) >= 2) absorbers.push_back(op);
+    switch (op.scope) {
+      case Scope::kGlobal:
+        global |= op.caches;
+        break;
+      case Scope::kDomain:
+        by_domain[op.did] |= op.caches;
+        break;
+      case Scope::kDevice: {
+        const unsigned fm = op.function_mask > 3 ? 3u : op.function_mask;
+        by_device[fm][device_key(op.source_id, fm)] |= op.caches;
+        break;
+      }
+      case Scope::kPasid:
+        by_pasid_did[uint64_t(op.pasid) << 32 | op.did] |= op.caches;
+        by_pasid_sid[uint64_t(op.pasid) << 32 | op.source_id] |= op.caches;
+        break;
+      case Scope::kRange:
+        continue;
+    }
+    any = true;
   }
-  if (absorbers.empty()) return;
+  if (!any) return;
+  auto lookup = [](const auto &map, auto key) -> uint8_t {
+    const auto it = map.find(key);
+    return it == map.end() ? 0 : it->second;
+  };
+  const uint8_t sid_bits = kCacheDevTlb, did_bits = static_cast<uint8_t>(~kCacheDevTlb);
   for (InvalidationOp &op : ops) {
-    uint8_t stripped = 0;
-    for (const InvalidationOp &outer : absorbers) stripped |= absorbed_bits(outer, op);
+    const int rank = scope_rank(op.scope);
+    if (rank >= 4) continue;
+    const bool gpa = op.scope == Scope::kRange && op.addr_is_gpa;
+    uint8_t stripped = global;
+    if (rank < 3) {
+      // Domain ops take every cache of a GPA range of their domain, domain-tagged caches
+      // otherwise; device ops only device TLBs of matching requesters, never of GPA ranges.
+      stripped |= lookup(by_domain, op.did) & (gpa ? uint8_t(0xFF) : did_bits);
+      if (!gpa)
+        for (unsigned fm = 0; fm < 4; ++fm)
+          stripped |= lookup(by_device[fm], device_key(op.source_id, fm)) & sid_bits;
+    }
+    if (rank < 2 && !gpa) {
+      stripped |= lookup(by_pasid_did, uint64_t(op.pasid) << 32 | op.did) & did_bits;
+      stripped |= lookup(by_pasid_sid, uint64_t(op.pasid) << 32 | op.source_id) & sid_bits;
+    }
     op.caches &= static_cast<uint8_t>(~stripped);
   }
   std::erase_if(ops, [](const InvalidationOp &op) { return op.caches == 0; });
