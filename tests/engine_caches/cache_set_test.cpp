@@ -14,8 +14,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -296,6 +298,26 @@ std::vector<InvalidationOp> every_op() {
   return ops;
 }
 
+// After `ops` were applied to a set holding every probe: whatever some op covers is gone, and
+// whatever no op's documented widening reaches is still there. Counts both kinds of probe.
+void expect_applied(Set &set, const std::vector<Probe> &probes, std::span<const InvalidationOp> ops,
+                    uint64_t promote_threshold_pages, size_t *required, size_t *kept) {
+  for (const Probe &p : probes) {
+    const bool covered =
+        std::any_of(ops.begin(), ops.end(), [&](const auto &op) { return covers(op, p.key); });
+    const bool widened = std::any_of(ops.begin(), ops.end(), [&](const auto &op) {
+      return widening_reaches(op, p, promote_threshold_pages);
+    });
+    if (covered) {
+      ++*required;
+      EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
+    } else if (!widened) {
+      ++*kept;
+      EXPECT_TRUE(present(set, p)) << "undocumented over-invalidation: " << describe(p);
+    }
+  }
+}
+
 TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
   const std::vector<Probe> probes = population();
   const CacheSetConfig cfg = config(false);
@@ -308,15 +330,7 @@ TEST(CacheSet, ApplyRemovesWhatCoversSelectsAndKeepsWhatNoWideningReaches) {
     const uint64_t generation = set.generation();
     set.apply(op);
     EXPECT_GT(set.generation(), generation);
-    for (const Probe &p : probes) {
-      if (covers(op, p.key)) {
-        ++required;
-        EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
-      } else if (!widening_reaches(op, p, cfg.iotlb.promote_threshold_pages)) {
-        ++kept;
-        EXPECT_TRUE(present(set, p)) << "undocumented over-invalidation: " << describe(p);
-      }
-    }
+    expect_applied(set, probes, {&op, 1}, cfg.iotlb.promote_threshold_pages, &required, &kept);
   }
   // Both directions were exercised at scale, not vacuously.
   EXPECT_GT(required, 1000u);
@@ -339,16 +353,7 @@ TEST(CacheSet, ApplyBatchRemovesWhatEachOpCoversAndStepsTheGenerationOnce) {
     const uint64_t generation = set.generation();
     set.apply_batch(batch);
     EXPECT_EQ(set.generation(), generation + 1);
-    for (const Probe &p : probes) {
-      if (covers(batch[0], p.key) || covers(batch[1], p.key)) {
-        ++required;
-        EXPECT_FALSE(present(set, p)) << "under-invalidation: " << describe(p);
-      } else if (!widening_reaches(batch[0], p, cfg.iotlb.promote_threshold_pages) &&
-                 !widening_reaches(batch[1], p, cfg.iotlb.promote_threshold_pages)) {
-        ++kept;
-        EXPECT_TRUE(present(set, p)) << "undocumented over-invalidation: " << describe(p);
-      }
-    }
+    expect_applied(set, probes, batch, cfg.iotlb.promote_threshold_pages, &required, &kept);
   }
   EXPECT_GT(required, 100u);
   EXPECT_GT(kept, 100u);
