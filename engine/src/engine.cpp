@@ -6,9 +6,6 @@
 #include <optional>
 
 #include "nestor/invalidation.h"
-#include "nestor/walkers/first_level.h"
-#include "nestor/walkers/nested.h"
-#include "nestor/walkers/second_level.h"
 
 namespace nestor {
 

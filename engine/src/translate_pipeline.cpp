@@ -43,25 +43,28 @@ class PipelineTables {
       : e_(e), stamp_(stamp), did_(did), slc_(slc) {}
 
   sl::Result sl_walk(uint64_t gpa, uint8_t access) {
-    if constexpr (!kCaching) return sl::walk(e_.mem_, slc_, gpa, access);
-    sl::Start start;
-    caches::PscEntry pe;
-    for (unsigned level = caches::kPscMinLevel; level <= slc_.levels; ++level) {
-      if (e_.caches_.psc().lookup_sl(did_, level, gpa, &pe)) {
-        start = {int(level) - 1, pe.next_table, pe.attrs};
-        break;
+    if constexpr (!kCaching) {
+      return sl::walk(e_.mem_, slc_, gpa, access);
+    } else {
+      sl::Start start;
+      caches::PscEntry pe;
+      for (unsigned level = caches::kPscMinLevel; level <= slc_.levels; ++level) {
+        if (e_.caches_.psc().lookup_sl(did_, level, gpa, &pe)) {
+          start = {int(level) - 1, pe.next_table, pe.attrs};
+          break;
+        }
       }
+      sl::Path path;
+      sl::Result r = sl::walk(e_.mem_, slc_, gpa, access, start, &path);
+      const int top = start.level ? start.level : slc_.levels;
+      // Non-leaf entries the walk went through are valid whatever the leaf said.
+      for (int level = top; level >= int(caches::kPscMinLevel); --level) {
+        if (!path.next_table[level]) break;
+        e_.caches_.psc().fill_sl(stamp_, did_, unsigned(level), gpa,
+                                 {path.next_table[level], path.perms[level]});
+      }
+      return r;
     }
-    sl::Path path;
-    sl::Result r = sl::walk(e_.mem_, slc_, gpa, access, start, &path);
-    const int top = start.level ? start.level : slc_.levels;
-    // Non-leaf entries the walk went through are valid whatever the leaf said.
-    for (int level = top; level >= int(caches::kPscMinLevel); --level) {
-      if (!path.next_table[level]) break;
-      e_.caches_.psc().fill_sl(stamp_, did_, unsigned(level), gpa,
-                               {path.next_table[level], path.perms[level]});
-    }
-    return r;
   }
 
   // --- the Tables interface of fl::walk / nested::walk ---
