@@ -119,6 +119,40 @@ TEST(SetAssocCache, InvalidateSetRefusesOlderFillsInThatSetOnly) {
   EXPECT_EQ(c.fill(5, K{other}, V{}, always_valid()), FillResult::kInserted);
 }
 
+// KeyRemover: the equality form of invalidate_set_of that address-selective invalidation
+// uses. Every named key goes, no other key does (not even a set-mate), and each named key's
+// set refuses fills stamped at or before t. 100 keys span several of its prefetch chunks, and
+// a small cache puts many of them in shared sets.
+TEST(SetAssocCache, KeyRemoverRemovesExactlyTheNamedKeys) {
+  Cache c(SetAssocConfig{.capacity = 256, .shards = 2});
+  std::vector<K> present;
+  for (uint64_t a = 0; a < 1000 && present.size() < 200; ++a) {
+    if (c.fill(1, K{a}, V{a, 0}, always_valid()) == FillResult::kInserted) present.push_back(K{a});
+  }
+  V v{};
+  std::vector<K> live;
+  for (const K &k : present) {
+    if (c.lookup(k, &v, always_valid())) live.push_back(k);
+  }
+  ASSERT_GE(live.size(), 150u);
+  std::set<uint64_t> named;
+  size_t expected = 0;
+  {
+    Cache::KeyRemover remover(c, 7);
+    for (size_t i = 0; i < live.size(); i += 2) {
+      remover.add(live[i]);
+      named.insert(live[i].a);
+      ++expected;
+    }
+    remover.add(K{5000});  // absent: removes nothing, still stamps its set
+    EXPECT_EQ(remover.removed(), expected);
+  }
+  for (const K &k : live) EXPECT_EQ(c.lookup(k, &v, always_valid()), !named.count(k.a)) << k.a;
+  EXPECT_EQ(c.fill(7, K{5000}, V{}, always_valid()), FillResult::kRefused);
+  EXPECT_EQ(c.fill(8, K{5000}, V{}, always_valid()), FillResult::kInserted);
+  EXPECT_EQ(c.fill(7, live[0], V{}, always_valid()), FillResult::kRefused);
+}
+
 TEST(SetAssocCache, InvalidateAllSetsMatchesPredicate) {
   Cache c(SetAssocConfig{.capacity = 1024, .shards = 4});
   for (uint64_t a = 0; a < 100; ++a) ASSERT_TRUE(accepted(c.fill(1, K{a}, V{}, always_valid())));

@@ -275,24 +275,19 @@ class Iotlb {
       return;
     }
     const uint64_t last = last_byte(addr, npages);
-    auto overlaps = [&](const Key &k) {
-      if (k.did != did || k.pasid != pasid) return false;
-      const unsigned shift = page_shift_of(PageSize(k.size));
-      const uint64_t lo = k.page << shift;
-      const uint64_t hi = lo + ((uint64_t{1} << shift) - 1);
-      return lo <= last && addr <= hi;
-    };
-    size_t removed = 0;
-    // Every key that could hold an overlapping entry hashes to one of these sets; recording t
-    // on each of them is what refuses a racing fill of any such key.
+    // An entry overlapping the range has, in its size class, a page number between those of
+    // the range's first and last byte; so these keys are all the keys that can hold one, and
+    // recording t on their sets is what refuses a racing fill of any of them.
+    Cache::KeyRemover remover(cache_, t);
     for (unsigned s = 0; s < 3; ++s) {
       const unsigned shift = page_shift_of(PageSize(s));
       const uint64_t first_page = addr >> shift, last_page = last >> shift;
       for (uint64_t p = first_page;; ++p) {
-        removed += cache_.invalidate_set_of(make_key(did, pasid, p, PageSize(s)), t, overlaps);
+        remover.add(make_key(did, pasid, p, PageSize(s)));
         if (p == last_page) break;
       }
     }
+    const size_t removed = remover.removed();
     if (removed) stats_.add(Counter::kEntriesRemoved, removed);
   }
 

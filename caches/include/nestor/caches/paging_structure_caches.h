@@ -160,13 +160,12 @@ class PagingStructureCaches {
       return;
     }
     const uint64_t last = last_byte(addr, npages);
-    auto covers = [&](const FlKey &k) {
-      return k.did == did && k.pasid == pasid && prefix_overlaps(k.prefix, k.level, addr, last);
-    };
-    size_t removed = 0;
+    // for_each_prefix names every (level, prefix) an entry overlapping the range can have.
+    FlCache::KeyRemover remover(fl_, t);
     for_each_prefix(addr, last, [&](unsigned level, uint64_t prefix) {
-      removed += fl_.invalidate_set_of(FlKey{prefix, pasid, did, uint8_t(level), 0}, t, covers);
+      remover.add(FlKey{prefix, pasid, did, uint8_t(level), 0});
     });
+    const size_t removed = remover.removed();
     if (removed) fl_stats_.add(Counter::kEntriesRemoved, removed);
   }
 
@@ -194,24 +193,20 @@ class PagingStructureCaches {
       return;
     }
     const uint64_t last = last_byte(gpa, npages);
-    size_t removed = 0;
     if (!leaf_hint) {
-      auto covers = [&](const SlKey &k) {
-        return k.did == did && prefix_overlaps(k.prefix, k.level, gpa, last);
-      };
+      SlCache::KeyRemover remover(sl_, t);
       for_each_prefix(gpa, last, [&](unsigned level, uint64_t prefix) {
-        removed += sl_.invalidate_set_of(SlKey{prefix, did, uint8_t(level), {}}, t, covers);
+        remover.add(SlKey{prefix, did, uint8_t(level), {}});
       });
+      const size_t removed = remover.removed();
       if (removed) sl_stats_.add(Counter::kEntriesRemoved, removed);
     }
-    removed = 0;
-    auto in_range = [&](const NtKey &k) {
-      return k.did == did && k.page >= (gpa >> 12) && k.page <= (last >> 12);
-    };
+    NtCache::KeyRemover remover(nt_, t);
     for (uint64_t p = gpa >> 12;; ++p) {
-      removed += nt_.invalidate_set_of(NtKey{p, did, {}}, t, in_range);
+      remover.add(NtKey{p, did, {}});
       if (p == (last >> 12)) break;
     }
+    const size_t removed = remover.removed();
     if (removed) nt_stats_.add(Counter::kEntriesRemoved, removed);
   }
 
@@ -246,6 +241,10 @@ class PagingStructureCaches {
     uint8_t zero[6];
   };
 
+  using FlCache = SetAssocCache<FlKey, PscEntry, kWays>;
+  using SlCache = SetAssocCache<SlKey, PscEntry, kWays>;
+  using NtCache = SetAssocCache<NtKey, NestedTableEntry, kWays>;
+
   static bool level_ok(unsigned level) { return level >= kPscMinLevel && level <= kPscMaxLevel; }
 
   static FlKey fl_key(uint16_t did, uint32_t pasid, unsigned level, uint64_t iova) {
@@ -261,11 +260,6 @@ class PagingStructureCaches {
     if (npages > (kMax >> 12)) return kMax;
     const uint64_t len = npages << 12;
     return addr > kMax - (len - 1) ? kMax : addr + (len - 1);
-  }
-
-  static bool prefix_overlaps(uint64_t prefix, unsigned level, uint64_t first, uint64_t last) {
-    const unsigned shift = psc_level_shift(level);
-    return prefix >= (first >> shift) && prefix <= (last >> shift);
   }
 
   template <class F>
@@ -314,9 +308,9 @@ class PagingStructureCaches {
 
   InvalidationClock &clock_;
   PscConfig cfg_;
-  SetAssocCache<FlKey, PscEntry, kWays> fl_;
-  SetAssocCache<SlKey, PscEntry, kWays> sl_;
-  SetAssocCache<NtKey, NestedTableEntry, kWays> nt_;
+  FlCache fl_;
+  SlCache sl_;
+  NtCache nt_;
   alignas(64) std::atomic<uint64_t> global_time_{0};
   detail::ScopeTable did_times_;
   detail::ScopeTable sl_did_times_;

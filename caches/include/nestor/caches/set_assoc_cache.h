@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "nestor/caches/hash.h"
+#include "nestor/caches/large_array.h"
 
 namespace nestor::caches {
 
@@ -65,8 +66,11 @@ class SetAssocCache {
     if (sets < shards) sets = shards;
     sets_per_shard_ = sets / shards;
     shard_shift_ = shards == 1 ? 64 : 64 - static_cast<unsigned>(std::countr_zero(shards));
-    shards_ = std::make_unique<std::unique_ptr<Set[]>[]>(shards);
-    for (size_t s = 0; s < shards; ++s) shards_[s] = std::make_unique<Set[]>(sets_per_shard_);
+    sets_per_shard_bits_ = static_cast<unsigned>(std::countr_zero(sets_per_shard_));
+    // One allocation for all shards: one base pointer to load on every access, and a table
+    // large enough to be backed by huge pages.
+    sets_ = LargeArray<Set>(sets);
+    base_ = sets_.data();
     num_shards_ = shards;
   }
 
@@ -195,12 +199,15 @@ class SetAssocCache {
     return invalidate_set(set_for(hash_key(key)), t, match);
   }
 
+  // Removes the entries of exactly the keys it is given; defined below, after Set.
+  class KeyRemover;
+
   // Same for every set; for rare full scans (tests, diagnostics, scope clean-up).
   template <class Match>
   size_t invalidate_all_sets(uint64_t t, Match &&match) {
     size_t n = 0;
     for (size_t s = 0; s < num_shards_; ++s) {
-      for (size_t i = 0; i < sets_per_shard_; ++i) n += invalidate_set(shards_[s][i], t, match);
+      for (size_t i = 0; i < sets_per_shard_; ++i) n += invalidate_set(set_at(s, i), t, match);
     }
     return n;
   }
@@ -212,7 +219,7 @@ class SetAssocCache {
     size_t n = 0;
     for (size_t s = 0; s < num_shards_; ++s) {
       for (size_t i = 0; i < sets_per_shard_; ++i) {
-        Set &set = shards_[s][i];
+        Set &set = set_at(s, i);
         const uint64_t seq = lock(set);
         for (unsigned w = 0; w < ways_; ++w) {
           const Slot &slot = set.slots[w];
@@ -304,7 +311,10 @@ class SetAssocCache {
   // Shard from the top hash bits, set from the bottom ones, so the two choices are independent.
   Set &set_for(uint64_t h) const {
     const size_t shard = shard_shift_ >= 64 ? 0 : static_cast<size_t>(h >> shard_shift_);
-    return shards_[shard][h & (sets_per_shard_ - 1)];
+    return set_at(shard, h & (sets_per_shard_ - 1));
+  }
+  Set &set_at(size_t shard, size_t index) const {
+    return base_[(shard << sets_per_shard_bits_) | index];
   }
 
   static uint64_t lock(Set &set) {
@@ -360,11 +370,112 @@ class SetAssocCache {
     return removed;
   }
 
+  // Calls f(way) for each way whose tag byte equals key hash h's tag (a borrow may add a false
+  // candidate; callers compare the key). Writers call it under the set lock.
+  template <class F>
+  void for_each_tag_candidate(const Set &set, uint64_t h, F &&f) const {
+    const uint64_t tag_bytes = uint64_t(tag_of(h)) * 0x0101010101010101ULL;
+    for (size_t t_word = 0; t_word < kTagWords; ++t_word) {
+      const uint64_t x = set.tags[t_word].load(std::memory_order_relaxed) ^ tag_bytes;
+      uint64_t candidates = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
+      while (candidates) {
+        const unsigned w = unsigned(t_word * 8) + unsigned(std::countr_zero(candidates)) / 8;
+        candidates &= candidates - 1;
+        if (w >= ways_) return;
+        f(w);
+      }
+    }
+  }
+
+  void prefetch_matching_slots(const Set &set, uint64_t h) const {
+    for_each_tag_candidate(set, h, [&](unsigned w) {
+      const char *slot = reinterpret_cast<const char *>(&set.slots[w]);
+      __builtin_prefetch(slot, 1);
+      __builtin_prefetch(slot + sizeof(Slot) - 1, 1);
+    });
+  }
+
+  size_t invalidate_exact(Set &set, uint64_t h, const Words<kKeyWords> &kw, uint64_t t) {
+    const uint64_t seq = lock(set);
+    if (set.inv_time.load(std::memory_order_relaxed) < t) {
+      set.inv_time.store(t, std::memory_order_relaxed);
+    }
+    size_t removed = 0;
+    for_each_tag_candidate(set, h, [&](unsigned w) {
+      Slot &slot = set.slots[w];
+      if (!slot_key_equals(slot, kw)) return;
+      slot.stamp.store(0, kDataStore);
+      set_tag(set, w, 0);
+      ++removed;
+    });
+    unlock(set, seq);
+    return removed;
+  }
+
   unsigned ways_ = kWays;
   size_t num_shards_ = 1;
   size_t sets_per_shard_ = 1;
   unsigned shard_shift_ = 64;
-  std::unique_ptr<std::unique_ptr<Set[]>[]> shards_;
+  unsigned sets_per_shard_bits_ = 0;
+  LargeArray<Set> sets_;
+  Set *base_ = nullptr;  // sets_.data(): const lookups hand out sets that writers lock
+
+ public:
+  // Removes the entries of exactly the keys it is given and records t on each key's set, like
+  // invalidate_set_of with an equality match. Address-selective invalidation enumerates every
+  // key an overlapping entry can have, so equality is all it needs, and equality lets a set be
+  // settled by its tag line plus the one slot whose tag matches. Keys are taken in chunks whose
+  // sets are all prefetched before the first is locked: on a large cache each set is a memory
+  // miss, and overlapping the misses is what keeps a range's cost close to its page count
+  // rather than to the latency of each page in turn.
+  class KeyRemover {
+   public:
+    KeyRemover(SetAssocCache &cache, uint64_t t) : cache_(cache), t_(t) {}
+    KeyRemover(const KeyRemover &) = delete;
+    KeyRemover &operator=(const KeyRemover &) = delete;
+    ~KeyRemover() { flush(); }
+
+    void add(const Key &key) {
+      const uint64_t h = hash_key(key);
+      Set &set = cache_.set_for(h);
+      __builtin_prefetch(&set, 1);
+      pending_[n_++] = Pending{&set, h, pack<kKeyWords>(key)};
+      if (n_ == kChunk) flush();
+    }
+
+    // Entries removed so far (after flushing what is pending).
+    size_t removed() {
+      flush();
+      return removed_;
+    }
+
+   private:
+    static constexpr size_t kChunk = 16;
+    struct Pending {
+      Set *set;
+      uint64_t hash;
+      Words<kKeyWords> key;
+    };
+
+    void flush() {
+      // The tag lines have been on their way since add(); a way whose tag matches is almost
+      // always the entry to remove, so its slot is requested for every key before any set is
+      // locked. The unlocked tag read only steers a prefetch; the removal re-reads under lock.
+      for (size_t i = 0; i < n_; ++i)
+        cache_.prefetch_matching_slots(*pending_[i].set, pending_[i].hash);
+      for (size_t i = 0; i < n_; ++i) {
+        removed_ +=
+            cache_.invalidate_exact(*pending_[i].set, pending_[i].hash, pending_[i].key, t_);
+      }
+      n_ = 0;
+    }
+
+    SetAssocCache &cache_;
+    uint64_t t_;
+    size_t removed_ = 0;
+    size_t n_ = 0;
+    std::array<Pending, kChunk> pending_;
+  };
 };
 
 }  // namespace nestor::caches
