@@ -213,30 +213,35 @@ int EngineInvalidation::qi_configure(uint64_t base_pa, uint64_t entries, unsigne
 int EngineInvalidation::qi_write_tail(uint64_t tail_index) {
   if (!qi_configured_.load(std::memory_order_acquire)) return -EINVAL;
   MachineMemory &mem = engine_.memory();
-  const bool ok = queue_.write_tail(
-      static_cast<size_t>(tail_index),
-      [&mem](uint64_t pa, void *buf, size_t len) { return mem.read(pa, buf, len) == 0; },
-      [this, &mem](const invq::DecodedDescriptor &d) {
-        switch (d.kind) {
-          case invq::DecodedKind::kOp:
-            processor_.submit(d.op);
-            break;
-          case invq::DecodedKind::kWait:
-            // The status write happens after the batch completes; a write that could never
-            // land (neither RAM nor an embedder's I/O handler there) is refused now so the
-            // queue stops on this descriptor, as QEMU's vtd_process_wait_desc fails the
-            // descriptor when its write fails.
-            if (d.wait.status_write && !mem.writable(d.wait.status_addr, sizeof(uint32_t))) {
-              return false;
-            }
-            processor_.submit_wait(d.wait);
-            break;
-          case invq::DecodedKind::kNoOp:
-            break;  // interrupt-entry cache: nothing cached here
-        }
-        return true;
-      });
-  // Descriptors before an error were accepted and must take effect, as on hardware.
+  bool ok;
+  {
+    std::lock_guard staging(staging_mutex_);
+    ok = queue_.write_tail(
+        static_cast<size_t>(tail_index),
+        [&mem](uint64_t pa, void *buf, size_t len) { return mem.read(pa, buf, len) == 0; },
+        [this, &mem](const invq::DecodedDescriptor &d) {
+          switch (d.kind) {
+            case invq::DecodedKind::kOp:
+              staged_.add(d.op);
+              break;
+            case invq::DecodedKind::kWait:
+              // The status write happens after the batch completes; a write that could never
+              // land (neither RAM nor an embedder's I/O handler there) is refused now so the
+              // queue stops on this descriptor, as QEMU's vtd_process_wait_desc fails the
+              // descriptor when its write fails.
+              if (d.wait.status_write && !mem.writable(d.wait.status_addr, sizeof(uint32_t))) {
+                return false;
+              }
+              staged_.add_wait(d.wait);
+              break;
+            case invq::DecodedKind::kNoOp:
+              break;  // interrupt-entry cache: nothing cached here
+          }
+          return true;
+        });
+    // Descriptors before an error were accepted and must take effect, as on hardware.
+    processor_.submit(staged_);
+  }
   if (!processor_.running()) processor_.process_pending();
   return ok ? 0 : -EBUSY;
 }

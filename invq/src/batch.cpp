@@ -27,8 +27,9 @@ uint64_t range_end_page(const InvalidationOp &op) {
   return (op.addr >> kPageShift) + op.npages;
 }
 
-// Clears the fields covers() ignores for this scope, so equivalent ops compare equal.
-InvalidationOp canonical(InvalidationOp op) {
+// Clears the fields covers() ignores for this scope, so equivalent ops compare equal. In
+// place and field by field: it runs on every op of every batch.
+void canonicalize(InvalidationOp &op) {
   const bool devtlb_only = op.caches == kCacheDevTlb;
   const bool has_devtlb = (op.caches & kCacheDevTlb) != 0;
   if (op.scope != Scope::kRange) {
@@ -40,10 +41,14 @@ InvalidationOp canonical(InvalidationOp op) {
   if (op.scope != Scope::kDevice) op.function_mask = 0;
   switch (op.scope) {
     case Scope::kGlobal:
-      op = InvalidationOp{.caches = op.caches, .scope = Scope::kGlobal};
-      break;
+      op.did = 0;
+      [[fallthrough]];
     case Scope::kDomain:
-      op = InvalidationOp{.caches = op.caches, .scope = Scope::kDomain, .did = op.did};
+      op.source_id = 0;
+      op.pasid = kNoPasid;
+      op.pfsid = 0;
+      op.max_invs_pending = 0;
+      op.devtlb_global = false;
       break;
     case Scope::kDevice:
       op.did = 0;
@@ -60,26 +65,51 @@ InvalidationOp canonical(InvalidationOp op) {
       if (devtlb_only) op.did = 0;
       break;
   }
-  return op;
 }
 
-auto sort_key(const InvalidationOp &op) {
-  return std::make_tuple(op.scope, op.caches, op.did, op.source_id, op.pasid, op.addr_is_gpa,
-                         op.function_mask, op.pfsid, op.max_invs_pending, op.devtlb_global, op.addr,
-                         op.npages, op.leaf);
+// Every field of an op packed into words that compare in one order: scope rank first (widest
+// first, the order ops are applied in), then everything that must be equal for two ranges to
+// merge, then address ascending, length descending and the leaf flag. Equal ops are adjacent,
+// ranges that may merge are adjacent and in address order, and ranges come last, so one sort
+// serves dedupe, merge_ranges and the application order. Building the 13-field tuples this
+// replaced in every comparison was most of a batch's coalescing time.
+struct OrderKey {
+  uint64_t group_hi, group_lo, addr, npages_desc;
+  bool leaf;
+  friend auto operator<=>(const OrderKey &, const OrderKey &) = default;
+  bool same_group(const OrderKey &o) const {
+    return group_hi == o.group_hi && group_lo == o.group_lo;
+  }
+};
+
+OrderKey order_key(const InvalidationOp &op) {
+  const uint64_t rank_desc = 255u - unsigned(scope_rank(op.scope));
+  return OrderKey{
+      .group_hi = rank_desc << 56 | uint64_t(op.caches) << 48 | uint64_t(op.did) << 32 |
+                  uint64_t(op.source_id) << 16 | uint64_t(op.function_mask) << 8 |
+                  op.max_invs_pending,
+      .group_lo = uint64_t(op.pasid) << 32 | uint64_t(op.pfsid) << 16 | uint64_t(op.scope) << 8 |
+                  uint64_t(op.addr_is_gpa) << 1 | op.devtlb_global,
+      .addr = op.addr,
+      .npages_desc = ~op.npages,
+      .leaf = op.leaf,
+  };
 }
 
-// Everything that must be equal for two ranges to merge.
-auto range_group_key(const InvalidationOp &op) {
-  return std::make_tuple(op.caches, op.did, op.source_id, op.pasid, op.addr_is_gpa,
-                         op.function_mask, op.pfsid, op.max_invs_pending, op.devtlb_global);
-}
-
-void dedupe(std::vector<InvalidationOp> &ops) {
-  std::sort(ops.begin(), ops.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
-    return sort_key(a) < sort_key(b);
-  });
-  ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
+// Keys are built once per op, not twice per comparison, and every field of an op is in its
+// key, so equal keys are equal ops.
+void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
+  if (ops.size() < 2) return;
+  std::vector<std::pair<OrderKey, uint32_t>> keyed(ops.size());
+  for (uint32_t i = 0; i < ops.size(); ++i) keyed[i] = {order_key(ops[i]), i};
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<InvalidationOp> sorted;
+  sorted.reserve(ops.size());
+  for (size_t k = 0; k < keyed.size(); ++k) {
+    if (k > 0 && keyed[k].first == keyed[k - 1].first) continue;
+    sorted.push_back(ops[keyed[k].second]);
+  }
+  ops.swap(sorted);
 }
 
 // Strips from every op the cache bits a wider op of the batch already covers (by covers():
@@ -149,26 +179,26 @@ void absorb(std::vector<InvalidationOp> &ops) {
   std::erase_if(ops, [](const InvalidationOp &op) { return op.caches == 0; });
 }
 
+// Runs on the order sort_and_dedupe leaves (absorb only erases): the ranges are the tail, and
+// the ranges of one group are adjacent in address order, so one pass merges in place.
 void merge_ranges(std::vector<InvalidationOp> &ops) {
-  std::vector<InvalidationOp> ranges;
-  std::vector<InvalidationOp> others;
-  for (const InvalidationOp &op : ops) (op.scope == Scope::kRange ? ranges : others).push_back(op);
-  std::sort(ranges.begin(), ranges.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
-    return std::make_tuple(range_group_key(a), a.addr, b.npages) <
-           std::make_tuple(range_group_key(b), b.addr, a.npages);
-  });
-  std::vector<InvalidationOp> merged;
-  for (const InvalidationOp &next : ranges) {
-    if (merged.empty() || range_group_key(merged.back()) != range_group_key(next)) {
-      merged.push_back(next);
+  size_t out =
+      size_t(std::find_if(ops.begin(), ops.end(),
+                          [](const InvalidationOp &op) { return op.scope == Scope::kRange; }) -
+             ops.begin());
+  const size_t first_range = out;
+  for (size_t i = first_range; i < ops.size(); ++i) {
+    const InvalidationOp next = ops[i];
+    if (out == first_range || !order_key(ops[out - 1]).same_group(order_key(next))) {
+      ops[out++] = next;
       continue;
     }
-    InvalidationOp &current = merged.back();
+    InvalidationOp &current = ops[out - 1];
     const uint64_t current_end = range_end_page(current);
     const uint64_t next_start = next.addr >> kPageShift;
     const uint64_t next_end = range_end_page(next);
     if (next_start > current_end) {
-      merged.push_back(next);
+      ops[out++] = next;
       continue;
     }
     // A leaf range leaves paging-structure caches alone; widening a non-leaf range over it
@@ -185,11 +215,10 @@ void merge_ranges(std::vector<InvalidationOp> &ops) {
                next_end >= current_end) {
       current = next;
     } else {
-      merged.push_back(next);
+      ops[out++] = next;
     }
   }
-  others.insert(others.end(), merged.begin(), merged.end());
-  ops = std::move(others);
+  ops.resize(out);
 }
 
 uint64_t promote(std::vector<InvalidationOp> &ops, uint64_t threshold) {
@@ -198,7 +227,7 @@ uint64_t promote(std::vector<InvalidationOp> &ops, uint64_t threshold) {
   for (InvalidationOp &op : ops) {
     if (op.scope != Scope::kRange || op.npages <= threshold) continue;
     op.scope = op.addr_is_gpa ? Scope::kDomain : Scope::kPasid;
-    op = canonical(op);
+    canonicalize(op);
     ++promoted;
   }
   return promoted;
@@ -209,16 +238,21 @@ uint64_t promote(std::vector<InvalidationOp> &ops, uint64_t threshold) {
 // a pairwise search made a 511-op batch with nothing to merge cost 4x its own application.
 void combine_caches(std::vector<InvalidationOp> &ops) {
   if (ops.size() < 2) return;
-  auto key_without_caches = [&](uint32_t i) {
+  // Ops with one set of cache bits have nothing to combine: the usual storm batch.
+  if (std::all_of(ops.begin(), ops.end(),
+                  [&](const InvalidationOp &op) { return op.caches == ops[0].caches; }))
+    return;
+  // Sorting (key without the cache bits, index) pairs keeps equal keys in input order, so
+  // the first op of each run is the one that stays.
+  std::vector<std::pair<OrderKey, uint32_t>> keyed(ops.size());
+  for (uint32_t i = 0; i < ops.size(); ++i) {
     InvalidationOp op = ops[i];
     op.caches = 0;
-    return sort_key(op);
-  };
+    keyed[i] = {order_key(op), i};
+  }
+  std::sort(keyed.begin(), keyed.end());
   std::vector<uint32_t> order(ops.size());
-  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    return key_without_caches(a) < key_without_caches(b);
-  });
+  for (size_t k = 0; k < keyed.size(); ++k) order[k] = keyed[k].second;
   bool any = false;
   for (size_t k = 1, first = 0; k < order.size(); ++k) {
     InvalidationOp a = ops[order[first]], b = ops[order[k]];
@@ -245,25 +279,28 @@ std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> input,
     InvalidationOp cleaned = op;
     cleaned.caches &= kAllCaches;
     if (cleaned.scope == Scope::kRange && cleaned.npages == 0) continue;
-    ops.push_back(options.enabled ? canonical(cleaned) : cleaned);
+    if (options.enabled) {
+      canonicalize(cleaned);
+      // A storm repeats descriptors back to back: drop a repeat before it is stored.
+      if (!ops.empty() && ops.back() == cleaned) continue;
+    }
+    ops.push_back(cleaned);
   }
   uint64_t promotions = 0;
   if (options.enabled) {
     promotions += promote(ops, options.promote_threshold_pages);
-    dedupe(ops);
+    sort_and_dedupe(ops);
     absorb(ops);
     merge_ranges(ops);
     // Merged ranges may now cross the threshold, and what they become may absorb others.
     const uint64_t late = promote(ops, options.promote_threshold_pages);
     if (late != 0) {
       promotions += late;
-      dedupe(ops);
+      sort_and_dedupe(ops);
       absorb(ops);
     }
+    // Keeps the survivors' relative order, which is already widest scope first.
     combine_caches(ops);
-    std::stable_sort(ops.begin(), ops.end(), [](const InvalidationOp &a, const InvalidationOp &b) {
-      return scope_rank(a.scope) > scope_rank(b.scope);
-    });
   }
   if (counters != nullptr) {
     counters->input_ops += input.size();

@@ -1,5 +1,7 @@
 #include "nestor/invq/processor.h"
 
+#include <algorithm>
+
 namespace nestor::invq {
 
 bool WaitTicket::done() const {
@@ -39,29 +41,60 @@ void InvalidationProcessor::submit(const InvalidationOp &op) {
 }
 
 void InvalidationProcessor::enqueue(Entry entry) {
-  const size_t limit = options_.max_pending ? options_.max_pending : 1;
-  bool process_here;
-  {
-    std::unique_lock lock(submit_mutex_);
-    // With a worker, push back on the producer (as a full hardware queue does) rather than
-    // buffer without limit.
-    space_available_.wait(lock,
-                          [&] { return pending_.size() < limit || !worker_running_ || stopping_; });
-    pending_.push_back(std::move(entry));
-    stats_.count_pending(pending_.size());
-    process_here = (!worker_running_ || stopping_) && pending_.size() >= limit;
-  }
-  work_available_.notify_one();
-  if (process_here) process_pending();
+  enqueue(std::span<Entry>(&entry, 1));
 }
 
-WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
+void InvalidationProcessor::enqueue(std::span<Entry> entries) {
+  const size_t limit = options_.max_pending ? options_.max_pending : 1;
+  while (!entries.empty()) {
+    bool process_here;
+    {
+      std::unique_lock lock(submit_mutex_);
+      // With a worker, push back on the producer (as a full hardware queue does) rather than
+      // buffer without limit.
+      space_available_.wait(
+          lock, [&] { return pending_.size() < limit || !worker_running_ || stopping_; });
+      const size_t room = pending_.size() < limit ? limit - pending_.size() : 1;
+      const size_t n = std::min(room, entries.size());
+      for (size_t i = 0; i < n; ++i) pending_.push_back(std::move(entries[i]));
+      entries = entries.subspan(n);
+      stats_.count_pending(pending_.size());
+      process_here = (!worker_running_ || stopping_) && pending_.size() >= limit;
+    }
+    work_available_.notify_one();
+    if (process_here) process_pending();
+  }
+}
+
+namespace {
+std::shared_ptr<detail::WaitState> new_wait_state(WaitOp wait) {
   auto state = std::make_shared<detail::WaitState>();
   state->op = std::move(wait);
   state->submitted = std::chrono::steady_clock::now();
+  return state;
+}
+}  // namespace
+
+WaitTicket Submission::add_wait(WaitOp wait) {
+  std::shared_ptr<detail::WaitState> state = new_wait_state(std::move(wait));
+  entries_.push_back(detail::Entry{InvalidationOp{}, state});
+  return WaitTicket(std::move(state));
+}
+
+WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
+  std::shared_ptr<detail::WaitState> state = new_wait_state(std::move(wait));
   stats_.count_wait_submitted();
   enqueue(Entry{InvalidationOp{}, state});
   return WaitTicket(std::move(state));
+}
+
+void InvalidationProcessor::submit(Submission &staged) {
+  size_t waits = 0;
+  for (const Entry &e : staged.entries_) waits += e.wait != nullptr;
+  stats_.count_ops_submitted(staged.entries_.size() - waits);
+  stats_.count_waits_submitted(waits);
+  enqueue(std::span<Entry>(staged.entries_));
+  staged.entries_.clear();
 }
 
 size_t InvalidationProcessor::process_pending() {

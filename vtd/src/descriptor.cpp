@@ -12,21 +12,6 @@ uint64_t bits(uint64_t value, unsigned low, unsigned width) {
   return (value >> low) & ((uint64_t{1} << width) - 1);
 }
 
-DecodeResult fail(DecodeError error, uint8_t type) {
-  DecodeResult result;
-  result.error = error;
-  result.descriptor.type = type;
-  return result;
-}
-
-DecodeResult make_op(uint8_t type, const InvalidationOp &op) {
-  DecodeResult result;
-  result.descriptor.kind = DecodedKind::kOp;
-  result.descriptor.type = type;
-  result.descriptor.op = op;
-  return result;
-}
-
 // Page-selective IOTLB / PASID-IOTLB address: ADDR 63:12, IH 6, AM 5:0 of qw1. `mamv_applies`
 // is false for type 0x6: Linux's qi_flush_piotlb sends masks up to the address width for large
 // unmaps and QEMU's vtd_process_piotlb_desc takes any AM, so CAP.MAMV bounds only type 0x2.
@@ -136,30 +121,36 @@ ReservedMasks reserved_masks(DescriptorType type) {
   return {kAllOnes, kAllOnes};
 }
 
-DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
-                               const DecodeOptions &options) {
+// Writes straight into `out`, which the queue reuses for every descriptor of a tail write:
+// building the result on the stack and copying it out (with a WaitOp and its std::function
+// constructed and destroyed each time) cost more than the decoding itself.
+DecodeError decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
+                              const DecodeOptions &options, DecodedDescriptor &out) {
   const uint64_t qw0 = raw.qw[0];
   const uint64_t qw1 = raw.qw[1];
   const uint8_t type = descriptor_type(qw0);
-  if (type < 0x1 || type > 0x8) return fail(DecodeError::kUnknownType, type);
+  out.type = type;
+  out.kind = DecodedKind::kNoOp;
+  if (type < 0x1 || type > 0x8) return DecodeError::kUnknownType;
   const auto kind = static_cast<DescriptorType>(type);
   // QEMU's vtd_inv_desc_reserved_check refuses a 256-bit-only descriptor in a 128-bit queue;
   // a caller handing over a non-zero upper half for a 128-bit queue has the same mismatch.
   if (width == DescriptorWidth::k128 &&
       (requires_256bit(kind) || raw.qw[2] != 0 || raw.qw[3] != 0)) {
-    return fail(DecodeError::kRequires256Bit, type);
+    return DecodeError::kRequires256Bit;
   }
   const ReservedMasks reserved = reserved_masks(kind);
   if ((qw0 & reserved.qw0) != 0 || (qw1 & reserved.qw1) != 0) {
-    return fail(DecodeError::kReservedBit, type);
+    return DecodeError::kReservedBit;
   }
   // No descriptor type defines fields in the upper half of a 256-bit descriptor.
   if (width == DescriptorWidth::k256 && (raw.qw[2] != 0 || raw.qw[3] != 0)) {
-    return fail(DecodeError::kReservedBit, type);
+    return DecodeError::kReservedBit;
   }
 
   const unsigned granularity = static_cast<unsigned>(bits(qw0, 4, 2));
-  InvalidationOp op;
+  InvalidationOp &op = out.op;
+  op = InvalidationOp{};
   switch (kind) {
     case DescriptorType::kContextCache: {
       op.caches = kCacheContext;
@@ -173,9 +164,10 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
         op.source_id = static_cast<uint16_t>(bits(qw0, 32, 16));
         op.function_mask = static_cast<uint8_t>(bits(qw0, 48, 2));
       } else {
-        return fail(DecodeError::kInvalidGranularity, type);
+        return DecodeError::kInvalidGranularity;
       }
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
     case DescriptorType::kIotlb: {
       // IOTLB invalidation also covers the paging-structure caches (unless IH on a page op).
@@ -188,11 +180,12 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       } else if (granularity == 3) {
         op.addr_is_gpa = true;
         const DecodeError error = decode_page_range(qw1, options, true, op);
-        if (error != DecodeError::kNone) return fail(error, type);
+        if (error != DecodeError::kNone) return error;
       } else {
-        return fail(DecodeError::kInvalidGranularity, type);
+        return DecodeError::kInvalidGranularity;
       }
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
     case DescriptorType::kDevTlb: {
       op.caches = kCacheDevTlb;
@@ -201,19 +194,14 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       op.max_invs_pending = static_cast<uint8_t>(bits(qw0, 16, 5));
       op.pasid = kNoPasid;
       op.scope = decode_devtlb_range(qw1, (qw1 & 1) != 0, op) ? Scope::kRange : Scope::kPasid;
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
-    case DescriptorType::kInterruptEntryCache: {
-      DecodeResult result;
-      result.descriptor.kind = DecodedKind::kNoOp;
-      result.descriptor.type = type;
-      return result;
-    }
+    case DescriptorType::kInterruptEntryCache:
+      return DecodeError::kNone;
     case DescriptorType::kWait: {
-      DecodeResult result;
-      result.descriptor.kind = DecodedKind::kWait;
-      result.descriptor.type = type;
-      WaitOp &wait = result.descriptor.wait;
+      WaitOp &wait = out.wait;
+      wait.callback = nullptr;
       wait.interrupt = bits(qw0, 4, 1) != 0;
       wait.status_write = bits(qw0, 5, 1) != 0;
       wait.fence = bits(qw0, 6, 1) != 0;
@@ -223,9 +211,10 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       // QEMU's vtd_process_wait_desc: a wait asking for nothing is invalid; FN alone is the
       // ordering barrier of VT-d 7.10 and is valid.
       if (!wait.interrupt && !wait.status_write && !wait.fence) {
-        return fail(DecodeError::kWaitWithoutAction, type);
+        return DecodeError::kWaitWithoutAction;
       }
-      return result;
+      out.kind = DecodedKind::kWait;
+      return DecodeError::kNone;
     }
     case DescriptorType::kPasidIotlb: {
       op.caches = kCacheIotlb | kCachePaging;
@@ -235,11 +224,12 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
         op.scope = Scope::kPasid;
       } else if (granularity == 3) {
         const DecodeError error = decode_page_range(qw1, options, false, op);
-        if (error != DecodeError::kNone) return fail(error, type);
+        if (error != DecodeError::kNone) return error;
       } else {
-        return fail(DecodeError::kInvalidGranularity, type);
+        return DecodeError::kInvalidGranularity;
       }
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
     case DescriptorType::kPasidCache: {
       op.caches = kCachePasid;
@@ -252,9 +242,10 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       } else if (granularity == 3) {
         op.scope = Scope::kGlobal;
       } else {
-        return fail(DecodeError::kInvalidGranularity, type);
+        return DecodeError::kInvalidGranularity;
       }
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
     case DescriptorType::kPasidDevTlb: {
       op.caches = kCacheDevTlb;
@@ -265,10 +256,24 @@ DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
       op.devtlb_global = (qw1 & 1) != 0;
       op.scope =
           decode_devtlb_range(qw1, bits(qw1, 11, 1) != 0, op) ? Scope::kRange : Scope::kPasid;
-      return make_op(type, op);
+      out.kind = DecodedKind::kOp;
+      return DecodeError::kNone;
     }
   }
-  return fail(DecodeError::kUnknownType, type);
+  return DecodeError::kUnknownType;
+}
+
+DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
+                               const DecodeOptions &options) {
+  DecodeResult result;
+  result.error = decode_descriptor(raw, width, options, result.descriptor);
+  if (!result.ok()) {
+    // A failed decode reports only the type, as before the in-place form existed.
+    const uint8_t type = result.descriptor.type;
+    result.descriptor = DecodedDescriptor{};
+    result.descriptor.type = type;
+  }
+  return result;
 }
 
 }  // namespace nestor::invq

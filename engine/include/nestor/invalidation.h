@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 
 #include "nestor/export.h"
@@ -97,6 +98,11 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   std::shared_ptr<DrainState> drain_state_;
   invq::InvalidationQueue queue_;
   std::atomic<bool> qi_configured_{false};
+  // A tail write decodes into staged_ and hands it to the processor in one piece. The mutex
+  // keeps concurrent tail writes from sharing staged_, and keeps their hand-overs in the order
+  // the queue decoded them.
+  std::mutex staging_mutex_;
+  invq::Submission staged_;
   // Declared last: destroyed first, so its worker stops before anything it uses goes away.
   invq::InvalidationProcessor processor_;
 };

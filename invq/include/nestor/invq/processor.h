@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct WaitState {
   bool done = false;
   bool status_ok = true;
 };
+struct Entry {
+  InvalidationOp op;
+  std::shared_ptr<WaitState> wait;  // non-null: this entry is a wait
+};
 }  // namespace detail
 
 // Handle on a submitted wait; copyable, outlives the processor's interest in it.
@@ -55,8 +60,24 @@ class WaitTicket {
 
  private:
   friend class InvalidationProcessor;
+  friend class Submission;
   explicit WaitTicket(std::shared_ptr<detail::WaitState> state) : state_(std::move(state)) {}
   std::shared_ptr<detail::WaitState> state_;
+};
+
+// Ops and waits staged by one producer, without locks, and handed to the processor in one
+// piece: a tail write that brings 511 descriptors takes the submission lock once, not 511
+// times. Reusable: InvalidationProcessor::submit(Submission &) empties it and keeps its storage.
+class Submission {
+ public:
+  void add(const InvalidationOp &op) { entries_.push_back(detail::Entry{op, nullptr}); }
+  WaitTicket add_wait(WaitOp wait);
+  bool empty() const { return entries_.empty(); }
+  size_t size() const { return entries_.size(); }
+
+ private:
+  friend class InvalidationProcessor;
+  std::vector<detail::Entry> entries_;
 };
 
 class InvalidationProcessor {
@@ -72,6 +93,10 @@ class InvalidationProcessor {
   // options.max_pending entries are pending.
   void submit(const InvalidationOp &op);
   WaitTicket submit_wait(WaitOp wait);
+  // Queues the staged entries in their order, as one sequence no other submitter's entries
+  // interleave with unless back-pressure splits it (then in order, in pieces of at most
+  // options.max_pending), and empties `staged`.
+  void submit(Submission &staged);
 
   // Processes everything submitted so far on the calling thread and returns the number of
   // entries (ops + waits) handled. Serialised with the worker. Must not be called from a
@@ -88,12 +113,10 @@ class InvalidationProcessor {
   const Stats &stats() const { return stats_; }
 
  private:
-  struct Entry {
-    InvalidationOp op;
-    std::shared_ptr<detail::WaitState> wait;  // non-null: this entry is a wait
-  };
+  using Entry = detail::Entry;
 
   void enqueue(Entry entry);
+  void enqueue(std::span<Entry> entries);
   void worker_loop();
   void run_batch();
   void complete_wait(detail::WaitState &wait);

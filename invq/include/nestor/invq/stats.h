@@ -38,6 +38,17 @@ class Stats {
   void count_error() { add(errors_); }
   void count_op_submitted() { add(ops_submitted_); }
   void count_wait_submitted() { add(waits_submitted_); }
+  void count_ops_submitted(uint64_t n) {
+    if (n) add(ops_submitted_, n);
+  }
+  void count_waits_submitted(uint64_t n) {
+    if (n) add(waits_submitted_, n);
+  }
+  void count_descriptors(const std::array<uint64_t, kDescriptorTypeCount> &by_type) {
+    for (size_t t = 0; t < kDescriptorTypeCount; ++t) {
+      if (by_type[t]) add(descriptors_by_type_[t], by_type[t]);
+    }
+  }
   void count_batch(uint64_t ops_in, uint64_t ops_out, uint64_t promotions);
   void count_wait_completed(uint64_t latency_ns, bool interrupt, bool fence);
   void count_drain() { add(drains_); }

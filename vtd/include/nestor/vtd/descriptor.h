@@ -69,6 +69,10 @@ uint8_t descriptor_type(uint64_t qw0);
 
 DecodeResult decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
                                const DecodeOptions &options = {});
+// The same decode into a caller-owned descriptor (reused across a queue's descriptors). On
+// success only the member `kind` names is meaningful; on error only `type`.
+DecodeError decode_descriptor(const RawDescriptor &raw, DescriptorWidth width,
+                              const DecodeOptions &options, DecodedDescriptor &out);
 
 // Types that exist only in the 256-bit format (VT-d 6.5.2: the PASID-granular descriptors).
 bool requires_256bit(DescriptorType type);

@@ -2,10 +2,12 @@
 // The queue only fetches, decodes and forwards in order; applying is the sink's business.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "nestor/invq/stats.h"
 #include "nestor/vtd/descriptor.h"
@@ -105,6 +107,14 @@ bool InvalidationQueue::write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink
   tail_ = tail_index;
   if (error_ != QiError::kNone) return false;
   const DescriptorWidth width = dw256_ ? DescriptorWidth::k256 : DescriptorWidth::k128;
+  // Counted here and added once per tail write: one atomic add per type, not per descriptor.
+  std::array<uint64_t, kDescriptorTypeCount> by_type{};
+  struct AddCounts {
+    Stats &stats;
+    const std::array<uint64_t, kDescriptorTypeCount> &by_type;
+    ~AddCounts() { stats.count_descriptors(by_type); }
+  } add_counts{stats_, by_type};
+  DecodedDescriptor decoded;
   while (head_ != tail_) {
     RawDescriptor raw;
     const uint64_t pa = base_ + head_ * width_bytes();
@@ -112,20 +122,20 @@ bool InvalidationQueue::write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink
       stop(QueueFault::kFetchFailed, DecodeError::kNone);
       return false;
     }
-    const DecodeResult decoded = decode_descriptor(raw, width, options_);
-    if (!decoded.ok()) {
-      stop(QueueFault::kDecode, decoded.error);
+    const DecodeError error = decode_descriptor(raw, width, options_, decoded);
+    if (error != DecodeError::kNone) {
+      stop(QueueFault::kDecode, error);
       return false;
     }
     if constexpr (std::is_same_v<std::invoke_result_t<Sink &, const DecodedDescriptor &>, bool>) {
-      if (!sink(decoded.descriptor)) {
+      if (!sink(std::as_const(decoded))) {
         stop(QueueFault::kStatusWrite, DecodeError::kNone);
         return false;
       }
     } else {
-      sink(decoded.descriptor);
+      sink(std::as_const(decoded));
     }
-    stats_.count_descriptor(decoded.descriptor.type);
+    ++by_type[decoded.type % kDescriptorTypeCount];
     head_ = (head_ + 1) % count;
   }
   return true;
