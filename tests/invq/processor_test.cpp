@@ -137,6 +137,44 @@ TEST(Processor, WorkerProcessesAndTicketWaitBlocksUntilDone) {
   EXPECT_EQ(timeline.events, (std::vector<std::string>{"apply:3", "status:9"}));
 }
 
+// A Submission is what a tail write hands over: its entries must reach the caches in their
+// order, with batches still cut at its waits, even when back-pressure (max_pending 3, far below
+// its 13 entries) splits it across several trips through the queue, with a worker and without.
+TEST(Processor, SubmissionKeepsOrderAndWaitsAcrossBackPressure) {
+  for (const bool worker : {false, true}) {
+    Timeline timeline;
+    ProcessorOptions options;
+    options.max_pending = 3;
+    InvalidationProcessor processor(timeline, &timeline, options);
+    if (worker) processor.start();
+    Submission staged;
+    std::vector<WaitTicket> tickets;
+    std::vector<std::string> expected;
+    for (uint16_t did = 1; did <= 10; ++did) {
+      staged.add(domain(did));
+      expected.push_back("apply:" + std::to_string(did));
+      if (did % 4 == 0) {
+        tickets.push_back(staged.add_wait(status_wait(100 + did)));
+        expected.push_back("status:" + std::to_string(100 + did));
+      }
+    }
+    tickets.push_back(staged.add_wait(status_wait(999)));
+    expected.push_back("status:999");
+    ASSERT_EQ(staged.size(), 13u);
+    processor.submit(staged);
+    EXPECT_TRUE(staged.empty());
+    if (!worker) processor.process_pending();
+    for (const WaitTicket &t : tickets) t.wait();
+    processor.stop();
+    EXPECT_EQ(timeline.events, expected) << (worker ? "worker" : "no worker");
+    const StatsSnapshot stats = processor.stats().snapshot();
+    EXPECT_EQ(stats.ops_submitted, 10u);
+    EXPECT_EQ(stats.waits_submitted, 3u);
+    EXPECT_EQ(stats.waits_completed, 3u);
+    EXPECT_LE(stats.pending_max, 3u);
+  }
+}
+
 TEST(Processor, QueueFeedsProcessorInOrder) {
   // The emulator path: IQT write -> decode -> submit -> process on the same thread.
   std::map<uint64_t, uint64_t> memory;
