@@ -120,6 +120,11 @@ void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
 // pass over every wider op: a batch of 511 device-selective context ops spent three quarters
 // of its time in the pairwise version. CoalesceProperty checks the result against covers().
 void absorb(std::vector<InvalidationOp> &ops) {
+  // Most batches of a storm are all ranges: then there is nothing wider to fold, and the maps
+  // below are not even built.
+  if (std::all_of(ops.begin(), ops.end(),
+                  [](const InvalidationOp &op) { return op.scope == Scope::kRange; }))
+    return;
   uint8_t global = 0;
   std::unordered_map<uint16_t, uint8_t> by_domain;     // did
   std::unordered_map<uint32_t, uint8_t> by_device[4];  // [fm] sid with fm bits cleared
@@ -287,7 +292,11 @@ std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> input,
     ops.push_back(cleaned);
   }
   uint64_t promotions = 0;
-  if (options.enabled) {
+  // One op (the op-and-wait pattern of a driver that waits after every invalidation) has
+  // nothing to merge with; only promotion can change it.
+  if (options.enabled && ops.size() == 1) {
+    promotions += promote(ops, options.promote_threshold_pages);
+  } else if (options.enabled) {
     promotions += promote(ops, options.promote_threshold_pages);
     sort_and_dedupe(ops);
     absorb(ops);
