@@ -264,6 +264,48 @@ TEST(Concurrency, NoStaleHitAfterCompletedGpaInvalidation) {
   run_no_stale_after_completion(InvKind::kGpa);
 }
 
+// Range invalidation of the IOTLB probes sets without locking them and relies on the fill to
+// find the published range (RangeLog) if the fill wrote its entry after the probe read the
+// set. This hammers exactly that window: one thread fills one page over and over with the
+// version its "walk" read, the other changes the version and invalidates the page, then looks
+// the page up itself. A hit older than the version it just wrote is a stale translation that
+// survived a completed invalidation. Publishing the range after probing instead of before
+// makes this fail within a few thousand rounds here.
+TEST(Concurrency, RangeProbeRacesFillsOfTheSamePage) {
+  InvalidationClock clock;
+  Iotlb tlb(clock);
+  constexpr uint16_t kDid = 2;
+  constexpr uint32_t kPasid = 5;
+  const int kRounds = 200000 * kScale;
+  std::atomic<uint64_t> version{1};
+  std::atomic<bool> stop{false};
+  uint64_t stale = 0, hits = 0;
+  StartGate gate(2);
+  std::thread filler([&] {
+    gate.arrive_and_wait();
+    while (!stop.load(std::memory_order_acquire)) {
+      const uint64_t stamp = clock.now();
+      IotlbEntry e;
+      e.hpa_base = version.load(std::memory_order_seq_cst) << 12;  // the walk
+      tlb.fill(stamp, kDid, kPasid, 0, e);
+    }
+  });
+  gate.arrive_and_wait();
+  for (int r = 0; r < kRounds; ++r) {
+    const uint64_t v = version.load(std::memory_order_relaxed) + 1;
+    version.store(v, std::memory_order_seq_cst);  // the page-table write
+    tlb.invalidate_range(kDid, kPasid, 0, 1);
+    IotlbEntry e;
+    if (tlb.lookup(kDid, kPasid, 0, &e)) {
+      ++hits;
+      if ((e.hpa_base >> 12) < v) ++stale;
+    }
+  }
+  stop.store(true, std::memory_order_release);
+  filler.join();
+  EXPECT_EQ(stale, 0u) << "of " << hits << " hits";
+}
+
 // The fill race forced step by step with two threads: the walker takes its stamp, the
 // invalidator invalidates, and only then the walker fills. Every such fill must be refused and
 // leave nothing behind. Handshakes are atomics, not sleeps.

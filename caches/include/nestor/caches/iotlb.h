@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "nestor/caches/invalidation_clock.h"
+#include "nestor/caches/range_log.h"
 #include "nestor/caches/set_assoc_cache.h"
 #include "nestor/caches/stats.h"
 
@@ -117,8 +118,14 @@ class Iotlb {
       stats_.add(Counter::kRefusedFills);
       return false;
     }
+    const Key key = make_key(did, pasid, iova >> e.page_shift, size);
     const FillResult r =
-        cache_.fill(stamp, make_key(did, pasid, iova >> e.page_shift, size), e, valid_fn());
+        cache_.fill_checked(stamp, key, e, valid_fn(), [this](uint64_t st, const Key &k) {
+          const unsigned shift = page_shift_of(PageSize(k.size));
+          const uint64_t lo = k.page << shift;
+          return ranges_.recent(st, detail::did_pasid_key(k.did, k.pasid), lo,
+                                lo + ((uint64_t{1} << shift) - 1));
+        });
     count_fill(r);
     return accepted(r);
   }
@@ -275,10 +282,13 @@ class Iotlb {
       return;
     }
     const uint64_t last = last_byte(addr, npages);
+    // Published before any set is probed: a fill that raced the probes finds it (fill_checked).
+    ranges_.publish(detail::did_pasid_key(did, pasid), addr, last, t);
     // An entry overlapping the range has, in its size class, a page number between those of
-    // the range's first and last byte; so these keys are all the keys that can hold one, and
-    // recording t on their sets is what refuses a racing fill of any of them.
-    Cache::KeyRemover remover(cache_, t);
+    // the range's first and last byte; so these keys are all the keys that can hold one. Sets
+    // are only read unless their tags say they may hold one: locking every set was 70% of a
+    // storm's range invalidation (the lock's cache line is shared with the translators).
+    Cache::KeyRemover remover(cache_, Cache::KeyRemover::Probe{});
     for (unsigned s = 0; s < 3; ++s) {
       const unsigned shift = page_shift_of(PageSize(s));
       const uint64_t first_page = addr >> shift, last_page = last >> shift;
@@ -310,6 +320,7 @@ class Iotlb {
   detail::ScopeTable pasid_times_;
   detail::ScopeTable first_level_did_times_;  // GPA ops reaching FL-only and nested entries
   detail::ScopeTable gpa_page_times_;         // GpaReach::kFinalGpaDependents
+  RangeLog ranges_;                           // page/range invalidations, for fill_checked
   mutable Stats stats_;
 };
 

@@ -17,6 +17,7 @@
 
 #include "nestor/caches/hash.h"
 #include "nestor/caches/large_array.h"
+#include "nestor/caches/seqlock_order.h"
 
 namespace nestor::caches {
 
@@ -151,45 +152,19 @@ class SetAssocCache {
   // removes it, or is seen by the fill.
   template <class Valid>
   FillResult fill(uint64_t stamp, const Key &key, const Value &value, Valid &&valid) {
-    const Words<kKeyWords> kw = pack<kKeyWords>(key);
-    const Words<kValueWords> vw = pack<kValueWords>(value);
-    const uint64_t h = hash_key(key);
-    Set &set = set_for(h);
-    const uint64_t seq = lock(set);
-    FillResult result;
-    if (stamp == 0 || stamp <= set.inv_time.load(std::memory_order_relaxed) ||
-        !valid(stamp, key, value)) {
-      result = FillResult::kRefused;
-    } else {
-      unsigned victim = ways_;
-      result = FillResult::kInserted;
-      for (unsigned w = 0; w < ways_; ++w) {
-        if (slot_key_equals(set.slots[w], kw)) {
-          victim = w;
-          result = FillResult::kReplaced;
-          break;
-        }
-      }
-      if (victim == ways_) {
-        for (unsigned w = 0; w < ways_ && victim == ways_; ++w) {
-          if (!slot_live(set.slots[w], valid)) victim = w;
-        }
-      }
-      if (victim == ways_) {
-        // Clock hand: cheaper than tracking recency on the read path, which stays write-free.
-        const uint32_t hand = set.hand.load(std::memory_order_relaxed);
-        set.hand.store(hand + 1, std::memory_order_relaxed);
-        victim = hand & (ways_ - 1);
-        result = FillResult::kEvicted;
-      }
-      Slot &slot = set.slots[victim];
-      for (size_t i = 0; i < kKeyWords; ++i) slot.key[i].store(kw[i], kDataStore);
-      for (size_t i = 0; i < kValueWords; ++i) slot.value[i].store(vw[i], kDataStore);
-      slot.stamp.store(stamp, kDataStore);
-      set_tag(set, victim, tag_of(h));
-    }
-    unlock(set, seq);
-    return result;
+    NoRecheck none;
+    return fill_impl(stamp, key, value, valid, none);
+  }
+
+  // fill() for a cache whose range invalidation probes sets without locking them
+  // (KeyRemover's probe mode, with a RangeLog): the entry is written and its tag published
+  // with a sequentially consistent store first, and only then does recent(stamp, key) look for
+  // an invalidation the walk may have missed; if it finds one the entry is taken out again
+  // before the set unlocks, so no reader ever sees it.
+  template <class Valid, class Recent>
+  FillResult fill_checked(uint64_t stamp, const Key &key, const Value &value, Valid &&valid,
+                          Recent &&recent) {
+    return fill_impl(stamp, key, value, valid, recent);
   }
 
   // Records t as the set's last invalidation time (so fills stamped at or before t are refused
@@ -233,24 +208,10 @@ class SetAssocCache {
   }
 
  private:
-#if defined(__SANITIZE_THREAD__)
-  // TSan cannot model stand-alone fences (GCC rejects them under -fsanitize=thread), so the
-  // sanitizer build orders the payload words themselves; release/acquire on each word gives
-  // the reader the same guarantee the fence pair gives in the normal build.
-  static constexpr std::memory_order kDataLoad = std::memory_order_acquire;
-  static constexpr std::memory_order kDataStore = std::memory_order_release;
-  static void read_fence() {}
-  static void write_fence() {}
-#else
-  static constexpr std::memory_order kDataLoad = std::memory_order_relaxed;
-  static constexpr std::memory_order kDataStore = std::memory_order_relaxed;
-  static void read_fence() {
-    std::atomic_thread_fence(std::memory_order_acquire);
-  }
-  static void write_fence() {
-    std::atomic_thread_fence(std::memory_order_release);
-  }
-#endif
+  static constexpr std::memory_order kDataLoad = seqlock::kDataLoad;
+  static constexpr std::memory_order kDataStore = seqlock::kDataStore;
+  static void read_fence() { seqlock::read_fence(); }
+  static void write_fence() { seqlock::write_fence(); }
 
   template <size_t N>
   using Words = std::array<uint64_t, N>;
@@ -273,16 +234,14 @@ class SetAssocCache {
   };
 
   // Hash bits 48..54: independent of the set (low bits) and shard (top bits) choices.
-  static uint8_t tag_of(uint64_t h) {
-    return uint8_t((h >> 48) | 0x80);
-  }
+  static uint8_t tag_of(uint64_t h) { return uint8_t((h >> 48) | 0x80); }
 
   // Writers only, under the set lock.
-  static void set_tag(Set &set, unsigned way, uint8_t tag) {
+  static void set_tag(Set &set, unsigned way, uint8_t tag, std::memory_order order = kDataStore) {
     std::atomic<uint64_t> &word = set.tags[way / 8];
     const unsigned shift = (way % 8) * 8;
     const uint64_t old = word.load(std::memory_order_relaxed);
-    word.store((old & ~(uint64_t{0xFF} << shift)) | (uint64_t(tag) << shift), kDataStore);
+    word.store((old & ~(uint64_t{0xFF} << shift)) | (uint64_t(tag) << shift), order);
   }
 
   template <size_t N, class T>
@@ -370,6 +329,74 @@ class SetAssocCache {
     return removed;
   }
 
+  struct NoRecheck {};
+
+  template <class Valid, class Recent>
+  FillResult fill_impl(uint64_t stamp, const Key &key, const Value &value, Valid &valid,
+                       Recent &recent) {
+    const Words<kKeyWords> kw = pack<kKeyWords>(key);
+    const Words<kValueWords> vw = pack<kValueWords>(value);
+    const uint64_t h = hash_key(key);
+    Set &set = set_for(h);
+    const uint64_t seq = lock(set);
+    FillResult result;
+    if (stamp == 0 || stamp <= set.inv_time.load(std::memory_order_relaxed) ||
+        !valid(stamp, key, value)) {
+      result = FillResult::kRefused;
+    } else {
+      unsigned victim = ways_;
+      result = FillResult::kInserted;
+      for (unsigned w = 0; w < ways_; ++w) {
+        if (slot_key_equals(set.slots[w], kw)) {
+          victim = w;
+          result = FillResult::kReplaced;
+          break;
+        }
+      }
+      if (victim == ways_) {
+        for (unsigned w = 0; w < ways_ && victim == ways_; ++w) {
+          if (!slot_live(set.slots[w], valid)) victim = w;
+        }
+      }
+      if (victim == ways_) {
+        // Clock hand: cheaper than tracking recency on the read path, which stays write-free.
+        const uint32_t hand = set.hand.load(std::memory_order_relaxed);
+        set.hand.store(hand + 1, std::memory_order_relaxed);
+        victim = hand & (ways_ - 1);
+        result = FillResult::kEvicted;
+      }
+      Slot &slot = set.slots[victim];
+      for (size_t i = 0; i < kKeyWords; ++i) slot.key[i].store(kw[i], kDataStore);
+      for (size_t i = 0; i < kValueWords; ++i) slot.value[i].store(vw[i], kDataStore);
+      slot.stamp.store(stamp, kDataStore);
+      if constexpr (std::is_same_v<Recent, NoRecheck>) {
+        set_tag(set, victim, tag_of(h));
+      } else {
+        set_tag(set, victim, tag_of(h), std::memory_order_seq_cst);
+        if (recent(stamp, key)) {
+          slot.stamp.store(0, kDataStore);
+          set_tag(set, victim, 0);
+          result = FillResult::kRefused;
+        }
+      }
+    }
+    unlock(set, seq);
+    return result;
+  }
+
+  // Probe mode's unlocked look at a set: could it hold key hash h's entry, or is a writer
+  // (maybe a fill of that key) inside? Sequentially consistent loads: they pair with
+  // fill_checked's tag store across the caller's RangeLog publication.
+  bool may_hold(const Set &set, uint64_t h) const {
+    if ((set.seq.load(std::memory_order_seq_cst) & 1) != 0) return true;
+    const uint64_t tag_bytes = uint64_t(tag_of(h)) * 0x0101010101010101ULL;
+    for (size_t t_word = 0; t_word < kTagWords; ++t_word) {
+      const uint64_t x = set.tags[t_word].load(std::memory_order_seq_cst) ^ tag_bytes;
+      if (((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0) return true;
+    }
+    return false;
+  }
+
   // Calls f(way) for each way whose tag byte equals key hash h's tag (a borrow may add a false
   // candidate; callers compare the key). Writers call it under the set lock.
   template <class F>
@@ -430,7 +457,14 @@ class SetAssocCache {
   // rather than to the latency of each page in turn.
   class KeyRemover {
    public:
+    // Locking mode: every named key's set is locked, its entry removed and t recorded as the
+    // set's invalidation time (fills stamped at or before t are refused by the set).
     KeyRemover(SetAssocCache &cache, uint64_t t) : cache_(cache), t_(t) {}
+    // Probe mode: the caller has already published the invalidation where fill_checked's
+    // `recent` finds it (a RangeLog), so a set is locked only if may_hold() says it could
+    // hold the key; most sets of a range are read, not written.
+    struct Probe {};
+    KeyRemover(SetAssocCache &cache, Probe) : cache_(cache), t_(0), probe_(true) {}
     KeyRemover(const KeyRemover &) = delete;
     KeyRemover &operator=(const KeyRemover &) = delete;
     ~KeyRemover() { flush(); }
@@ -438,7 +472,11 @@ class SetAssocCache {
     void add(const Key &key) {
       const uint64_t h = hash_key(key);
       Set &set = cache_.set_for(h);
-      __builtin_prefetch(&set, 1);
+      if (probe_) {
+        __builtin_prefetch(&set, 0);  // read: most probed sets stay untouched
+      } else {
+        __builtin_prefetch(&set, 1);
+      }
       pending_[n_++] = Pending{&set, h, pack<kKeyWords>(key)};
       if (n_ == kChunk) flush();
     }
@@ -464,6 +502,7 @@ class SetAssocCache {
       for (size_t i = 0; i < n_; ++i)
         cache_.prefetch_matching_slots(*pending_[i].set, pending_[i].hash);
       for (size_t i = 0; i < n_; ++i) {
+        if (probe_ && !cache_.may_hold(*pending_[i].set, pending_[i].hash)) continue;
         removed_ +=
             cache_.invalidate_exact(*pending_[i].set, pending_[i].hash, pending_[i].key, t_);
       }
@@ -472,6 +511,7 @@ class SetAssocCache {
 
     SetAssocCache &cache_;
     uint64_t t_;
+    bool probe_ = false;
     size_t removed_ = 0;
     size_t n_ = 0;
     std::array<Pending, kChunk> pending_;
