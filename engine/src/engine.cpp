@@ -249,12 +249,13 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
     r.t.page_shift = m.page_shift;
     r.t.perms = m.perms;
     r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
+    ++as.stats_.cache_hits;
     return r;
   }
   // Fills use the resolution's stamp: every invalidation since it advanced the generation, so
   // this stamp is older than any invalidation the handle has not yet seen and those refuse it.
   bool write_ready = false;
-  Result r = translate_resolved(as.stamp_, as.resolved_, req, &write_ready);
+  Result r = translate_resolved(as.stamp_, as.resolved_, req, &write_ready, &as.stats_);
   if (r.ok) {
     // Tagged with the generation read before the lookup: an invalidation applied meanwhile has
     // moved it on, so this entry can never outlive it.

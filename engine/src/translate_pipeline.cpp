@@ -147,7 +147,7 @@ class PipelineTables {
 
 template <bool kCaching>
 Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
-                             bool *write_ready) {
+                             bool *write_ready, AddressSpace::HandleStats *counts) {
   Result r;
   if (c.stages == StageSet::kPassThrough) {
     if ((req.iova >> c.slc.host_width) != 0) {
@@ -162,7 +162,9 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
   const uint32_t key_space = iotlb_space(c);
   if constexpr (kCaching) {
     caches::IotlbEntry hit;
-    if (caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit)) {
+    const bool found = caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit);
+    if (counts) ++(found ? counts->iotlb_hits : counts->iotlb_misses);
+    if (found) {
       const uint8_t perms = hit_perms(hit, c);
       const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
       // A denied or first-write access walks again: the walk decides the fault or sets D.
@@ -260,9 +262,9 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
 }
 
 Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                                  bool *write_ready) {
-  Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, write_ready)
-                          : walk_pipeline<false>(stamp, rs, req, write_ready);
+                                  bool *write_ready, AddressSpace::HandleStats *counts) {
+  Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, write_ready, counts)
+                          : walk_pipeline<false>(stamp, rs, req, write_ready, counts);
   if (!r.ok) return fail(req, r.fault, rs.fpd);
   return r;
 }

@@ -133,6 +133,26 @@ class NESTOR_CXX_API AddressSpace {
   uint16_t source_id() const { return base_.source_id; }
   bool valid() const { return engine_ != nullptr; }
 
+  // Where this handle's translations were answered, so that a caller can tell the hit rate of
+  // one address space from the engine's (EngineStats are summed over every space). Plain
+  // fields counted by the thread that translates through the handle (the rule above), which
+  // keeps the handle's hit path one add: read them on that thread, or after it has stopped
+  // using the handle. A copy of a handle starts from the counts of its original.
+  struct HandleStats {
+    uint64_t cache_hits = 0;    // answered by the handle's own translation cache
+    uint64_t iotlb_hits = 0;    // IOTLB lookups that hit, as EngineStats::iotlb.hits counts them
+    uint64_t iotlb_misses = 0;  // IOTLB lookups that missed (a walk followed)
+    uint64_t iotlb_lookups() const { return iotlb_hits + iotlb_misses; }
+    // Translations answered without an IOTLB miss. An IOTLB hit that the access is not
+    // allowed through, or a first write that must set the dirty bit, still walks; like
+    // EngineStats it counts as a hit.
+    uint64_t hits() const { return cache_hits + iotlb_hits; }
+  };
+  // Translations that fault before the IOTLB (context or PASID entry), pass-through spaces and
+  // engines with caching off count in none of the fields: with none of those, cache_hits +
+  // iotlb_lookups() is the number of translations through the handle.
+  HandleStats stats() const { return stats_; }
+
  private:
   friend class Engine;
   // A small direct-mapped translation cache private to the handle (what a device's ATC is to
@@ -153,6 +173,8 @@ class NESTOR_CXX_API AddressSpace {
   uint64_t stamp_ = 0;
   WalkContext resolved_;
   std::array<MicroEntry, kMicroEntries> micro_{};
+  // Last, so the fields the hit path reads keep their offsets and cache lines.
+  HandleStats stats_;
 };
 
 class NESTOR_CXX_API Engine {
@@ -238,14 +260,17 @@ class NESTOR_CXX_API Engine {
   }
   bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
   // *write_ready (optional): whether a later write may reuse this result without a walk.
+  // counts (optional): the handle whose IOTLB hits and misses this lookup adds to.
   Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                            bool *write_ready = nullptr);
+                            bool *write_ready = nullptr,
+                            AddressSpace::HandleStats *counts = nullptr);
   Result translate_in(AddressSpace &as, const Request &req);
   Result translate_undrained(const Request &req);
   Result translate_drained(const Request &req);  // invalidation.cpp
   // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req, bool *write_ready);
+  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req, bool *write_ready,
+                       AddressSpace::HandleStats *counts);
   template <bool kCaching>
   friend class PipelineTables;
   Result fail(const Request &req, Fault f, bool fpd);
