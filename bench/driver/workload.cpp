@@ -706,9 +706,10 @@ ScenarioReport run_vm_mix_like(const DriverOptions &o) {
     const size_t count = size_t(mc.vms) * size_t(mc.devices_per_vm) * size_t(mc.pasids_per_device);
     const size_t picked = storm_picked(o, count);
     rep.settings.emplace_back("invalidated spaces",
-                              picked == count ? "all " + std::to_string(count)
-                                              : "first " + std::to_string(picked) + " of " +
-                                                    std::to_string(count) + " (--inv-spaces)");
+                              o.invalidators == 0 ? "none (no invalidators)"
+                              : picked == count   ? "all " + std::to_string(count)
+                                                  : "first " + std::to_string(picked) + " of " +
+                                                      std::to_string(count) + " (--inv-spaces)");
     rep.notes.push_back(
         "targeted spaces: the invalidators address the first " + std::to_string(picked) + " of " +
         std::to_string(count) +
