@@ -58,7 +58,7 @@ void print_group(std::FILE *out, const RunReport &run, bool targeted) {
                g.spaces, run.spaces.size());
   if (g.spaces)
     std::fprintf(out, ": hit rate %.2f%% of %" PRIu64 " translations (%" PRIu64 " misses)",
-                 100.0 * c.hit_rate(), c.translations(), c.iotlb_misses);
+                 100.0 * c.hit_rate(), c.translations, c.iotlb_misses);
   if (g.spaces && run.has_cache_stats)
     std::fprintf(out, ", IOTLB lookups %.2f%% hit", 100.0 * c.iotlb_hit_rate());
   if (g.spaces)
@@ -288,11 +288,11 @@ void write_json(const ScenarioReport &r, std::FILE *out) {
         j.key(targeted ? "targeted" : "untargeted");
         j.open('{');
         j.field("spaces", uint64_t(g.spaces));
-        j.field("translations", g.sum.translations());
+        j.field("translations", g.sum.translations);
         j.field("hits", g.sum.hits());
         j.field("misses", g.sum.iotlb_misses);
         j.field("hit_rate", g.sum.hit_rate());
-        j.field("cache_hits", g.sum.cache_hits);
+        j.field("above_iotlb", g.sum.above_iotlb());
         j.field("iotlb_hits", g.sum.iotlb_hits);
         j.field("iotlb_hit_rate", g.sum.iotlb_hit_rate());
         j.field("storm_ops", g.sum.storm_ops);

@@ -189,12 +189,11 @@ class NestorTarget {
                        size_t n) {
     l.handles[k].translate_batch(iovas, access, out, n);
   }
-  // Where lane space k's translations were answered; false on the request path, which has no
-  // handle to count in. On the lane's own thread (the handle's threading rule).
+  // Lane space k's IOTLB hits and misses; false on the request path, which has no handle to
+  // count in. On the lane's own thread (the handle's threading rule).
   bool space_counts(const Lane &l, size_t k, SpaceCounts *out) const {
     if (path_ == Path::kRequest) return false;
     const AddressSpace::HandleStats s = l.handles[k].stats();
-    out->cache_hits = s.cache_hits;
     out->iotlb_hits = s.iotlb_hits;
     out->iotlb_misses = s.iotlb_misses;
     return true;
@@ -235,7 +234,8 @@ class BaselineTarget {
     for (size_t i = 0; i < n; ++i) out[i] = translate(l, k, iovas[i], access);
   }
   bool space_counts(const Lane &l, size_t k, SpaceCounts *out) const {
-    *out = l.counts[k];
+    out->iotlb_hits = l.counts[k].iotlb_hits;
+    out->iotlb_misses = l.counts[k].iotlb_misses;
     return true;
   }
   // The baseline's own cache must forget what the guest changed (its walker has no cache).
@@ -331,6 +331,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
   const bool sample = o.latency_sample != 0;
   std::vector<uint64_t> ring(own.spaces.size(), 0);
   std::vector<uint64_t> remaps_of(own.spaces.size(), 0);
+  std::vector<uint64_t> translations_of(own.spaces.size(), 0);
   const uint64_t pages = sh.pages;
   uint64_t next_remap = o.remap_every ? o.remap_every : ~uint64_t{0};
   constexpr size_t kBatch = 32;
@@ -371,6 +372,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
           r.latency.record((ns > sh.clock_overhead ? ns - sh.clock_overhead : 0) / kBatch);
         }
         r.translations += kBatch;
+        translations_of[k] += kBatch;
         for (size_t i = 0; i < kBatch; ++i) {
           check(*own.spaces[k], own.mine[k], iovas[i], results[i]);
           if (sh.recorder)
@@ -395,6 +397,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
           res = target.translate(lane, k, iova, access);
         }
         ++r.translations;
+        ++translations_of[k];
         check(*own.spaces[k], own.mine[k], iova, res);
         if (sh.recorder) {
           sh.recorder->translate(uint32_t(tid), own.spaces[k]->request(iova, access), res);
@@ -425,6 +428,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
   for (size_t k = 0; k < own.spaces.size() && r.counted; ++k) {
     SpaceCounts c;
     r.counted = target.space_counts(lane, k, &c);
+    c.translations = translations_of[k];
     c.remaps = remaps_of[k];
     r.spaces.emplace_back(size_t(own.spaces[k] - sh.machine->spaces().data()), c);
   }

@@ -249,7 +249,6 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
     r.t.page_shift = m.page_shift;
     r.t.perms = m.perms;
     r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
-    ++as.stats_.cache_hits;
     return r;
   }
   // Fills use the resolution's stamp: every invalidation since it advanced the generation, so

@@ -133,24 +133,21 @@ class NESTOR_CXX_API AddressSpace {
   uint16_t source_id() const { return base_.source_id; }
   bool valid() const { return engine_ != nullptr; }
 
-  // Where this handle's translations were answered, so that a caller can tell the hit rate of
-  // one address space from the engine's (EngineStats are summed over every space). Plain
-  // fields counted by the thread that translates through the handle (the rule above), which
-  // keeps the handle's hit path one add: read them on that thread, or after it has stopped
-  // using the handle. A copy of a handle starts from the counts of its original.
+  // This handle's IOTLB lookups, so that a caller can tell the hit rate of one address space
+  // from the engine's (EngineStats sum every space). Plain fields counted by the thread that
+  // translates through the handle (the rule above): read them on that thread, or after it has
+  // stopped using the handle. A copy of a handle starts from the counts of its original.
+  // Translations the handle's own cache answers look nothing up and count in neither field,
+  // which leaves that path, the fastest hit, as it was: a caller that counts its translations
+  // gets those as translations - lookups() (less any that faulted before the IOTLB, on the
+  // context or PASID entry, and pass-through ones, which look nothing up either).
   struct HandleStats {
-    uint64_t cache_hits = 0;    // answered by the handle's own translation cache
-    uint64_t iotlb_hits = 0;    // IOTLB lookups that hit, as EngineStats::iotlb.hits counts them
-    uint64_t iotlb_misses = 0;  // IOTLB lookups that missed (a walk followed)
-    uint64_t iotlb_lookups() const { return iotlb_hits + iotlb_misses; }
-    // Translations answered without an IOTLB miss. An IOTLB hit that the access is not
-    // allowed through, or a first write that must set the dirty bit, still walks; like
-    // EngineStats it counts as a hit.
-    uint64_t hits() const { return cache_hits + iotlb_hits; }
+    // As EngineStats::iotlb counts them: a hit that the access is not allowed through, or a
+    // first write that must set the dirty bit, walks afterwards but is a hit.
+    uint64_t iotlb_hits = 0;
+    uint64_t iotlb_misses = 0;  // a walk followed
+    uint64_t lookups() const { return iotlb_hits + iotlb_misses; }
   };
-  // Translations that fault before the IOTLB (context or PASID entry), pass-through spaces and
-  // engines with caching off count in none of the fields: with none of those, cache_hits +
-  // iotlb_lookups() is the number of translations through the handle.
   HandleStats stats() const { return stats_; }
 
  private:
@@ -173,7 +170,7 @@ class NESTOR_CXX_API AddressSpace {
   uint64_t stamp_ = 0;
   WalkContext resolved_;
   std::array<MicroEntry, kMicroEntries> micro_{};
-  // Last, so the fields the hit path reads keep their offsets and cache lines.
+  // Last, so the fields the handle-cache hit reads keep their offsets.
   HandleStats stats_;
 };
 
