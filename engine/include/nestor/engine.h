@@ -256,18 +256,22 @@ class NESTOR_CXX_API Engine {
     return c.stages == StageSet::kSecondOnly ? caches::Iotlb::kSecondLevelPasid : c.space;
   }
   bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
-  // *write_ready (optional): whether a later write may reuse this result without a walk.
-  // counts (optional): the handle whose IOTLB hits and misses this lookup adds to.
+  // What the pipeline tells translate_in besides the result, behind one pointer: a seventh
+  // argument would go on the stack, and the frame pointer that takes made translate_in keep
+  // the handle in memory, reloaded on its handle-cache hit path too.
+  struct PipelineNotes {
+    bool write_ready = false;  // a later write may reuse this result without a walk
+    enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
+  };
   Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                            bool *write_ready = nullptr,
-                            AddressSpace::HandleStats *counts = nullptr);
+                            PipelineNotes *notes = nullptr);
   Result translate_in(AddressSpace &as, const Request &req);
   Result translate_undrained(const Request &req);
   Result translate_drained(const Request &req);  // invalidation.cpp
   // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req, bool *write_ready,
-                       AddressSpace::HandleStats *counts);
+  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+                       PipelineNotes *notes);
   template <bool kCaching>
   friend class PipelineTables;
   Result fail(const Request &req, Fault f, bool fpd);
