@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -185,6 +186,15 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(1u, 100000u))
       ->group(storm)
       ->capture_default_str();
+  // No default string: unset means "half", which no number says for every machine size.
+  uint32_t inv_spaces = 0;
+  CLI::Option *inv_spaces_opt =
+      app.add_option("--inv-spaces", inv_spaces,
+                     "invalidators address only the first N address spaces (default: half of "
+                     "them, rounded up; 0 or >= their count: all); the report splits hit rates "
+                     "between the spaces the storm can reach and the others")
+          ->check(CLI::Range(uint32_t{0}, std::numeric_limits<uint32_t>::max()))
+          ->group(storm);
 
   auto *walk = "Walk";
   app.add_option("--walk-fl-levels", o.walk_fl_levels, "first-level depths")
@@ -255,6 +265,7 @@ int main(int argc, char **argv) {
   }
   try {
     o.mix = parse_mix(mix);
+    if (inv_spaces_opt->count()) o.inv_spaces = inv_spaces;
     o.path = path == "request" ? Path::kRequest : path == "batch" ? Path::kBatch : Path::kHandle;
     o.verify = !no_verify;
     o.engine.drain = drain;

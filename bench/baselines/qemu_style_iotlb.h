@@ -26,13 +26,16 @@ class QemuStyleIotlb {
   QemuStyleIotlb(const QemuStyleIotlb &) = delete;
   QemuStyleIotlb &operator=(const QemuStyleIotlb &) = delete;
 
-  // QEMU holds its IOMMU lock across lookup, walk and insert; so does this.
-  Result translate(const Request &req) {
+  // QEMU holds its IOMMU lock across lookup, walk and insert; so does this. *hit (optional):
+  // whether this lookup counted as a hit, for callers that count per address space.
+  Result translate(const Request &req, bool *hit = nullptr) {
     Key probe{req.source_id, req.has_pasid ? req.pasid : kNoPasid, req.iova >> 12};
     std::lock_guard lock(mu_);
+    if (hit) *hit = false;
     if (auto *e = static_cast<Entry *>(g_hash_table_lookup(table_, &probe))) {
       if ((req.access & ~e->perms) == 0) {
         ++hits_;
+        if (hit) *hit = true;
         Result r;
         r.ok = true;
         r.t.out = e->hpa_page | (req.iova & 0xFFF);

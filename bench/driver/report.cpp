@@ -50,6 +50,46 @@ void print_latency(std::FILE *out, const char *what, const LatencyHistogram &h) 
                h.max(), h.count());
 }
 
+// "2 of 4: hit rate 97.12% of ... translations ..." for one group of a storm run.
+void print_group(std::FILE *out, const RunReport &run, bool targeted) {
+  const SpaceGroup g = space_group(run, targeted);
+  const SpaceCounts &c = g.sum;
+  std::fprintf(out, "  %-26s %zu of %zu", targeted ? "targeted spaces" : "untargeted spaces",
+               g.spaces, run.spaces.size());
+  if (g.spaces)
+    std::fprintf(out, ": hit rate %.2f%% of %" PRIu64 " translations (%" PRIu64 " misses)",
+                 100.0 * c.hit_rate(), c.translations, c.iotlb_misses);
+  if (g.spaces && run.has_cache_stats)
+    std::fprintf(out, ", IOTLB lookups %.2f%% hit", 100.0 * c.iotlb_hit_rate());
+  if (g.spaces)
+    std::fprintf(out, "; storm ops reaching them %" PRIu64 ", guest remaps %" PRIu64, c.storm_ops,
+                 c.remaps);
+  std::fprintf(out, "\n");
+}
+
+// The storm's figures side by side, one row per run: hit rate of the spaces its invalidations
+// can reach and of the others, and the latency of an invalidation batch (submit to wait).
+void print_storm_table(const ScenarioReport &r, std::FILE *out) {
+  std::fprintf(out, "\n%-16s %-9s %20s %20s %12s %12s %12s\n", "storm", "target",
+               "targeted hit rate", "untargeted hit rate", "batch p50 ns", "p99 ns", "max ns");
+  for (const auto &run : r.runs) {
+    char cells[2][32];
+    for (bool targeted : {true, false}) {
+      const SpaceGroup g = space_group(run, targeted);
+      char *cell = cells[targeted ? 0 : 1];
+      if (g.spaces)
+        std::snprintf(cell, 32, "%.2f%% (%zu)", 100.0 * g.sum.hit_rate(), g.spaces);
+      else
+        std::snprintf(cell, 32, "- (0)");
+    }
+    const LatencyHistogram &h = run.invalidate_ns;
+    std::fprintf(out, "%-16s %-9s %20s %20s %12" PRIu64 " %12" PRIu64 " %12" PRIu64 "\n",
+                 run.label.c_str(), run.target.c_str(), run.spaces.empty() ? "n/a" : cells[0],
+                 run.spaces.empty() ? "n/a" : cells[1], h.percentile(0.5), h.percentile(0.99),
+                 h.max());
+  }
+}
+
 // Minimal JSON emitter: the report is flat enough that a library would add more than it saves.
 class Json {
  public:
@@ -141,6 +181,7 @@ void print_table(const ScenarioReport &r, std::FILE *out) {
                    run.label.c_str(), run.target.c_str(), run.threads, run.translations,
                    run.rate() / 1e6, run.faults, run.mismatches, ratio);
     }
+    if (r.scenario == "storm") print_storm_table(r, out);
     for (const auto &run : r.runs) {
       std::fprintf(out, "\n[%s, %s]\n", run.label.c_str(), run.target.c_str());
       print_latency(out, "translation latency ns", run.translate_ns);
@@ -181,6 +222,10 @@ void print_table(const ScenarioReport &r, std::FILE *out) {
                      " range %" PRIu64 " gpa %" PRIu64 " promoted %" PRIu64 " over %" PRIu64 "\n",
                      "IOTLB applied", io.inv_global, io.inv_domain, io.inv_pasid, io.inv_page,
                      io.inv_range, io.inv_gpa, io.inv_promoted, io.over_invalidations);
+      }
+      if (r.scenario == "storm" && !run.spaces.empty()) {
+        print_group(out, run, true);
+        print_group(out, run, false);
       }
       if (run.remaps) std::fprintf(out, "  %-26s %" PRIu64 "\n", "guest remaps", run.remaps);
       if (run.unverified)
@@ -235,6 +280,27 @@ void write_json(const ScenarioReport &r, std::FILE *out) {
     j.close('}');
     json_latency(j, "translation_latency_ns", run.translate_ns);
     json_latency(j, "invalidation_batch_latency_ns", run.invalidate_ns);
+    if (r.scenario == "storm" && !run.spaces.empty()) {
+      j.key("space_groups");
+      j.open('{');
+      for (bool targeted : {true, false}) {
+        const SpaceGroup g = space_group(run, targeted);
+        j.key(targeted ? "targeted" : "untargeted");
+        j.open('{');
+        j.field("spaces", uint64_t(g.spaces));
+        j.field("translations", g.sum.translations);
+        j.field("hits", g.sum.hits());
+        j.field("misses", g.sum.iotlb_misses);
+        j.field("hit_rate", g.sum.hit_rate());
+        j.field("above_iotlb", g.sum.above_iotlb());
+        j.field("iotlb_hits", g.sum.iotlb_hits);
+        j.field("iotlb_hit_rate", g.sum.iotlb_hit_rate());
+        j.field("storm_ops", g.sum.storm_ops);
+        j.field("remaps", g.sum.remaps);
+        j.close('}');
+      }
+      j.close('}');
+    }
     j.field("walks", run.stats.iotlb.walks);
     j.field("walk_refs", run.stats.iotlb.walk_refs);
     if (run.has_cache_stats) {

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <condition_variable>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -63,6 +65,59 @@ std::string format_mix(const std::array<uint32_t, kGranularities> &mix) {
     s += std::string(kGranularityNames[g]) + ":" + std::to_string(mix[g]);
   }
   return s;
+}
+
+Reach reach_of(Granularity g) {
+  switch (g) {
+    case kPage:
+    case kRange:
+    case kPasidScope:
+      return Reach::kSpace;
+    case kContext:
+      return Reach::kSourceId;
+    case kDomainScope:
+    case kGpa:
+    case kGpaUnused:
+      return Reach::kDomain;
+    case kGlobal:
+      return Reach::kAll;
+  }
+  return Reach::kAll;
+}
+
+size_t storm_picked(const DriverOptions &o, size_t spaces) {
+  if (!o.inv_spaces) return (spaces + 1) / 2;
+  return *o.inv_spaces == 0 || *o.inv_spaces >= spaces ? spaces : *o.inv_spaces;
+}
+
+std::vector<bool> storm_reach(const DriverOptions &o,
+                              const std::vector<GuestAddressSpace> &spaces) {
+  const size_t picked = storm_picked(o, spaces.size());
+  std::array<bool, 4> in_mix{};
+  for (unsigned g = 0; g < kGranularities; ++g)
+    if (o.mix[g]) in_mix[unsigned(reach_of(Granularity(g)))] = true;
+  std::set<uint16_t> sids, dids;
+  for (size_t i = 0; i < picked; ++i) {
+    sids.insert(spaces[i].source_id);
+    dids.insert(spaces[i].did);
+  }
+  std::vector<bool> reach(spaces.size());
+  for (size_t i = 0; i < spaces.size(); ++i)
+    reach[i] = i < picked || in_mix[unsigned(Reach::kAll)] ||
+               (in_mix[unsigned(Reach::kSourceId)] && sids.count(spaces[i].source_id)) ||
+               (in_mix[unsigned(Reach::kDomain)] && dids.count(spaces[i].did));
+  return reach;
+}
+
+SpaceGroup space_group(const RunReport &run, bool targeted) {
+  SpaceGroup g;
+  for (const SpaceCounts &c : run.spaces) {
+    if (c.targeted != targeted) continue;
+    ++g.spaces;
+    g.sum.add(c);
+  }
+  g.sum.targeted = targeted;
+  return g;
 }
 
 namespace {
@@ -134,6 +189,15 @@ class NestorTarget {
                        size_t n) {
     l.handles[k].translate_batch(iovas, access, out, n);
   }
+  // Lane space k's IOTLB hits and misses; false on the request path, which has no handle to
+  // count in. On the lane's own thread (the handle's threading rule).
+  bool space_counts(const Lane &l, size_t k, SpaceCounts *out) const {
+    if (path_ == Path::kRequest) return false;
+    const AddressSpace::HandleStats s = l.handles[k].stats();
+    out->iotlb_hits = s.iotlb_hits;
+    out->iotlb_misses = s.iotlb_misses;
+    return true;
+  }
   void guest_invalidated(const invq::InvalidationOp &) {}  // the bind layer already did it
   void submit(const invq::InvalidationOp &op) { engine_.invalidation().submit(op); }
   void wait() { engine_.invalidation().wait(); }
@@ -148,21 +212,31 @@ class BaselineTarget {
   explicit BaselineTarget(baseline::QemuStyleIotlb &q) : q_(q) {}
   struct Lane {
     std::vector<Request> requests;
+    std::vector<SpaceCounts> counts;  // the baseline's counters are global: per space here
   };
   Lane lane(const std::vector<const GuestAddressSpace *> &spaces) {
     Lane l;
     for (const GuestAddressSpace *s : spaces) l.requests.push_back(s->request());
+    l.counts.resize(spaces.size());
     return l;
   }
   Result translate(Lane &l, size_t k, uint64_t iova, uint8_t access) {
     Request q = l.requests[k];
     q.iova = iova;
     q.access = access;
-    return q_.translate(q);
+    bool hit = false;
+    const Result r = q_.translate(q, &hit);
+    ++(hit ? l.counts[k].iotlb_hits : l.counts[k].iotlb_misses);
+    return r;
   }
   void translate_batch(Lane &l, size_t k, const uint64_t *iovas, uint8_t access, Result *out,
                        size_t n) {
     for (size_t i = 0; i < n; ++i) out[i] = translate(l, k, iovas[i], access);
+  }
+  bool space_counts(const Lane &l, size_t k, SpaceCounts *out) const {
+    out->iotlb_hits = l.counts[k].iotlb_hits;
+    out->iotlb_misses = l.counts[k].iotlb_misses;
+    return true;
   }
   // The baseline's own cache must forget what the guest changed (its walker has no cache).
   void guest_invalidated(const invq::InvalidationOp &op) { submit(op); }
@@ -213,6 +287,10 @@ struct TranslatorResult {
   uint64_t translations = 0, faults = 0, mismatches = 0, unverified = 0, remaps = 0;
   std::array<uint64_t, kGranularities> invalidations{};
   LatencyHistogram latency;
+  // (index in the machine's spaces, counts) for each space the thread drove; `counted` is
+  // false when the target could not count per space.
+  std::vector<std::pair<size_t, SpaceCounts>> spaces;
+  bool counted = true;
 };
 
 // Address spaces a translating thread drives: its own (index % threads), which it alone remaps;
@@ -252,6 +330,8 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
   const uint64_t sample_mask = o.latency_sample ? o.latency_sample - 1 : ~uint64_t{0};
   const bool sample = o.latency_sample != 0;
   std::vector<uint64_t> ring(own.spaces.size(), 0);
+  std::vector<uint64_t> remaps_of(own.spaces.size(), 0);
+  std::vector<uint64_t> translations_of(own.spaces.size(), 0);
   const uint64_t pages = sh.pages;
   uint64_t next_remap = o.remap_every ? o.remap_every : ~uint64_t{0};
   constexpr size_t kBatch = 32;
@@ -292,6 +372,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
           r.latency.record((ns > sh.clock_overhead ? ns - sh.clock_overhead : 0) / kBatch);
         }
         r.translations += kBatch;
+        translations_of[k] += kBatch;
         for (size_t i = 0; i < kBatch; ++i) {
           check(*own.spaces[k], own.mine[k], iovas[i], results[i]);
           if (sh.recorder)
@@ -316,6 +397,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
           res = target.translate(lane, k, iova, access);
         }
         ++r.translations;
+        ++translations_of[k];
         check(*own.spaces[k], own.mine[k], iova, res);
         if (sh.recorder) {
           sh.recorder->translate(uint32_t(tid), own.spaces[k]->request(iova, access), res);
@@ -332,6 +414,7 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
         const invq::InvalidationOp op = sh.machine->remap(*own.spaces[k], first, n);
         target.guest_invalidated(op);
         ++r.remaps;
+        ++remaps_of[k];
         ++r.invalidations[n == 1 ? kPage : kRange];
         if (sh.recorder) {
           sh.recorder->invalidate(uint32_t(tid), op);
@@ -342,7 +425,14 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
     sh.done[size_t(tid)].store(r.translations, std::memory_order_relaxed);
     if (o.ops && r.translations >= o.ops) break;
   }
-  *out = r;
+  for (size_t k = 0; k < own.spaces.size() && r.counted; ++k) {
+    SpaceCounts c;
+    r.counted = target.space_counts(lane, k, &c);
+    c.translations = translations_of[k];
+    c.remaps = remaps_of[k];
+    r.spaces.emplace_back(size_t(own.spaces[k] - sh.machine->spaces().data()), c);
+  }
+  *out = std::move(r);
   {
     std::lock_guard lock(sh.mu);
     sh.finished.fetch_add(1);
@@ -353,6 +443,8 @@ void translator(Shared &sh, Target &target, int tid, TranslatorResult *out) {
 struct InvalidatorResult {
   std::array<uint64_t, kGranularities> invalidations{};
   LatencyHistogram latency;  // per batch: first submit to wait return
+  // Per picked space (storm_picked), the operations addressed to it by how far they reach.
+  std::vector<std::array<uint64_t, 4>> addressed;
 };
 
 template <class Target>
@@ -364,6 +456,8 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
   uint32_t total = 0;
   for (unsigned g = 0; g < kGranularities; ++g) cumulative[g] = total += o.mix[g];
   InvalidatorResult r;
+  const size_t picked = storm_picked(o, spaces.size());
+  r.addressed.resize(picked);
   const auto period = o.inv_rate > 0 ? std::chrono::duration<double>(o.inv_batch / o.inv_rate)
                                      : std::chrono::duration<double>(0);
   auto next = Clock::now();
@@ -379,7 +473,8 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
       const uint32_t pick = uint32_t(bits % total);
       unsigned g = 0;
       while (pick >= cumulative[g]) ++g;
-      const GuestAddressSpace &as = spaces[(bits >> 32) % spaces.size()];
+      const size_t target_index = (bits >> 32) % picked;
+      const GuestAddressSpace &as = spaces[target_index];
       invq::InvalidationOp op;
       op.caches = invq::kCacheIotlb | invq::kCachePaging;
       op.did = as.did;
@@ -426,6 +521,7 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
       }
       target.submit(op);
       ++r.invalidations[g];
+      ++r.addressed[target_index][unsigned(reach_of(Granularity(g)))];
       if (sh.recorder) sh.recorder->invalidate(tid, op);
     }
     target.wait();
@@ -436,7 +532,39 @@ void invalidator(Shared &sh, Target &target, int id, InvalidatorResult *out) {
       std::this_thread::sleep_until(next);  // pacing a producer, not synchronisation
     }
   } while (!sh.stop.load(std::memory_order_relaxed));
-  *out = r;
+  *out = std::move(r);
+}
+
+// Fills run->spaces from the threads' counts (left empty if any thread could not count) and
+// says which spaces the storm targeted and how many of its operations reached each.
+void per_space(const DriverOptions &o, const std::vector<GuestAddressSpace> &all,
+               const std::vector<TranslatorResult> &tr, const std::vector<InvalidatorResult> &ir,
+               RunReport *run) {
+  for (const auto &t : tr)
+    if (!t.counted) return;
+  run->spaces.assign(all.size(), SpaceCounts{});
+  for (const auto &t : tr)
+    for (const auto &[index, c] : t.spaces) run->spaces[index].add(c);
+  std::vector<uint64_t> own(all.size(), 0);
+  std::map<uint16_t, uint64_t> by_source_id, by_domain;
+  uint64_t everywhere = 0;
+  for (const auto &i : ir) {
+    for (size_t s = 0; s < i.addressed.size(); ++s) {
+      own[s] += i.addressed[s][unsigned(Reach::kSpace)];
+      by_source_id[all[s].source_id] += i.addressed[s][unsigned(Reach::kSourceId)];
+      by_domain[all[s].did] += i.addressed[s][unsigned(Reach::kDomain)];
+      everywhere += i.addressed[s][unsigned(Reach::kAll)];
+    }
+  }
+  const std::vector<bool> reach = ir.empty() ? std::vector<bool>(all.size()) : storm_reach(o, all);
+  for (size_t s = 0; s < all.size(); ++s) {
+    SpaceCounts &c = run->spaces[s];
+    c.targeted = reach[s];
+    c.storm_ops = own[s] + everywhere;
+    if (auto it = by_source_id.find(all[s].source_id); it != by_source_id.end())
+      c.storm_ops += it->second;
+    if (auto it = by_domain.find(all[s].did); it != by_domain.end()) c.storm_ops += it->second;
+  }
 }
 
 template <class Target>
@@ -507,6 +635,7 @@ RunReport run_mix_on(const DriverOptions &o, VmMachine &m, Target &target, int t
     for (unsigned g = 0; g < kGranularities; ++g) rep.invalidations[g] += i.invalidations[g];
     rep.invalidate_ns.merge(i.latency);
   }
+  per_space(o, m.spaces(), tr, ir, &rep);
   rep.stats = m.engine().stats() - before;
   return rep;
 }
@@ -577,6 +706,30 @@ ScenarioReport run_vm_mix_like(const DriverOptions &o) {
         "invalidation rate",
         o.inv_rate > 0 ? std::to_string(uint64_t(o.inv_rate)) + "/s/thread" : "unthrottled");
     rep.settings.emplace_back("batch", std::to_string(o.inv_batch) + " ops per wait");
+    const MachineConfig &mc = o.machine;
+    const size_t count = size_t(mc.vms) * size_t(mc.devices_per_vm) * size_t(mc.pasids_per_device);
+    const size_t picked = storm_picked(o, count);
+    rep.settings.emplace_back("invalidated spaces",
+                              o.invalidators == 0 ? "none (no invalidators)"
+                              : picked == count   ? "all " + std::to_string(count)
+                                                  : "first " + std::to_string(picked) + " of " +
+                                                      std::to_string(count) + " (--inv-spaces)");
+    rep.notes.push_back(
+        "targeted spaces: the invalidators address the first " + std::to_string(picked) + " of " +
+        std::to_string(count) +
+        " address spaces (--inv-spaces); a space is targeted when an operation of the mix can "
+        "reach it: page, range and pasid operations reach the space addressed, context "
+        "operations every space of its device, domain, gpa and gpa-unused operations every "
+        "space of its domain, global operations every space. Untargeted spaces see no storm "
+        "operation; guest remaps (--remap-every) invalidate pages of every space, both groups.");
+    rep.notes.push_back(
+        "hit rate by group: translations answered without an IOTLB miss / translations "
+        "(nestor: by its handle cache or an IOTLB hit; baseline: by its table). 'IOTLB "
+        "lookups' is nestor's IOTLB alone, over the translations its handle caches passed on.");
+    if (o.path == Path::kRequest)
+      rep.notes.push_back(
+          "nestor's request path has no address-space handle to count in: its hit rates by "
+          "group need --path handle or batch");
   }
   bool record = !o.record_path.empty();
   if (o.scenario == "scaling") {

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ struct DriverOptions {
   std::array<uint32_t, kGranularities> mix = {50, 20, 15, 10, 5, 0, 0, 0};
   double inv_rate = 0;     // per invalidating thread, operations/s; 0 = unthrottled
   uint32_t inv_batch = 8;  // operations per wait
+  // Invalidators address only the first inv_spaces address spaces of the machine (see
+  // storm_picked, storm_reach). Unset: half of them, rounded up, so that a default run has
+  // spaces the storm cannot reach to compare with; 0 or at least the count: all of them.
+  std::optional<uint32_t> inv_spaces;
   // walk
   std::vector<int> walk_fl_levels = {4, 5};
   std::vector<int> walk_sl_levels = {3, 4, 5};
@@ -78,6 +83,46 @@ struct DriverOptions {
 std::array<uint32_t, kGranularities> parse_mix(const std::string &text);
 std::string format_mix(const std::array<uint32_t, kGranularities> &mix);
 
+// How far one storm operation reaches beyond the address space it was addressed to.
+enum class Reach { kSpace, kSourceId, kDomain, kAll };
+// page, range, pasid: that (domain, PASID) only; context: every PASID of the source-id; domain,
+// gpa, gpa-unused: every space of the domain (a type 0x2 operation removes the domain's
+// first-level and nested entries); global: every space.
+Reach reach_of(Granularity g);
+
+// Address spaces the storm's invalidators address: the first this many of the machine's.
+size_t storm_picked(const DriverOptions &o, size_t spaces);
+// Per address space of the machine: whether some operation of o.mix, addressed to one of the
+// picked spaces, can reach it (reach_of). These are the storm's targeted spaces; the others
+// see no storm operation at all (guest remaps of their own pages aside).
+std::vector<bool> storm_reach(const DriverOptions &o, const std::vector<GuestAddressSpace> &spaces);
+
+// One address space over a run: where its translations were answered and what reached it.
+struct SpaceCounts {
+  bool targeted = false;      // storm_reach
+  uint64_t translations = 0;  // counted by the driver's translating threads
+  uint64_t iotlb_hits = 0;    // nestor: AddressSpace::stats(); baseline: its table's lookups
+  uint64_t iotlb_misses = 0;  // lookups that missed: a walk followed
+  uint64_t storm_ops = 0;     // storm operations that can reach it (reach_of)
+  uint64_t remaps = 0;        // guest remaps of its own pages (range invalidations)
+  uint64_t lookups() const { return iotlb_hits + iotlb_misses; }
+  // Answered without an IOTLB lookup: by nestor's handle cache (a translation faulting before
+  // the IOTLB would count here too; the run's faults say there were none). Baseline: none.
+  uint64_t above_iotlb() const { return translations - lookups(); }
+  uint64_t hits() const { return translations - iotlb_misses; }
+  // Translations answered without an IOTLB miss: comparable between nestor (two cache levels)
+  // and the baseline (one).
+  double hit_rate() const { return translations ? double(hits()) / double(translations) : 0.0; }
+  double iotlb_hit_rate() const { return lookups() ? double(iotlb_hits) / double(lookups()) : 0.0; }
+  void add(const SpaceCounts &o) {
+    translations += o.translations;
+    iotlb_hits += o.iotlb_hits;
+    iotlb_misses += o.iotlb_misses;
+    storm_ops += o.storm_ops;
+    remaps += o.remaps;
+  }
+};
+
 struct RunReport {
   std::string label;   // what differs between the runs of one scenario
   std::string target;  // "nestor" or "baseline"
@@ -91,8 +136,18 @@ struct RunReport {
   EngineStats stats;  // engine counters over the run (baseline: its walker engine's)
   bool has_cache_stats = true;
   uint64_t baseline_hits = 0, baseline_misses = 0, baseline_flushes = 0;
+  // Per address space of the machine, in its order; empty when the target cannot count per
+  // space (nestor's request path has no handle to count in).
+  std::vector<SpaceCounts> spaces;
   double rate() const { return seconds > 0 ? double(translations) / seconds : 0.0; }
 };
+
+// The targeted (or untargeted) spaces of a run, summed; `spaces` is how many there are.
+struct SpaceGroup {
+  size_t spaces = 0;
+  SpaceCounts sum;
+};
+SpaceGroup space_group(const RunReport &run, bool targeted);
 
 struct WalkRow {
   int fl_levels = 0, sl_levels = 0;

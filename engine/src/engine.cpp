@@ -253,8 +253,10 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
   }
   // Fills use the resolution's stamp: every invalidation since it advanced the generation, so
   // this stamp is older than any invalidation the handle has not yet seen and those refuse it.
-  bool write_ready = false;
-  Result r = translate_resolved(as.stamp_, as.resolved_, req, &write_ready);
+  PipelineNotes notes;
+  Result r = translate_resolved(as.stamp_, as.resolved_, req, &notes);
+  if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
+    ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
   if (r.ok) {
     // Tagged with the generation read before the lookup: an invalidation applied meanwhile has
     // moved it on, so this entry can never outlive it.
@@ -263,7 +265,7 @@ Result Engine::translate_in(AddressSpace &as, const Request &req) {
     m.generation = gen;
     m.page_shift = r.t.page_shift;
     m.perms = r.t.perms;
-    m.allowed = write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
+    m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
   }
   return r;
 }

@@ -147,14 +147,14 @@ class PipelineTables {
 
 template <bool kCaching>
 Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
-                             bool *write_ready) {
+                             PipelineNotes *notes) {
   Result r;
   if (c.stages == StageSet::kPassThrough) {
     if ((req.iova >> c.slc.host_width) != 0) {
       r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, 0, req.iova};
       return r;
     }
-    if (write_ready) *write_ready = true;
+    if (notes) notes->write_ready = true;
     r.ok = true;
     r.t = {req.iova, 12, kAccessRead | kAccessWrite | kAccessExec, 0};
     return r;
@@ -162,12 +162,14 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
   const uint32_t key_space = iotlb_space(c);
   if constexpr (kCaching) {
     caches::IotlbEntry hit;
-    if (caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit)) {
+    const bool found = caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit);
+    if (notes) notes->iotlb = found ? PipelineNotes::Iotlb::kHit : PipelineNotes::Iotlb::kMiss;
+    if (found) {
       const uint8_t perms = hit_perms(hit, c);
       const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
       // A denied or first-write access walks again: the walk decides the fault or sets D.
       if ((req.access & ~perms) == 0 && !needs_dirty) {
-        if (write_ready) *write_ready = hit.flags & caches::kIotlbDirty;
+        if (notes) notes->write_ready = hit.flags & caches::kIotlbDirty;
         r.ok = true;
         r.t.out = hit.hpa_base | (req.iova & ~page_mask(hit.page_shift));
         r.t.page_shift = hit.page_shift;
@@ -255,14 +257,14 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
       return r;  // answered above, before the IOTLB
   }
   if constexpr (kCaching) caches_.iotlb().fill(stamp, c.domain, key_space, req.iova, fill);
-  if (write_ready) *write_ready = fill.flags & caches::kIotlbDirty;
+  if (notes) notes->write_ready = fill.flags & caches::kIotlbDirty;
   return r;
 }
 
 Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                                  bool *write_ready) {
-  Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, write_ready)
-                          : walk_pipeline<false>(stamp, rs, req, write_ready);
+                                  PipelineNotes *notes) {
+  Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, notes)
+                          : walk_pipeline<false>(stamp, rs, req, notes);
   if (!r.ok) return fail(req, r.fault, rs.fpd);
   return r;
 }

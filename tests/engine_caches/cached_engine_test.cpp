@@ -212,6 +212,41 @@ TEST(CachedEngine, HitsAreCountedAndWarmNestedMissesSkipUpperLevels) {
   EXPECT_GE(s1.psc_nested_table.hits + s1.psc_second_level.hits, 1u);
 }
 
+// AddressSpace::stats(): the handle's IOTLB hits and misses are the ones EngineStats counts;
+// what the handle's own cache answers, and what other paths look up, count in neither.
+TEST(CachedEngine, HandleCountsItsIotlbLookups) {
+  Machine m(Mode::kFirstLevel);
+  ASSERT_EQ(m.map(3, 30, 12, true), build::Status::kOk);
+  ASSERT_EQ(m.map(4, 40, 12, true), build::Status::kOk);
+  AddressSpace h = m.cached->open(kSid, true, kPasid);
+  const EngineStats before = m.cached->stats();
+  auto translate = [](AddressSpace &as, uint64_t page, uint8_t access) {
+    ASSERT_TRUE(as.translate(kIovaBase + page * 4096, access).ok) << page;
+  };
+  translate(h, 3, kAccessRead);    // IOTLB miss, walk
+  translate(h, 3, kAccessRead);    // the handle's own cache: no lookup
+  translate(h, 4, kAccessRead);    // IOTLB miss
+  m.invalidate_pages(4, 1, true);  // moves the generation: the handle cache starts over
+  translate(h, 3, kAccessRead);    // IOTLB hit
+  translate(h, 4, kAccessRead);    // removed: IOTLB miss
+  // A first write through an entry filled by a read hits the IOTLB, then walks to set D: a
+  // hit all the same, as the IOTLB counts it.
+  translate(h, 3, kAccessWrite);
+  // The request path has no handle: it counts in the engine only.
+  ASSERT_TRUE(m.cached->translate(Machine::request(3, kAccessRead)).ok);
+  const AddressSpace::HandleStats s = h.stats();
+  EXPECT_EQ(s.iotlb_hits, 2u);
+  EXPECT_EQ(s.iotlb_misses, 3u);
+  EXPECT_EQ(s.lookups(), 5u) << "six translations, one answered by the handle's cache";
+  const EngineStats d = m.cached->stats() - before;
+  EXPECT_EQ(d.iotlb.hits, s.iotlb_hits + 1) << "plus the request-path hit";
+  EXPECT_EQ(d.iotlb.misses, s.iotlb_misses);
+  AddressSpace copy = h;
+  translate(copy, 4, kAccessWrite);  // filled by a read: past the handle cache to the IOTLB
+  EXPECT_EQ(copy.stats().iotlb_hits, 3u) << "a copy continues from the original's counts";
+  EXPECT_EQ(h.stats().iotlb_hits, 2u);
+}
+
 TEST(CachedEngine, HandleSeesPasidEntryChangeOnlyAfterInvalidation) {
   Machine m(Mode::kFirstLevel);
   ASSERT_EQ(m.map(3, 30, 12, true), build::Status::kOk);

@@ -133,6 +133,23 @@ class NESTOR_CXX_API AddressSpace {
   uint16_t source_id() const { return base_.source_id; }
   bool valid() const { return engine_ != nullptr; }
 
+  // This handle's IOTLB lookups, so that a caller can tell the hit rate of one address space
+  // from the engine's (EngineStats sum every space). Plain fields counted by the thread that
+  // translates through the handle (the rule above): read them on that thread, or after it has
+  // stopped using the handle. A copy of a handle starts from the counts of its original.
+  // Translations the handle's own cache answers look nothing up and count in neither field,
+  // which leaves that path, the fastest hit, as it was: a caller that counts its translations
+  // gets those as translations - lookups() (less any that faulted before the IOTLB, on the
+  // context or PASID entry, and pass-through ones, which look nothing up either).
+  struct HandleStats {
+    // As EngineStats::iotlb counts them: a hit that the access is not allowed through, or a
+    // first write that must set the dirty bit, walks afterwards but is a hit.
+    uint64_t iotlb_hits = 0;
+    uint64_t iotlb_misses = 0;  // a walk followed
+    uint64_t lookups() const { return iotlb_hits + iotlb_misses; }
+  };
+  HandleStats stats() const { return stats_; }
+
  private:
   friend class Engine;
   // A small direct-mapped translation cache private to the handle (what a device's ATC is to
@@ -153,6 +170,8 @@ class NESTOR_CXX_API AddressSpace {
   uint64_t stamp_ = 0;
   WalkContext resolved_;
   std::array<MicroEntry, kMicroEntries> micro_{};
+  // Last, so the fields the handle-cache hit reads keep their offsets.
+  HandleStats stats_;
 };
 
 class NESTOR_CXX_API Engine {
@@ -237,15 +256,22 @@ class NESTOR_CXX_API Engine {
     return c.stages == StageSet::kSecondOnly ? caches::Iotlb::kSecondLevelPasid : c.space;
   }
   bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
-  // *write_ready (optional): whether a later write may reuse this result without a walk.
+  // What the pipeline tells translate_in besides the result, behind one pointer: a seventh
+  // argument would go on the stack, and the frame pointer that takes made translate_in keep
+  // the handle in memory, reloaded on its handle-cache hit path too.
+  struct PipelineNotes {
+    bool write_ready = false;  // a later write may reuse this result without a walk
+    enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
+  };
   Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                            bool *write_ready = nullptr);
+                            PipelineNotes *notes = nullptr);
   Result translate_in(AddressSpace &as, const Request &req);
   Result translate_undrained(const Request &req);
   Result translate_drained(const Request &req);  // invalidation.cpp
   // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req, bool *write_ready);
+  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+                       PipelineNotes *notes);
   template <bool kCaching>
   friend class PipelineTables;
   Result fail(const Request &req, Fault f, bool fpd);
