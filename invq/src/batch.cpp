@@ -1,7 +1,6 @@
 #include "nestor/invq/batch.h"
 
 #include <algorithm>
-#include <tuple>
 #include <unordered_map>
 
 namespace nestor::invq {
@@ -256,15 +255,12 @@ void combine_caches(std::vector<InvalidationOp> &ops) {
     keyed[i] = {order_key(op), i};
   }
   std::sort(keyed.begin(), keyed.end());
-  std::vector<uint32_t> order(ops.size());
-  for (size_t k = 0; k < keyed.size(); ++k) order[k] = keyed[k].second;
+  // Every field but the cache bits is in the key, so equal keys are ops that differ only there.
   bool any = false;
-  for (size_t k = 1, first = 0; k < order.size(); ++k) {
-    InvalidationOp a = ops[order[first]], b = ops[order[k]];
-    a.caches = b.caches = 0;
-    if (a == b) {
-      ops[order[first]].caches |= ops[order[k]].caches;
-      ops[order[k]].caches = 0;  // folded into the first; dropped below
+  for (size_t k = 1, first = 0; k < keyed.size(); ++k) {
+    if (keyed[k].first == keyed[first].first) {
+      ops[keyed[first].second].caches |= ops[keyed[k].second].caches;
+      ops[keyed[k].second].caches = 0;  // folded into the first; dropped below
       any = true;
     } else {
       first = k;

@@ -36,7 +36,7 @@ InvalidationProcessor::~InvalidationProcessor() {
 }
 
 void InvalidationProcessor::submit(const InvalidationOp &op) {
-  stats_.count_op_submitted();
+  stats_.count_ops_submitted(1);
   enqueue(Entry{op, nullptr});
 }
 
@@ -83,7 +83,7 @@ WaitTicket Submission::add_wait(WaitOp wait) {
 
 WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
   std::shared_ptr<detail::WaitState> state = new_wait_state(std::move(wait));
-  stats_.count_wait_submitted();
+  stats_.count_waits_submitted(1);
   enqueue(Entry{InvalidationOp{}, state});
   return WaitTicket(std::move(state));
 }

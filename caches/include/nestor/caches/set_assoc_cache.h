@@ -389,21 +389,20 @@ class SetAssocCache {
   // fill_checked's tag store across the caller's RangeLog publication.
   bool may_hold(const Set &set, uint64_t h) const {
     if ((set.seq.load(std::memory_order_seq_cst) & 1) != 0) return true;
-    const uint64_t tag_bytes = uint64_t(tag_of(h)) * 0x0101010101010101ULL;
-    for (size_t t_word = 0; t_word < kTagWords; ++t_word) {
-      const uint64_t x = set.tags[t_word].load(std::memory_order_seq_cst) ^ tag_bytes;
-      if (((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0) return true;
-    }
-    return false;
+    bool candidate = false;
+    for_each_tag_candidate(
+        set, h, [&](unsigned) { candidate = true; }, std::memory_order_seq_cst);
+    return candidate;
   }
 
   // Calls f(way) for each way whose tag byte equals key hash h's tag (a borrow may add a false
   // candidate; callers compare the key). Writers call it under the set lock.
   template <class F>
-  void for_each_tag_candidate(const Set &set, uint64_t h, F &&f) const {
+  void for_each_tag_candidate(const Set &set, uint64_t h, F &&f,
+                              std::memory_order order = std::memory_order_relaxed) const {
     const uint64_t tag_bytes = uint64_t(tag_of(h)) * 0x0101010101010101ULL;
     for (size_t t_word = 0; t_word < kTagWords; ++t_word) {
-      const uint64_t x = set.tags[t_word].load(std::memory_order_relaxed) ^ tag_bytes;
+      const uint64_t x = set.tags[t_word].load(order) ^ tag_bytes;
       uint64_t candidates = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL;
       while (candidates) {
         const unsigned w = unsigned(t_word * 8) + unsigned(std::countr_zero(candidates)) / 8;

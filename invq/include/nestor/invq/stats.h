@@ -34,10 +34,7 @@ struct StatsSnapshot {
 
 class Stats {
  public:
-  void count_descriptor(uint8_t type) { add(descriptors_by_type_[type % kDescriptorTypeCount]); }
   void count_error() { add(errors_); }
-  void count_op_submitted() { add(ops_submitted_); }
-  void count_wait_submitted() { add(waits_submitted_); }
   void count_ops_submitted(uint64_t n) {
     if (n) add(ops_submitted_, n);
   }
