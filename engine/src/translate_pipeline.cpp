@@ -68,10 +68,8 @@ class PipelineTables {
   }
 
   // --- the Tables interface of fl::walk / nested::walk ---
-  bool fetch_table(uint64_t gpa, int fl_level, bool is_root, uint64_t *hpa, Fault *f,
+  bool fetch_table(uint64_t gpa, int fl_level, bool is_root, uint64_t *hpa, WalkFault *f,
                    uint8_t *refs) {
-    const FaultReason denied =
-        is_root ? FaultReason::kFirstLevelRootReadDenied : FaultReason::kFirstLevelEntryReadDenied;
     if constexpr (kCaching) {
       // Before anything is read through the page: a second-level change of it that this walk
       // misses is then seen by the invalidation announcing it (TablePageFilter::add).
@@ -84,15 +82,11 @@ class PipelineTables {
         return true;
       }
     }
-    if ((gpa >> sl::width_for_levels(slc_.levels)) != 0) {
-      *f = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kNestedTable, uint8_t(fl_level),
-            gpa};
-      return false;
-    }
+    if (nested::beyond_second_level(gpa, slc_, fl_level, f)) return false;
     sl::Result r = sl_walk(gpa, kAccessRead);
     *refs = uint8_t(*refs + r.refs);
     if (!r.ok) {
-      *f = nested::table_fault(r.fault, gpa, denied);
+      *f = nested::table_fault(r.fault, gpa, nested::table_read_denied(is_root));
       return false;
     }
     *hpa = r.t.out & page_mask(12);
@@ -103,16 +97,12 @@ class PipelineTables {
     return true;
   }
 
-  bool table_for_update(uint64_t gpa, int fl_level, uint64_t *hpa, Fault *f) {
+  bool table_for_update(uint64_t gpa, int fl_level, uint64_t *hpa, WalkFault *f) {
     // A/D updates are rare (first touch): always check write permission with a real walk.
-    if ((gpa >> sl::width_for_levels(slc_.levels)) != 0) {
-      *f = {FaultReason::kFirstLevelAddressBeyondGaw, FaultStage::kNestedTable, uint8_t(fl_level),
-            gpa};
-      return false;
-    }
+    if (nested::beyond_second_level(gpa, slc_, fl_level, f)) return false;
     sl::Result r = sl_walk(gpa, kAccessWrite);
     if (!r.ok) {
-      *f = nested::table_fault(r.fault, gpa, FaultReason::kFirstLevelEntryWriteDenied);
+      *f = nested::table_fault(r.fault, gpa, WalkError::kTableWriteDenied);
       return false;
     }
     *hpa = r.t.out & page_mask(12);
@@ -151,7 +141,8 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
   Result r;
   if (c.stages == StageSet::kPassThrough) {
     if ((req.iova >> c.slc.host_width) != 0) {
-      r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, 0, req.iova};
+      r.fault = Personality::walk_fault(
+          {WalkError::kInputBeyondWidth, FaultStage::kSecondLevel, 0, req.iova});
       return r;
     }
     if (notes) notes->write_ready = true;
@@ -189,7 +180,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
       caches_.iotlb().count_walk(s.refs);
       r.ok = s.ok;
       r.t = s.t;
-      r.fault = s.fault;
+      if (!s.ok) r.fault = Personality::walk_fault(s.fault);
       if (!s.ok) return r;
       fill.page_shift = s.t.page_shift;
       fill.hpa_base = s.t.out & page_mask(s.t.page_shift);
@@ -222,7 +213,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
         caches_.iotlb().count_walk(f.refs);
         r.ok = f.ok;
         r.t = f.t;
-        r.fault = f.fault;
+        if (!f.ok) r.fault = Personality::walk_fault(f.fault);
         fl_attrs = f.attrs;
       } else {
         nested::Result n = nested::walk(mem_, tables, flc, slc, req.iova, req.access, c.privileged,
@@ -230,7 +221,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
         caches_.iotlb().count_walk(n.refs);
         r.ok = n.ok;
         r.t = n.t;
-        r.fault = n.fault;
+        if (!n.ok) r.fault = Personality::walk_fault(n.fault);
         fl_attrs = n.fl_attrs;
         sl_perms = n.sl_perms;
         sl_dirty = n.sl_dirty;

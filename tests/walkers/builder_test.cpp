@@ -22,9 +22,9 @@ constexpr uint64_t kOut = 0x0000'0040'0000'0000ull;
 
 TEST(Builder, StatusNamesAreDistinct) {
   std::set<std::string> names;
-  for (Status s : {Status::kOk, Status::kMisaligned, Status::kBadPageSize, Status::kConflict,
-                   Status::kNoMemory, Status::kNotMapped, Status::kBeyondWidth,
-                   Status::kMemoryError})
+  for (Status s :
+       {Status::kOk, Status::kMisaligned, Status::kBadPageSize, Status::kConflict,
+        Status::kNoMemory, Status::kNotMapped, Status::kBeyondWidth, Status::kMemoryError})
     EXPECT_TRUE(names.insert(build::status_name(s)).second);
 }
 
@@ -59,8 +59,7 @@ TEST(Builder, MapUnmapRemapFirstLevel) {
   ASSERT_EQ(f.b.map(0x2000, kOut, 12, kRW), Status::kOk);
   EXPECT_EQ(f.space.allocated, 4);
   ASSERT_EQ(f.b.unmap(0x1000, 12), Status::kOk);
-  EXPECT_EQ(fl::walk(f.mem, c, 0x1000, kAccessRead, false).fault.reason,
-            FaultReason::kFirstLevelEntryNotPresent);
+  EXPECT_EQ(fl::walk(f.mem, c, 0x1000, kAccessRead, false).fault.error, WalkError::kNotPresent);
   EXPECT_TRUE(fl::walk(f.mem, c, 0x2000, kAccessRead, false).ok);
   EXPECT_EQ(f.b.unmap(0x1000, 12), Status::kNotMapped);
   EXPECT_EQ(f.b.unmap(0x0000'0100'0000'0000ull, 12), Status::kNotMapped);  // no path at all
@@ -83,8 +82,7 @@ TEST(Builder, MapUnmapRemapSecondLevelLargePages) {
   EXPECT_EQ(f.b.unmap(0x4000'0000, 12), Status::kNotMapped);
   EXPECT_EQ(f.b.unmap(0x20'0000, 12), Status::kNotMapped);
   ASSERT_EQ(f.b.unmap(0x4000'0000, 30), Status::kOk);
-  EXPECT_EQ(sl::walk(f.mem, c, 0x4000'0000, kAccessRead).fault.reason,
-            FaultReason::kSecondLevelEntryNotPresent);
+  EXPECT_EQ(sl::walk(f.mem, c, 0x4000'0000, kAccessRead).fault.error, WalkError::kNotPresent);
 }
 
 TEST(Builder, ConflictsAreRefused) {
@@ -142,11 +140,12 @@ TEST(Builder, UpdateLeafAndEntryAddress) {
   ASSERT_NE(a, 0u);
   EXPECT_EQ(f.mem.peek(a), kOut | kRW);
   EXPECT_EQ(f.b.entry_address(0x0000'0100'0000'0000ull, 1), 0u);
-  ASSERT_EQ(f.b.update_leaf(0x5000, 12,
-                            [](uint64_t old, void *) { return old & ~fl::kWritable; }, nullptr),
+  ASSERT_EQ(f.b.update_leaf(
+                0x5000, 12, [](uint64_t old, void *) { return old & ~fl::kWritable; }, nullptr),
             Status::kOk);
   EXPECT_EQ(f.mem.peek(a), kOut | (kRW & ~fl::kWritable));
-  EXPECT_EQ(f.b.update_leaf(0x6000, 12, [](uint64_t o, void *) { return o; }, nullptr),
+  EXPECT_EQ(f.b.update_leaf(
+                0x6000, 12, [](uint64_t o, void *) { return o; }, nullptr),
             Status::kNotMapped);
 }
 

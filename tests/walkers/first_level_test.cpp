@@ -68,7 +68,7 @@ TEST_P(FirstLevelTest, PageSizesTranslateWithOffsets) {
   for (const auto &c : cases) {
     ASSERT_EQ(b.map(c.va, out, c.shift, kUserRW), build::Status::kOk);
     const auto r = walk(c.va + c.off, kAccessRead, false);
-    ASSERT_TRUE(r.ok) << std::hex << int(r.fault.reason);
+    ASSERT_TRUE(r.ok) << std::hex << int(r.fault.error);
     EXPECT_EQ(r.t.out, out + c.off);
     EXPECT_EQ(r.t.page_shift, c.shift);
     EXPECT_EQ(r.t.level, (c.shift - 12) / 9 + 1);
@@ -85,8 +85,7 @@ TEST_P(FirstLevelTest, FiveLevelUsesBits56To48) {
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.t.out, kOutBase | 0x123);
   // The same low 48 bits with a different level-5 index is not mapped.
-  EXPECT_EQ(walk(va & ((1ull << 48) - 1), kAccessRead, false).fault.reason,
-            FaultReason::kFirstLevelEntryNotPresent);
+  EXPECT_EQ(walk(va & ((1ull << 48) - 1), kAccessRead, false).fault.error, WalkError::kNotPresent);
 }
 
 TEST_P(FirstLevelTest, NonCanonicalAddressFaults) {
@@ -95,12 +94,12 @@ TEST_P(FirstLevelTest, NonCanonicalAddressFaults) {
                           (1ull << w) | 0x1000};
   for (uint64_t iova : bad) {
     const auto r = walk(iova, kAccessRead, false);
-    EXPECT_EQ(r.fault.reason, FaultReason::kNonCanonicalAddress) << std::hex << iova;
+    EXPECT_EQ(r.fault.error, WalkError::kNonCanonical) << std::hex << iova;
     EXPECT_EQ(r.fault.address, iova);
   }
   // Upper-half canonical addresses are walked (and are simply not mapped here).
   const uint64_t upper = ~0ull << (w - 1);
-  EXPECT_EQ(walk(upper, kAccessRead, false).fault.reason, FaultReason::kFirstLevelEntryNotPresent);
+  EXPECT_EQ(walk(upper, kAccessRead, false).fault.error, WalkError::kNotPresent);
   EXPECT_EQ(mem.reads, 1u);
 }
 
@@ -117,7 +116,7 @@ TEST_P(FirstLevelTest, NotPresentAtEveryLevelReportsTheLevel) {
     c.root = b2.root();
     const auto r = fl::walk(m2, c, va, kAccessRead, false);
     EXPECT_FALSE(r.ok);
-    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryNotPresent);
+    EXPECT_EQ(r.fault.error, WalkError::kNotPresent);
     EXPECT_EQ(r.fault.level, level);
     EXPECT_EQ(r.fault.stage, FaultStage::kFirstLevel);
     EXPECT_EQ(r.fault.address, va);
@@ -134,7 +133,7 @@ TEST_P(FirstLevelTest, AddressBitsAboveHostWidthAreReservedAtEveryLevel) {
       const uint64_t a = entry(va, level), old = mem.peek(a);
       mem.poke(a, old | (1ull << bit));
       const auto r = walk(va, kAccessRead, false);
-      EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved) << level << " " << bit;
+      EXPECT_EQ(r.fault.error, WalkError::kReserved) << level << " " << bit;
       EXPECT_EQ(r.fault.level, level);
       mem.poke(a, old);
     }
@@ -151,7 +150,7 @@ TEST_P(FirstLevelTest, PageSizeBitAtLevelFourAndFiveIsReserved) {
     const uint64_t a = entry(va, level), old = mem.peek(a);
     mem.poke(a, old | fl::kPageSize);
     const auto r = walk(va, kAccessRead, false);
-    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved);
+    EXPECT_EQ(r.fault.error, WalkError::kReserved);
     EXPECT_EQ(r.fault.level, level);
     mem.poke(a, old);
   }
@@ -168,14 +167,13 @@ TEST_P(FirstLevelTest, LargePageLowAddressBitsAreReserved) {
   ASSERT_TRUE(walk(va1g, kAccessRead, false).ok);
   for (int bit = 13; bit <= 20; ++bit) {
     set_bits(va2m, 2, 1ull << bit);
-    EXPECT_EQ(walk(va2m, kAccessRead, false).fault.reason, FaultReason::kFirstLevelEntryReserved)
-        << bit;
+    EXPECT_EQ(walk(va2m, kAccessRead, false).fault.error, WalkError::kReserved) << bit;
     set_bits(va2m, 2, 0, 1ull << bit);
   }
   for (int bit = 13; bit <= 29; ++bit) {
     set_bits(va1g, 3, 1ull << bit);
     const auto r = walk(va1g, kAccessRead, false);
-    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved) << bit;
+    EXPECT_EQ(r.fault.error, WalkError::kReserved) << bit;
     EXPECT_EQ(r.fault.level, 3);
     set_bits(va1g, 3, 0, 1ull << bit);
   }
@@ -190,7 +188,7 @@ TEST_P(FirstLevelTest, OneGigPageWithoutSupportIsReserved) {
   ASSERT_EQ(b.map(va, kOutBase, 30, kUserRW), build::Status::kOk);
   cfg.large_1g = false;
   const auto r = walk(va, kAccessRead, false);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved);
+  EXPECT_EQ(r.fault.error, WalkError::kReserved);
   EXPECT_EQ(r.fault.level, 3);
   // 2M pages stay fine.
   ASSERT_EQ(b.map(0x20'0000, kOutBase, 21, kUserRW), build::Status::kOk);
@@ -202,9 +200,9 @@ TEST_P(FirstLevelTest, OneGigPageWithoutSupportIsReserved) {
 TEST_P(FirstLevelTest, SupervisorRequestsNeedSre) {
   cfg.sre = false;
   const auto r = walk(0x1000, kAccessRead, true);  // not even mapped: checked first
-  EXPECT_EQ(r.fault.reason, FaultReason::kSupervisorRequestsDisabled);
+  EXPECT_EQ(r.fault.error, WalkError::kPrivilegedDisabled);
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kSupRW), build::Status::kOk);
-  EXPECT_EQ(walk(0x1000, kAccessRead, true).fault.reason, FaultReason::kSupervisorRequestsDisabled);
+  EXPECT_EQ(walk(0x1000, kAccessRead, true).fault.error, WalkError::kPrivilegedDisabled);
   cfg.sre = true;
   EXPECT_TRUE(walk(0x1000, kAccessRead, true).ok);
 }
@@ -212,9 +210,9 @@ TEST_P(FirstLevelTest, SupervisorRequestsNeedSre) {
 TEST_P(FirstLevelTest, ExecuteRequestsNeedEre) {
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kUserRW), build::Status::kOk);
   cfg.ere = false;
-  EXPECT_EQ(walk(0x1000, kAccessExec, false).fault.reason, FaultReason::kExecuteRequestsDisabled);
-  EXPECT_EQ(walk(0x5000, kAccessExec | kAccessRead, false).fault.reason,
-            FaultReason::kExecuteRequestsDisabled);
+  EXPECT_EQ(walk(0x1000, kAccessExec, false).fault.error, WalkError::kExecuteDisabled);
+  EXPECT_EQ(walk(0x5000, kAccessExec | kAccessRead, false).fault.error,
+            WalkError::kExecuteDisabled);
   const auto r = walk(0x1000, kAccessRead, false);
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.t.perms, kAccessRead | kAccessWrite);  // no X granted without ERE
@@ -241,12 +239,12 @@ TEST_P(FirstLevelTest, UserClearAnywhereOnPathDeniesUserRequests) {
       c.root = bb.root();
       for (uint8_t acc : {kAccessRead, kAccessWrite, kAccessExec}) {
         const auto r = fl::walk(m, c, va, acc, false);
-        EXPECT_EQ(r.fault.reason, FaultReason::kUserAccessDenied) << shift << "/" << level;
+        EXPECT_EQ(r.fault.error, WalkError::kUserDenied) << shift << "/" << level;
         EXPECT_EQ(r.fault.stage, FaultStage::kFirstLevel);
       }
       // Supervisor requests may use it (and may execute it: it is a supervisor page now).
       const auto sup = fl::walk(m, c, va, kAccessExec | kAccessRead, true);
-      ASSERT_TRUE(sup.ok) << std::hex << int(sup.fault.reason);
+      ASSERT_TRUE(sup.ok) << std::hex << int(sup.fault.error);
       EXPECT_EQ(sup.t.perms, kAccessRead | kAccessWrite | kAccessExec);
     }
   }
@@ -264,7 +262,7 @@ TEST_P(FirstLevelTest, WritableClearAnywhereDeniesUserWrites) {
       m.poke(a, m.peek(a) & ~fl::kWritable);
       fl::Config c = cfg;
       c.root = bb.root();
-      EXPECT_EQ(fl::walk(m, c, va, kAccessWrite, false).fault.reason, FaultReason::kWriteDenied);
+      EXPECT_EQ(fl::walk(m, c, va, kAccessWrite, false).fault.error, WalkError::kWriteDenied);
       const auto rd = fl::walk(m, c, va, kAccessRead, false);
       ASSERT_TRUE(rd.ok);
       EXPECT_EQ(rd.t.perms, kAccessRead | kAccessExec);
@@ -274,7 +272,7 @@ TEST_P(FirstLevelTest, WritableClearAnywhereDeniesUserWrites) {
       ASSERT_TRUE(sw.ok);
       EXPECT_TRUE(sw.t.perms & kAccessWrite);
       c.wpe = true;
-      EXPECT_EQ(fl::walk(m, c, va, kAccessWrite, true).fault.reason, FaultReason::kWriteDenied);
+      EXPECT_EQ(fl::walk(m, c, va, kAccessWrite, true).fault.error, WalkError::kWriteDenied);
       EXPECT_FALSE(fl::walk(m, c, va, kAccessRead, true).t.perms & kAccessWrite);
     }
   }
@@ -297,9 +295,9 @@ TEST_P(FirstLevelTest, ExecuteDisableAnywhereDeniesExecute) {
       m.poke(a, m.peek(a) | fl::kNoExecute);
       fl::Config c = cfg;
       c.root = bb.root();
-      EXPECT_EQ(fl::walk(m, c, va, kAccessExec, false).fault.reason, FaultReason::kExecuteDenied);
-      EXPECT_EQ(fl::walk(m, c, va, kAccessExec | kAccessRead, true).fault.reason,
-                FaultReason::kExecuteDenied);
+      EXPECT_EQ(fl::walk(m, c, va, kAccessExec, false).fault.error, WalkError::kExecuteDenied);
+      EXPECT_EQ(fl::walk(m, c, va, kAccessExec | kAccessRead, true).fault.error,
+                WalkError::kExecuteDenied);
       const auto r = fl::walk(m, c, va, kAccessRead, false);
       ASSERT_TRUE(r.ok);
       EXPECT_EQ(r.t.perms, kAccessRead | kAccessWrite);
@@ -310,13 +308,13 @@ TEST_P(FirstLevelTest, ExecuteDisableAnywhereDeniesExecute) {
 TEST_P(FirstLevelTest, SupervisorCannotExecuteUserPages) {
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kUserRW), build::Status::kOk);
   ASSERT_EQ(b.map(0x2000, kOutBase, 12, kSupRW), build::Status::kOk);
-  EXPECT_EQ(walk(0x1000, kAccessExec, true).fault.reason, FaultReason::kExecuteDenied);
+  EXPECT_EQ(walk(0x1000, kAccessExec, true).fault.error, WalkError::kExecuteDenied);
   const auto user_page = walk(0x1000, kAccessRead, true);
   ASSERT_TRUE(user_page.ok);
   EXPECT_EQ(user_page.t.perms, kAccessRead | kAccessWrite);
   EXPECT_TRUE(walk(0x2000, kAccessExec, true).ok);
   EXPECT_TRUE(walk(0x1000, kAccessExec, false).ok);
-  EXPECT_EQ(walk(0x2000, kAccessExec, false).fault.reason, FaultReason::kUserAccessDenied);
+  EXPECT_EQ(walk(0x2000, kAccessExec, false).fault.error, WalkError::kUserDenied);
 }
 
 // PASID-entry SMEP (VT-d 9.6, like CR4.SMEP): without it a supervisor may fetch from a user
@@ -330,10 +328,10 @@ TEST_P(FirstLevelTest, SmepAndNxeComeFromThePasidEntry) {
     mem.poke(a, old | fl::kNoExecute);
     cfg.nxe = false;
     const auto r = walk(0x1000, kAccessRead, false);
-    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryReserved) << level;
+    EXPECT_EQ(r.fault.error, WalkError::kReserved) << level;
     EXPECT_EQ(r.fault.level, level);
     cfg.nxe = true;
-    EXPECT_EQ(walk(0x1000, kAccessExec, false).fault.reason, FaultReason::kExecuteDenied);
+    EXPECT_EQ(walk(0x1000, kAccessExec, false).fault.error, WalkError::kExecuteDenied);
     mem.poke(a, old);
   }
 }
@@ -393,14 +391,14 @@ TEST_P(FirstLevelTest, NoAccessedDirtyUpdateWhenDisabledOrOnFault) {
   EXPECT_EQ(mem.cas_calls, 0u);
   cfg.update_ad = true;
   // Every kind of permission fault leaves the tables untouched.
-  EXPECT_EQ(walk(0x1000, kAccessRead, false).fault.reason, FaultReason::kUserAccessDenied);
+  EXPECT_EQ(walk(0x1000, kAccessRead, false).fault.error, WalkError::kUserDenied);
   cfg.wpe = true;
   set_bits(0x1000, 1, 0, fl::kWritable);
   const auto before2 = path_values(0x1000, 1);
-  EXPECT_EQ(walk(0x1000, kAccessWrite, true).fault.reason, FaultReason::kWriteDenied);
+  EXPECT_EQ(walk(0x1000, kAccessWrite, true).fault.error, WalkError::kWriteDenied);
   set_bits(0x1000, 1, fl::kNoExecute);
   const auto before3 = path_values(0x1000, 1);
-  EXPECT_EQ(walk(0x1000, kAccessExec, true).fault.reason, FaultReason::kExecuteDenied);
+  EXPECT_EQ(walk(0x1000, kAccessExec, true).fault.error, WalkError::kExecuteDenied);
   EXPECT_EQ(path_values(0x1000, 1), before3);
   (void)before2;
   EXPECT_EQ(mem.cas_calls, 0u);
@@ -421,14 +419,14 @@ TEST_P(FirstLevelTest, AccessedUpdateFailureIsAnAccessFault) {
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kUserRW), build::Status::kOk);
   mem.fail_writes.insert(entry(0x1000, 2));
   const auto r = walk(0x1000, kAccessRead, false);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryAccess);
+  EXPECT_EQ(r.fault.error, WalkError::kEntryAccess);
   EXPECT_EQ(r.fault.level, 2);
 }
 
 TEST_P(FirstLevelTest, UnbackedTablesAreAccessFaults) {
   cfg.root = kMemSize + 0x1000;  // outside the flat memory
   auto r = walk(0x1000, kAccessRead, false);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelRootAccess);
+  EXPECT_EQ(r.fault.error, WalkError::kRootEntryAccess);
   EXPECT_EQ(r.fault.level, top());
   cfg.root = b.root();
   ASSERT_EQ(b.map(0x1000, kOutBase, 12, kUserRW), build::Status::kOk);
@@ -442,7 +440,7 @@ TEST_P(FirstLevelTest, UnbackedTablesAreAccessFaults) {
     fl::Config c = cfg;
     c.root = bb.root();
     r = fl::walk(m, c, 0x1000, kAccessRead, false);
-    EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryAccess) << level;
+    EXPECT_EQ(r.fault.error, WalkError::kEntryAccess) << level;
     EXPECT_EQ(r.fault.level, level);
   }
 }

@@ -76,7 +76,7 @@ TEST_P(NestedTest, TablePointersAreGuestPhysical) {
   ASSERT_EQ(slb.map(gpa, kOut, 12, build::sl_leaf_bits(kRWX)), build::Status::kOk);
   for (const auto &[g, h] : guest.gpa_to_hpa) ASSERT_NE(g, h);
   const auto r = walk(iova | 0xABC, kAccessRead);
-  ASSERT_TRUE(r.ok) << std::hex << int(r.fault.reason) << " at " << r.fault.address;
+  ASSERT_TRUE(r.ok) << std::hex << int(r.fault.error) << " at " << r.fault.address;
   EXPECT_EQ(r.t.out, kOut | 0xABC);
   EXPECT_EQ(r.gpa, gpa | 0xABC);
   EXPECT_EQ(r.t.page_shift, 12);
@@ -94,7 +94,7 @@ TEST_P(NestedTest, FirstLevelRootNotMappedInSecondLevel) {
   flc.root = 0x0000'0000'7777'7000ull;  // no SL mapping
   const auto r = walk(0x1000, kAccessRead);
   EXPECT_EQ(r.fault.stage, FaultStage::kNestedTable);
-  EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryNotPresent);
+  EXPECT_EQ(r.fault.error, WalkError::kNotPresent);
   EXPECT_EQ(r.fault.address, flc.root);
   // For nested-table faults the level is the second-level one that faulted: the GPA's
   // level-3 (1G) slot is empty in every SL configuration used here.
@@ -107,13 +107,13 @@ TEST_P(NestedTest, SecondLevelReadDeniedOnTables) {
   ASSERT_EQ(slb.map(gpa, kOut, 12, build::sl_leaf_bits(kRW)), build::Status::kOk);
   const int top = GetParam().fl_levels;
   for (int level = top; level >= 1; --level) {
-    const uint64_t table_gpa = level == top ? flb.root()
-                                            : mem.peek(fl_entry_hpa(iova, level + 1)) & fl::kAddrMask52;
+    const uint64_t table_gpa =
+        level == top ? flb.root() : mem.peek(fl_entry_hpa(iova, level + 1)) & fl::kAddrMask52;
     const uint64_t se = sl_entry_of(table_gpa), old = mem.peek(se);
     mem.poke(se, old & ~sl::kRead);  // write-only: still present, not readable
     const auto r = walk(iova, kAccessRead);
-    EXPECT_EQ(r.fault.reason, level == top ? FaultReason::kFirstLevelRootReadDenied
-                                           : FaultReason::kFirstLevelEntryReadDenied)
+    EXPECT_EQ(r.fault.error,
+              level == top ? WalkError::kRootTableReadDenied : WalkError::kTableReadDenied)
         << level;
     EXPECT_EQ(r.fault.stage, FaultStage::kNestedTable);
     EXPECT_EQ(r.fault.address, table_gpa);
@@ -131,7 +131,7 @@ TEST_P(NestedTest, AccessedUpdateNeedsSecondLevelWrite) {
   const uint64_t se = sl_entry_of(leaf_table_gpa);
   mem.poke(se, mem.peek(se) & ~sl::kWrite);  // the FL leaf table is read-only in SL
   auto r = walk(iova, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelEntryWriteDenied);
+  EXPECT_EQ(r.fault.error, WalkError::kTableWriteDenied);
   EXPECT_EQ(r.fault.stage, FaultStage::kNestedTable);
   EXPECT_EQ(r.fault.address, leaf_table_gpa);
   EXPECT_EQ(r.fault.level, 1);
@@ -140,7 +140,7 @@ TEST_P(NestedTest, AccessedUpdateNeedsSecondLevelWrite) {
   mem.poke(fl_entry_hpa(iova, 1), mem.peek(fl_entry_hpa(iova, 1)) | fl::kAccessed);
   r = walk(iova, kAccessRead);
   ASSERT_TRUE(r.ok);
-  EXPECT_EQ(walk(iova, kAccessWrite).fault.reason, FaultReason::kFirstLevelEntryWriteDenied);
+  EXPECT_EQ(walk(iova, kAccessWrite).fault.error, WalkError::kTableWriteDenied);
 }
 
 TEST_P(NestedTest, SecondLevelAccessedDirtyOnTablePagesWhenEnabled) {
@@ -165,7 +165,7 @@ TEST_P(NestedTest, OutputGpaBeyondSecondLevelWidth) {
   const uint64_t iova = 0x1000, gpa = 1ull << w;
   ASSERT_EQ(flb.map(iova, gpa, 12, kUserRW), build::Status::kOk);
   const auto r = walk(iova | 0x10, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelAddressBeyondGaw);
+  EXPECT_EQ(r.fault.error, WalkError::kOutputBeyondWidth);
   EXPECT_EQ(r.fault.address, iova | 0x10);
 }
 
@@ -178,7 +178,7 @@ TEST_P(NestedTest, TablePointerBeyondSecondLevelWidth) {
   const uint64_t bad = 1ull << w;
   mem.poke(e, (mem.peek(e) & ~fl::kAddrMask52) | bad);
   const auto r = walk(iova, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kFirstLevelAddressBeyondGaw);
+  EXPECT_EQ(r.fault.error, WalkError::kOutputBeyondWidth);
   EXPECT_EQ(r.fault.stage, FaultStage::kNestedTable);
   EXPECT_EQ(r.fault.address, bad);
 }
@@ -187,12 +187,12 @@ TEST_P(NestedTest, FinalGpaFaultIsSecondLevelWithGpa) {
   const uint64_t iova = 0x0000'0000'0030'0000ull, gpa = 0x0000'0000'0abc'd000ull;
   ASSERT_EQ(flb.map(iova, gpa, 12, kUserRW), build::Status::kOk);
   auto r = walk(iova | 0x42, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryNotPresent);
+  EXPECT_EQ(r.fault.error, WalkError::kNotPresent);
   EXPECT_EQ(r.fault.stage, FaultStage::kSecondLevel);
   EXPECT_EQ(r.fault.address, gpa | 0x42);
   ASSERT_EQ(slb.map(gpa, kOut, 12, build::sl_leaf_bits(kAccessWrite)), build::Status::kOk);
   r = walk(iova, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kReadDenied);
+  EXPECT_EQ(r.fault.error, WalkError::kReadDenied);
   EXPECT_EQ(r.fault.stage, FaultStage::kSecondLevel);
   EXPECT_EQ(r.fault.address, gpa);
 }
@@ -207,18 +207,19 @@ TEST_P(NestedTest, PermissionsIntersect) {
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.t.perms, kAccessRead);
   r = walk(0x1000, kAccessWrite);
-  EXPECT_EQ(r.fault.reason, FaultReason::kWriteDenied);
+  EXPECT_EQ(r.fault.error, WalkError::kWriteDenied);
   EXPECT_EQ(r.fault.stage, FaultStage::kSecondLevel);
   // FL read-only over SL RWX: write denied by the first level; X from both.
-  ASSERT_EQ(flb.map(0x2000, gpa_rw, 12, build::fl_leaf_bits(false, true, true)), build::Status::kOk);
+  ASSERT_EQ(flb.map(0x2000, gpa_rw, 12, build::fl_leaf_bits(false, true, true)),
+            build::Status::kOk);
   r = walk(0x2000, kAccessRead);
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.t.perms, kAccessRead | kAccessExec);
   r = walk(0x2000, kAccessWrite);
-  EXPECT_EQ(r.fault.reason, FaultReason::kWriteDenied);
+  EXPECT_EQ(r.fault.error, WalkError::kWriteDenied);
   EXPECT_EQ(r.fault.stage, FaultStage::kFirstLevel);
   // Execute over an SL page without X.
-  EXPECT_EQ(walk(0x1000, kAccessExec).fault.reason, FaultReason::kExecuteDenied);
+  EXPECT_EQ(walk(0x1000, kAccessExec).fault.error, WalkError::kExecuteDenied);
   EXPECT_EQ(walk(0x1000, kAccessExec).fault.stage, FaultStage::kSecondLevel);
 }
 
@@ -240,7 +241,7 @@ TEST_P(NestedTest, PageSizeIsTheSmallerStage) {
     const uint64_t sl_base = gpa & page_mask(c.sl_shift);
     ASSERT_EQ(slb.map(sl_base, out, c.sl_shift, build::sl_leaf_bits(kRWX)), build::Status::kOk);
     const auto r = walk(c.iova + c.off, kAccessRead);
-    ASSERT_TRUE(r.ok) << c.fl_shift << "/" << c.sl_shift << " " << std::hex << int(r.fault.reason);
+    ASSERT_TRUE(r.ok) << c.fl_shift << "/" << c.sl_shift << " " << std::hex << int(r.fault.error);
     EXPECT_EQ(r.t.page_shift, c.want);
     EXPECT_EQ(r.t.out, out + (gpa - sl_base));
     EXPECT_EQ(r.gpa, gpa);

@@ -70,7 +70,7 @@ TEST_P(SecondLevelTest, PageSizesTranslateWithOffsets) {
   for (const auto &c : cases) {
     ASSERT_EQ(b.map(c.gpa, out, c.shift, build::sl_leaf_bits(kRWX)), build::Status::kOk);
     const auto r = walk(c.gpa + c.off, kAccessRead);
-    ASSERT_TRUE(r.ok) << std::hex << int(r.fault.reason);
+    ASSERT_TRUE(r.ok) << std::hex << int(r.fault.error);
     EXPECT_EQ(r.t.out, out + c.off);
     EXPECT_EQ(r.t.page_shift, c.shift);
     EXPECT_EQ(r.t.perms, kRWX);
@@ -82,20 +82,19 @@ TEST_P(SecondLevelTest, PageSizesTranslateWithOffsets) {
 TEST_P(SecondLevelTest, InputBeyondWidthFaults) {
   for (uint64_t gpa : {1ull << width(), (1ull << width()) | 0x1000, ~0ull}) {
     const auto r = walk(gpa, kAccessRead);
-    EXPECT_EQ(r.fault.reason, FaultReason::kAddressBeyondMax) << std::hex << gpa;
+    EXPECT_EQ(r.fault.error, WalkError::kInputBeyondWidth) << std::hex << gpa;
     EXPECT_EQ(r.fault.address, gpa);
     EXPECT_EQ(r.fault.stage, FaultStage::kSecondLevel);
   }
   EXPECT_EQ(mem.reads, 0u);
-  EXPECT_EQ(walk((1ull << width()) - 1, kAccessRead).fault.reason,
-            FaultReason::kSecondLevelEntryNotPresent);
+  EXPECT_EQ(walk((1ull << width()) - 1, kAccessRead).fault.error, WalkError::kNotPresent);
 }
 
 TEST_P(SecondLevelTest, InvalidRootPointerFaults) {
   cfg.root = b.root() | 0x800;
-  EXPECT_EQ(walk(0, kAccessRead).fault.reason, FaultReason::kSecondLevelPointerInvalid);
+  EXPECT_EQ(walk(0, kAccessRead).fault.error, WalkError::kTablePointerInvalid);
   cfg.root = 1ull << 50;  // beyond the 48-bit host width
-  EXPECT_EQ(walk(0, kAccessRead).fault.reason, FaultReason::kSecondLevelPointerInvalid);
+  EXPECT_EQ(walk(0, kAccessRead).fault.error, WalkError::kTablePointerInvalid);
   EXPECT_EQ(mem.reads, 0u);
 }
 
@@ -106,7 +105,7 @@ TEST_P(SecondLevelTest, NotPresentAtEveryLevel) {
     const uint64_t a = entry(gpa, level), old = mem.peek(a);
     mem.poke(a, old & ~(sl::kRead | sl::kWrite));  // X alone does not make it present
     const auto r = walk(gpa, kAccessRead);
-    EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryNotPresent);
+    EXPECT_EQ(r.fault.error, WalkError::kNotPresent);
     EXPECT_EQ(r.fault.level, level);
     EXPECT_EQ(r.fault.address, gpa);
     mem.poke(a, old);
@@ -126,10 +125,10 @@ TEST_P(SecondLevelTest, LeafPermissions) {
         ASSERT_TRUE(r.ok);
         EXPECT_EQ(r.t.perms, p);
       } else {
-        const FaultReason want = acc == kAccessRead    ? FaultReason::kReadDenied
-                                 : acc == kAccessWrite ? FaultReason::kWriteDenied
-                                                       : FaultReason::kExecuteDenied;
-        EXPECT_EQ(r.fault.reason, want) << int(p) << "/" << int(acc);
+        const WalkError want = acc == kAccessRead    ? WalkError::kReadDenied
+                               : acc == kAccessWrite ? WalkError::kWriteDenied
+                                                     : WalkError::kExecuteDenied;
+        EXPECT_EQ(r.fault.error, want) << int(p) << "/" << int(acc);
         EXPECT_EQ(r.fault.level, 1);
       }
     }
@@ -173,7 +172,7 @@ TEST_P(SecondLevelTest, ReservedBitElevenAndAddressBitsAtEveryLevel) {
       const uint64_t a = entry(gpa, level), old = mem.peek(a);
       mem.poke(a, old | (1ull << bit));
       const auto r = walk(gpa, kAccessRead);
-      EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryReserved) << level << "/" << bit;
+      EXPECT_EQ(r.fault.error, WalkError::kReserved) << level << "/" << bit;
       EXPECT_EQ(r.fault.level, level);
       mem.poke(a, old);
     }
@@ -189,12 +188,12 @@ TEST_P(SecondLevelTest, ExecuteFollowsReadWithoutSlee) {
   ASSERT_EQ(b.map(0x5000, kOut, 12, build::sl_leaf_bits(kAccessRead)), build::Status::kOk);
   ASSERT_EQ(b.map(0x6000, kOut, 12, build::sl_leaf_bits(kAccessWrite | kAccessExec)),
             build::Status::kOk);
-  EXPECT_EQ(walk(0x5000, kAccessExec).fault.reason, FaultReason::kExecuteDenied);
+  EXPECT_EQ(walk(0x5000, kAccessExec).fault.error, WalkError::kExecuteDenied);
   cfg.execute_enable = false;
   const auto r = walk(0x5000, kAccessExec);
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.t.perms, kAccessRead | kAccessExec);
-  EXPECT_EQ(walk(0x6000, kAccessExec).fault.reason, FaultReason::kExecuteDenied);  // X, no R
+  EXPECT_EQ(walk(0x6000, kAccessExec).fault.error, WalkError::kExecuteDenied);  // X, no R
 }
 
 TEST_P(SecondLevelTest, PageSizeAtLevelFourOrFiveIsReserved) {
@@ -203,7 +202,7 @@ TEST_P(SecondLevelTest, PageSizeAtLevelFourOrFiveIsReserved) {
   for (int level = 4; level <= top(); ++level) {
     set_bits(0x1000, level, sl::kPageSize);
     const auto r = walk(0x1000, kAccessRead);
-    EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryReserved);
+    EXPECT_EQ(r.fault.error, WalkError::kReserved);
     EXPECT_EQ(r.fault.level, level);
     set_bits(0x1000, level, 0, sl::kPageSize);
   }
@@ -215,12 +214,12 @@ TEST_P(SecondLevelTest, LargePageLowBitsAreReserved) {
   ASSERT_EQ(b.map(g1g, kOut, 30, build::sl_leaf_bits(kRWX)), build::Status::kOk);
   for (int bit = 12; bit <= 20; ++bit) {
     set_bits(g2m, 2, 1ull << bit);
-    EXPECT_EQ(walk(g2m, kAccessRead).fault.reason, FaultReason::kSecondLevelEntryReserved) << bit;
+    EXPECT_EQ(walk(g2m, kAccessRead).fault.error, WalkError::kReserved) << bit;
     set_bits(g2m, 2, 0, 1ull << bit);
   }
   for (int bit = 12; bit <= 29; ++bit) {
     set_bits(g1g, 3, 1ull << bit);
-    EXPECT_EQ(walk(g1g, kAccessRead).fault.reason, FaultReason::kSecondLevelEntryReserved) << bit;
+    EXPECT_EQ(walk(g1g, kAccessRead).fault.error, WalkError::kReserved) << bit;
     set_bits(g1g, 3, 0, 1ull << bit);
   }
   EXPECT_TRUE(walk(g2m, kAccessRead).ok);
@@ -231,12 +230,12 @@ TEST_P(SecondLevelTest, LargePagesWhenUnsupportedAreReserved) {
   ASSERT_EQ(b.map(0x20'0000, kOut, 21, build::sl_leaf_bits(kRWX)), build::Status::kOk);
   ASSERT_EQ(b.map(0x4000'0000, kOut, 30, build::sl_leaf_bits(kRWX)), build::Status::kOk);
   cfg.large_2m = false;
-  EXPECT_EQ(walk(0x20'0000, kAccessRead).fault.reason, FaultReason::kSecondLevelEntryReserved);
+  EXPECT_EQ(walk(0x20'0000, kAccessRead).fault.error, WalkError::kReserved);
   EXPECT_TRUE(walk(0x4000'0000, kAccessRead).ok);
   cfg.large_2m = true;
   cfg.large_1g = false;
   const auto r = walk(0x4000'0000, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryReserved);
+  EXPECT_EQ(r.fault.error, WalkError::kReserved);
   EXPECT_EQ(r.fault.level, 3);
   EXPECT_TRUE(walk(0x20'0000, kAccessRead).ok);
 }
@@ -272,7 +271,7 @@ TEST_P(SecondLevelTest, AccessedAndDirtyWhenEnabled) {
 TEST_P(SecondLevelTest, DeniedWriteDoesNotSetDirty) {
   cfg.ad_enabled = true;
   ASSERT_EQ(b.map(0x1000, kOut, 12, build::sl_leaf_bits(kAccessRead)), build::Status::kOk);
-  EXPECT_EQ(walk(0x1000, kAccessWrite).fault.reason, FaultReason::kWriteDenied);
+  EXPECT_EQ(walk(0x1000, kAccessWrite).fault.error, WalkError::kWriteDenied);
   EXPECT_FALSE(mem.peek(entry(0x1000, 1)) & sl::kDirty);
 }
 
@@ -281,19 +280,19 @@ TEST_P(SecondLevelTest, MemoryFailuresAreAccessFaults) {
   for (int level = top(); level >= 1; --level) {
     mem.fail_reads.insert(entry(0x1000, level));
     const auto r = walk(0x1000, kAccessRead);
-    EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryAccess);
+    EXPECT_EQ(r.fault.error, WalkError::kEntryAccess);
     EXPECT_EQ(r.fault.level, level);
     mem.fail_reads.clear();
   }
   cfg.ad_enabled = true;
   mem.fail_writes.insert(entry(0x1000, 1));
-  EXPECT_EQ(walk(0x1000, kAccessRead).fault.reason, FaultReason::kSecondLevelEntryAccess);
+  EXPECT_EQ(walk(0x1000, kAccessRead).fault.error, WalkError::kEntryAccess);
   mem.fail_writes.clear();
   // A table pointer outside memory.
   set_bits(0x1000, 2, 0, sl::kAddrMask52);
   set_bits(0x1000, 2, kMemSize * 2);
   const auto r = walk(0x1000, kAccessRead);
-  EXPECT_EQ(r.fault.reason, FaultReason::kSecondLevelEntryAccess);
+  EXPECT_EQ(r.fault.error, WalkError::kEntryAccess);
   EXPECT_EQ(r.fault.level, 1);
 }
 

@@ -31,6 +31,21 @@ struct Request {
   bool privileged = false;       // supervisor request (needs SRE)
 };
 
+// The fault code an architecture reports (VT-d: the fault reason of its fault recording
+// registers). Generic code only stores and copies it; 0 means no fault. The personality's own
+// header defines the enumerators (nestor/vtd/faults.h), one personality per build, as
+// Engine::Personality chooses it.
+enum class FaultReason : uint8_t;
+
+// A fault as the engine reports and records it: the walker's stage, level and address with the
+// personality's code for what went wrong.
+struct Fault {
+  FaultReason reason{};
+  FaultStage stage = FaultStage::kNone;
+  uint8_t level = 0;     // paging level (1 = leaf table) or 0 for structures
+  uint64_t address = 0;  // iova for first-level/input faults, GPA for second-level faults
+};
+
 struct Result {
   bool ok = false;
   Translation t;  // out = HPA of iova; page_shift; perms; level
@@ -60,14 +75,17 @@ struct WalkContext {
   bool fpd = false;         // faults of this address space are not recorded
 };
 
-// The compile-time seam. resolve() runs on every translation that has no memoised resolution:
-// it may use and fill the personality's own structure caches with `stamp` (taken before any
-// structure was read, so that an invalidation racing the fill refuses it). On failure it sets
-// *fault and *fpd (whether fault recording is disabled for it) and returns false.
+// The compile-time seam. walk_fault() names a walker's fault in the architecture's codes; it is
+// the only place a walk failure becomes an architectural fault. resolve() runs on every translation
+// that has no memoised resolution: it may use and fill the personality's own structure caches with
+// `stamp` (taken before any structure was read, so that an invalidation racing the fill refuses
+// it). On failure it sets *fault and *fpd (whether fault recording is disabled for it) and returns
+// false.
 template <class P>
 concept Personality = requires(P &p, uint64_t stamp, const Request &req, WalkContext *ctx,
-                               Fault *fault, bool *fpd) {
+                               Fault *fault, bool *fpd, const WalkFault &walk) {
   { p.resolve(stamp, req, ctx, fault, fpd) } -> std::same_as<bool>;
+  { P::walk_fault(walk) } -> std::same_as<Fault>;
 };
 
 }  // namespace nestor

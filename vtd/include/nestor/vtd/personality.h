@@ -45,6 +45,9 @@ class VtdPersonality {
   // steps numbered in the definition.
   bool resolve(uint64_t stamp, const Request &req, WalkContext *out, Fault *fault, bool *fpd);
 
+  // The Personality concept's naming of walk faults: VT-d's fault reasons.
+  static constexpr Fault walk_fault(const WalkFault &w) { return vtd::fault(w); }
+
   // The structure reads resolve() is made of, for tools and tests.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd);
   bool pasid_in_range(const vtd::ContextEntry &ctx, uint32_t pasid) const {

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "nestor/walkers/types.h"
+#include "nestor/vtd/faults.h"
 
 namespace nestor::vtd {
 

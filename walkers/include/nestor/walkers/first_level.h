@@ -48,7 +48,9 @@ struct Config {
   bool large_1g = true;   // FL1GP
 };
 
-constexpr unsigned input_width(int levels) { return levels == 5 ? 57 : 48; }
+constexpr unsigned input_width(int levels) {
+  return levels == 5 ? 57 : 48;
+}
 
 // Permissions a path with `attrs` grants to a request of the given privilege.
 constexpr uint8_t perms_for(uint8_t attrs, bool privileged, const Config &c) {
@@ -66,15 +68,14 @@ constexpr uint8_t perms_for(uint8_t attrs, bool privileged, const Config &c) {
 }
 
 // The fault (or kNone) for a request against a path with `attrs`.
-constexpr FaultReason check_access(uint8_t attrs, uint8_t access, bool privileged,
-                                   const Config &c) {
-  if (privileged && !c.sre) return FaultReason::kSupervisorRequestsDisabled;
-  if ((access & kAccessExec) && !c.ere) return FaultReason::kExecuteRequestsDisabled;
-  if (!privileged && !(attrs & kAttrUser)) return FaultReason::kUserAccessDenied;
+constexpr WalkError check_access(uint8_t attrs, uint8_t access, bool privileged, const Config &c) {
+  if (privileged && !c.sre) return WalkError::kPrivilegedDisabled;
+  if ((access & kAccessExec) && !c.ere) return WalkError::kExecuteDisabled;
+  if (!privileged && !(attrs & kAttrUser)) return WalkError::kUserDenied;
   const uint8_t p = perms_for(attrs, privileged, c);
-  if ((access & kAccessWrite) && !(p & kAccessWrite)) return FaultReason::kWriteDenied;
-  if ((access & kAccessExec) && !(p & kAccessExec)) return FaultReason::kExecuteDenied;
-  return FaultReason::kNone;
+  if ((access & kAccessWrite) && !(p & kAccessWrite)) return WalkError::kWriteDenied;
+  if ((access & kAccessExec) && !(p & kAccessExec)) return WalkError::kExecuteDenied;
+  return WalkError::kNone;
 }
 
 constexpr uint64_t reserved_mask(const Config &c, int level, bool large) {
@@ -101,26 +102,26 @@ struct Result {
   bool ok = false;
   Translation t;      // out = output address (GPA when nested); perms for this request
   uint8_t attrs = 0;  // AttrBits of the path
-  Fault fault;
+  WalkFault fault;
   uint8_t refs = 0;
 };
 
 // Table addresses are host physical: the single-stage case.
 struct DirectTables {
-  bool fetch_table(uint64_t table, int, bool, uint64_t *hpa, Fault *, uint8_t *) {
+  bool fetch_table(uint64_t table, int, bool, uint64_t *hpa, WalkFault *, uint8_t *) {
     *hpa = table;
     return true;
   }
-  bool table_for_update(uint64_t table, int, uint64_t *hpa, Fault *) {
+  bool table_for_update(uint64_t table, int, uint64_t *hpa, WalkFault *) {
     *hpa = table;
     return true;
   }
 };
 
 namespace detail {
-inline Result fail(Result &r, FaultReason reason, FaultStage stage, int level, uint64_t addr) {
+inline Result fail(Result &r, WalkError error, FaultStage stage, int level, uint64_t addr) {
   r.ok = false;
-  r.fault = {reason, stage, uint8_t(level), addr};
+  r.fault = {error, stage, uint8_t(level), addr};
   return r;
 }
 }  // namespace detail
@@ -134,12 +135,9 @@ inline Result walk(Mem &mem, Tables &tables, const Config &c, uint64_t iova, uin
   const unsigned width = input_width(c.levels);
   const uint64_t top = iova >> (width - 1);
   if (top != 0 && top != (~uint64_t{0} >> (width - 1)))
-    return detail::fail(r, FaultReason::kNonCanonicalAddress, FaultStage::kFirstLevel, c.levels,
-                        iova);
-  if (FaultReason pre = check_access(kAttrWritable | kAttrUser, access & kAccessExec, privileged,
-                                     c);
-      pre == FaultReason::kSupervisorRequestsDisabled ||
-      pre == FaultReason::kExecuteRequestsDisabled)
+    return detail::fail(r, WalkError::kNonCanonical, FaultStage::kFirstLevel, c.levels, iova);
+  if (WalkError pre = check_access(kAttrWritable | kAttrUser, access & kAccessExec, privileged, c);
+      pre == WalkError::kPrivilegedDisabled || pre == WalkError::kExecuteDisabled)
     return detail::fail(r, pre, FaultStage::kStructures, 0, iova);
 
   struct Visited {
@@ -166,17 +164,14 @@ inline Result walk(Mem &mem, Tables &tables, const Config &c, uint64_t iova, uin
       const uint64_t entry_pa = table_hpa + ((iova >> shift) & 511) * 8;
       ++r.refs;
       if (!mem.read64(entry_pa, &e))
-        return detail::fail(r,
-                            level == c.levels ? FaultReason::kFirstLevelRootAccess
-                                              : FaultReason::kFirstLevelEntryAccess,
-                            FaultStage::kFirstLevel, level, iova);
+        return detail::fail(
+            r, level == c.levels ? WalkError::kRootEntryAccess : WalkError::kEntryAccess,
+            FaultStage::kFirstLevel, level, iova);
       if (!(e & kPresent))
-        return detail::fail(r, FaultReason::kFirstLevelEntryNotPresent, FaultStage::kFirstLevel,
-                            level, iova);
+        return detail::fail(r, WalkError::kNotPresent, FaultStage::kFirstLevel, level, iova);
       const bool large = (e & kPageSize) && (level == 2 || level == 3);
       if ((large && level == 3 && !c.large_1g) || (e & reserved_mask(c, level, large)))
-        return detail::fail(r, FaultReason::kFirstLevelEntryReserved, FaultStage::kFirstLevel,
-                            level, iova);
+        return detail::fail(r, WalkError::kReserved, FaultStage::kFirstLevel, level, iova);
       if (!(e & kWritable)) attrs &= uint8_t(~kAttrWritable);
       if (!(e & kUser)) attrs &= uint8_t(~kAttrUser);
       if (e & kNoExecute) attrs |= kAttrNoExec;
@@ -189,7 +184,7 @@ inline Result walk(Mem &mem, Tables &tables, const Config &c, uint64_t iova, uin
       }
       --level;
     }
-    if (FaultReason f = check_access(attrs, access, privileged, c); f != FaultReason::kNone)
+    if (WalkError f = check_access(attrs, access, privileged, c); f != WalkError::kNone)
       return detail::fail(r, f, FaultStage::kFirstLevel, level, iova);
 
     const bool write = access & kAccessWrite;
@@ -217,15 +212,13 @@ inline Result walk(Mem &mem, Tables &tables, const Config &c, uint64_t iova, uin
             restart = true;  // the entry changed under us: walk again from the top
             break;
           case CasStatus::kError:
-            return detail::fail(r, FaultReason::kFirstLevelEntryAccess, FaultStage::kFirstLevel,
-                                vlevel, iova);
+            return detail::fail(r, WalkError::kEntryAccess, FaultStage::kFirstLevel, vlevel, iova);
         }
       }
     }
     if (restart) {
       if (attempt < 16) continue;
-      return detail::fail(r, FaultReason::kFirstLevelEntryAccess, FaultStage::kFirstLevel, level,
-                          iova);
+      return detail::fail(r, WalkError::kEntryAccess, FaultStage::kFirstLevel, level, iova);
     }
     const uint64_t leaf = visited[nvisited - 1].value;
     if (!c.update_ad || (leaf & kDirty)) attrs |= kAttrDirty;

@@ -21,33 +21,37 @@ inline constexpr uint64_t kReservedLow = 1ull << 11;
 inline constexpr uint64_t kAddrMask52 = 0x000F'FFFF'FFFF'F000ull;
 
 // Number of levels for an AGAW: 39 -> 3, 48 -> 4, 57 -> 5.
-constexpr int levels_for_width(unsigned agaw) { return agaw <= 39 ? 3 : agaw <= 48 ? 4 : 5; }
-constexpr unsigned width_for_levels(int levels) { return 12 + 9 * static_cast<unsigned>(levels); }
+constexpr int levels_for_width(unsigned agaw) {
+  return agaw <= 39 ? 3 : agaw <= 48 ? 4 : 5;
+}
+constexpr unsigned width_for_levels(int levels) {
+  return 12 + 9 * static_cast<unsigned>(levels);
+}
 
 struct Config {
-  uint64_t root = 0;              // HPA of the top-level table
-  uint8_t levels = 4;             // 3, 4 or 5
-  uint8_t host_width = 48;        // HAW: address bits above it are reserved in entries
-  bool ad_enabled = false;        // PASID entry SLADE: set A on every level, D on writes
+  uint64_t root = 0;        // HPA of the top-level table
+  uint8_t levels = 4;       // 3, 4 or 5
+  uint8_t host_width = 48;  // HAW: address bits above it are reserved in entries
+  bool ad_enabled = false;  // PASID entry SLADE: set A on every level, D on writes
   // PASID entry SLEE: the X bit governs execute requests only when set; without it X is
   // ignored and an instruction fetch needs what a read needs.
   bool execute_enable = true;
-  bool large_2m = true;           // SLLPS bit 0
-  bool large_1g = true;           // SLLPS bit 1
+  bool large_2m = true;  // SLLPS bit 0
+  bool large_1g = true;  // SLLPS bit 1
 };
 
 // Bits that must be zero in an entry at `level` (1 = last table). `leaf_large` is PS=1.
 constexpr uint64_t reserved_mask(const Config &c, int level, bool leaf_large) {
   uint64_t m = kReservedLow | (kAddrMask52 & ~((uint64_t{1} << c.host_width) - 1));
-  if (level >= 4) m |= kPageSize;  // no 512G pages
-  if (leaf_large && level == 2) m |= 0x1F'F000ull;        // bits 20:12 of a 2M page
-  if (leaf_large && level == 3) m |= 0x3FFF'F000ull;      // bits 29:12 of a 1G page
+  if (level >= 4) m |= kPageSize;                     // no 512G pages
+  if (leaf_large && level == 2) m |= 0x1F'F000ull;    // bits 20:12 of a 2M page
+  if (leaf_large && level == 3) m |= 0x3FFF'F000ull;  // bits 29:12 of a 1G page
   return m;
 }
 
 // Where a walk may start: the top table, or (with a paging-structure cache) a lower one.
 struct Start {
-  int level = 0;      // 0 = from the root
+  int level = 0;  // 0 = from the root
   uint64_t table = 0;
   uint8_t perms = 7;  // permissions accumulated above `level`
 };
@@ -60,9 +64,9 @@ struct Path {
 
 struct Result {
   bool ok = false;
-  Translation t;   // out = HPA of the input GPA
-  Fault fault;
-  uint8_t refs = 0;  // entry reads done
+  Translation t;  // out = HPA of the input GPA
+  WalkFault fault;
+  uint8_t refs = 0;    // entry reads done
   bool dirty = false;  // the leaf has D set (or A/D tracking is off)
   // R/W/X as the entries grant them, before SLEE: what a cache shared by PASIDs with
   // different SLEE must keep (apply_execute_enable() gives t.perms back).
@@ -84,12 +88,11 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
   Result r;
   const unsigned width = width_for_levels(c.levels);
   if (width < 64 && (gpa >> width) != 0) {
-    r.fault = {FaultReason::kAddressBeyondMax, FaultStage::kSecondLevel, uint8_t(c.levels), gpa};
+    r.fault = {WalkError::kInputBeyondWidth, FaultStage::kSecondLevel, uint8_t(c.levels), gpa};
     return r;
   }
   if (c.root & ~page_mask(12) || (c.host_width < 64 && (c.root >> c.host_width) != 0)) {
-    r.fault = {FaultReason::kSecondLevelPointerInvalid, FaultStage::kSecondLevel, uint8_t(c.levels),
-               gpa};
+    r.fault = {WalkError::kTablePointerInvalid, FaultStage::kSecondLevel, uint8_t(c.levels), gpa};
     return r;
   }
   int level = start.level ? start.level : c.levels;
@@ -101,24 +104,20 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
     uint64_t e;
     ++r.refs;
     if (!mem.read64(entry_pa, &e)) {
-      r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel, uint8_t(level),
-                 gpa};
+      r.fault = {WalkError::kEntryAccess, FaultStage::kSecondLevel, uint8_t(level), gpa};
       return r;
     }
     if ((e & (kRead | kWrite)) == 0) {
-      r.fault = {FaultReason::kSecondLevelEntryNotPresent, FaultStage::kSecondLevel,
-                 uint8_t(level), gpa};
+      r.fault = {WalkError::kNotPresent, FaultStage::kSecondLevel, uint8_t(level), gpa};
       return r;
     }
     const bool large = (e & kPageSize) && level > 1;
     if (large && ((level == 2 && !c.large_2m) || (level == 3 && !c.large_1g))) {
-      r.fault = {FaultReason::kSecondLevelEntryReserved, FaultStage::kSecondLevel, uint8_t(level),
-                 gpa};
+      r.fault = {WalkError::kReserved, FaultStage::kSecondLevel, uint8_t(level), gpa};
       return r;
     }
     if (e & reserved_mask(c, level, large)) {
-      r.fault = {FaultReason::kSecondLevelEntryReserved, FaultStage::kSecondLevel, uint8_t(level),
-                 gpa};
+      r.fault = {WalkError::kReserved, FaultStage::kSecondLevel, uint8_t(level), gpa};
       return r;
     }
     const uint8_t p = uint8_t(perms & e & 7);  // raw: SLEE applies at the leaf
@@ -130,14 +129,12 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
         uint64_t expected = e;
         CasStatus s = mem.cas64(entry_pa, expected, want);
         if (s == CasStatus::kError) {
-          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel,
-                     uint8_t(level), gpa};
+          r.fault = {WalkError::kEntryAccess, FaultStage::kSecondLevel, uint8_t(level), gpa};
           return r;
         }
         if (s == CasStatus::kChanged) {
           if (retries < 64) continue;  // re-read this entry
-          r.fault = {FaultReason::kSecondLevelEntryAccess, FaultStage::kSecondLevel,
-                     uint8_t(level), gpa};
+          r.fault = {WalkError::kEntryAccess, FaultStage::kSecondLevel, uint8_t(level), gpa};
           return r;
         }
         e = want;
@@ -148,15 +145,15 @@ inline Result walk(Mem &mem, const Config &c, uint64_t gpa, uint8_t access, cons
       const uint8_t raw = perms;
       perms = apply_execute_enable(raw, c.execute_enable);
       if ((access & kAccessRead) && !(perms & kAccessRead)) {
-        r.fault = {FaultReason::kReadDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
+        r.fault = {WalkError::kReadDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
         return r;
       }
       if ((access & kAccessWrite) && !(perms & kAccessWrite)) {
-        r.fault = {FaultReason::kWriteDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
+        r.fault = {WalkError::kWriteDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
         return r;
       }
       if ((access & kAccessExec) && !(perms & kAccessExec)) {
-        r.fault = {FaultReason::kExecuteDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
+        r.fault = {WalkError::kExecuteDenied, FaultStage::kSecondLevel, uint8_t(level), gpa};
         return r;
       }
       r.ok = true;
