@@ -6,6 +6,7 @@
 #include <cstring>
 #include <set>
 
+#include "engine_internal.h"
 #include "nestor/invalidation.h"
 #include "nestor/vtd/descriptor.h"
 #include "nestor/walkers/builder.h"
@@ -17,30 +18,11 @@ namespace nestor {
 // Nesting info
 
 uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id) {
-  using namespace cap_bits;
-  uint64_t nd = 0;  // smallest ND whose 2^(4+2*ND) ids cover [0, max_domain_id]
-  while (nd < 6 && (uint64_t{1} << (4 + 2 * nd)) <= max_domain_id) ++nd;
-  const uint8_t mgaw = max_guest_address_width(cfg.sagaw);
-  const uint64_t nfr = std::clamp<uint64_t>(cfg.fault_log_entries, 1, 256) - 1;
-  uint64_t cap = (nd << kNdShift) | (uint64_t(cfg.sagaw & 0x1F) << kSagawShift) |
-                 (uint64_t(mgaw ? mgaw - 1 : 0) << kMgawShift) | kPsi | (nfr << kNfrShift) |
-                 (uint64_t(invq::DecodeOptions{}.mamv & 0x3F) << kMamvShift);
-  if (cfg.second_level_2m) cap |= uint64_t{1} << kSllpsShift;
-  if (cfg.second_level_1g) cap |= uint64_t{2} << kSllpsShift;
-  if (cfg.first_level_1g) cap |= kFl1gp;
-  if (cfg.first_level_5) cap |= kFl5lp;
-  return cap;
+  return vtd::cap_register(vtd_personality_config(cfg), cfg.fault_log_entries, max_domain_id);
 }
 
 uint64_t vtd_ecap(const EngineConfig &cfg) {
-  using namespace ecap_bits;
-  // Coherent structure reads, queued invalidation with device-TLB descriptors, pass-through,
-  // nesting, SRE/ERE/EAFE in PASID entries, scalable mode with both table formats and
-  // second-level A/D: everything the engine's walkers and invq implement.
-  uint64_t ecap =
-      kC | kQi | kDt | kPt | kNest | kErs | kSrs | kEafs | kSmts | kSlads | kSlts | kFlts;
-  if (cfg.pasid_bits) ecap |= kPasid | (uint64_t(cfg.pasid_bits - 1) & 0x1F) << kPssShift;
-  return ecap;
+  return vtd::ecap_register(vtd_personality_config(cfg));
 }
 
 NestingInfo make_nesting_info(const EngineConfig &cfg, uint32_t features, uint16_t max_did) {

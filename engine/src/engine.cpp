@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <optional>
 
+#include "engine_internal.h"
 #include "nestor/invalidation.h"
 
 namespace nestor {
@@ -99,7 +100,7 @@ EngineConfig Engine::clamped(EngineConfig cfg) {
   return cfg;
 }
 
-static VtdPersonality::Config vtd_config(const EngineConfig &cfg) {
+VtdPersonality::Config vtd_personality_config(const EngineConfig &cfg) {
   return {.host_address_width = cfg.host_address_width,
           .pasid_bits = cfg.pasid_bits,
           .sagaw = cfg.sagaw,
@@ -115,7 +116,7 @@ Engine::Engine(const EngineConfig &cfg)
       id_(g_next_engine_id.fetch_add(1)),
       faults_(cfg.fault_log_entries),
       caches_(cache_set_config(cfg)),
-      personality_(mem_, vtd_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
+      personality_(mem_, vtd_personality_config(cfg_), cfg_.caching ? &caches_.context() : nullptr,
                    cfg_.caching ? &caches_.pasid() : nullptr) {
   inv_ = std::make_unique<EngineInvalidation>(*this, cfg_);
 }

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "nestor/engine.h"
+#include "nestor/vtd/capabilities.h"
 
 namespace nestor {
 
@@ -75,42 +76,7 @@ struct NestingInfo {
 };
 static_assert(sizeof(NestingInfo) == 48 && offsetof(NestingInfo, vtd) == 24);
 
-// CAP register bits (Linux cap_* macros) used by vtd_cap().
-namespace cap_bits {
-inline constexpr unsigned kNdShift = 0;      // 2:0, 2^(4+2*ND) domain ids
-inline constexpr unsigned kSagawShift = 8;   // 12:8
-inline constexpr unsigned kMgawShift = 16;   // 21:16, MGAW - 1
-inline constexpr unsigned kSllpsShift = 34;  // 37:34, bit 0 2M, bit 1 1G
-inline constexpr uint64_t kPsi = 1ull << 39;
-inline constexpr unsigned kNfrShift = 40;   // 47:40, fault recording registers - 1
-inline constexpr unsigned kMamvShift = 48;  // 53:48
-inline constexpr uint64_t kFl1gp = 1ull << 56;
-inline constexpr uint64_t kFl5lp = 1ull << 60;
-}  // namespace cap_bits
-
-// ECAP register bits (Linux ecap_* macros) used by vtd_ecap().
-namespace ecap_bits {
-inline constexpr uint64_t kC = 1ull << 0;
-inline constexpr uint64_t kQi = 1ull << 1;
-inline constexpr uint64_t kDt = 1ull << 2;
-inline constexpr uint64_t kPt = 1ull << 6;
-inline constexpr uint64_t kNest = 1ull << 26;
-inline constexpr uint64_t kErs = 1ull << 30;
-inline constexpr uint64_t kSrs = 1ull << 31;
-inline constexpr uint64_t kEafs = 1ull << 34;
-inline constexpr unsigned kPssShift = 35;  // 39:35, PASID bits - 1
-inline constexpr uint64_t kPasid = 1ull << 40;
-inline constexpr uint64_t kSmts = 1ull << 43;
-inline constexpr uint64_t kSlads = 1ull << 45;
-inline constexpr uint64_t kSlts = 1ull << 46;
-inline constexpr uint64_t kFlts = 1ull << 47;
-}  // namespace ecap_bits
-
-// Widest second-level input width the SAGAW mask allows (39/48/57), 0 if none.
-constexpr uint8_t max_guest_address_width(uint8_t sagaw) {
-  return (sagaw & 8) ? 57 : (sagaw & 4) ? 48 : (sagaw & 2) ? 39 : 0;
-}
-
+// The registers for an engine configuration (vtd::cap_register/ecap_register).
 // `max_domain_id`: highest DID the host may allocate (ND covers it).
 NESTOR_CXX_API uint64_t vtd_cap(const EngineConfig &cfg, uint16_t max_domain_id = 0xFFFF);
 NESTOR_CXX_API uint64_t vtd_ecap(const EngineConfig &cfg);
