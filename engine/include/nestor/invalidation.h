@@ -1,23 +1,20 @@
-// The engine's invalidation machinery: it owns an invq::InvalidationProcessor, the VT-d
-// invalidation queue registers and the drain epoch domain, and plugs the engine's caches in as
-// the processor's target. Every invalidation front end (QI descriptors in machine memory, the
-// typed C/C++ calls, the uAPI-style calls) ends up in the same processor, so batching,
-// coalescing, drain and wait completion behave identically for all of them.
+// The engine's invalidation machinery: it owns an invq::InvalidationProcessor and the drain
+// epoch domain, and plugs the engine's caches in as the processor's target. Every front end
+// ends up in that processor, so batching, coalescing, drain and wait completion behave
+// identically for all of them: the typed C/C++ calls here, and the architecture's own (VT-d's
+// queued invalidation and uAPI, vtd::InvalidationFrontEnd, whose calls this class forwards).
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 
 #include "nestor/export.h"
 #include "nestor/invq/epoch.h"
 #include "nestor/invq/processor.h"
 #include "nestor/invq/stats.h"
-#include "nestor/vtd/queue.h"
-#include "nestor/vtd/uapi.h"
+#include "nestor/vtd/front_end.h"
 
 namespace nestor {
 
@@ -55,24 +52,30 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   // uAPI front ends: converted ops are queued like submit(); nothing is queued for an invalid
   // request, and for the array only the entries before the first invalid one.
   invq::UapiError submit_user(const invq::UserCacheInvalidate &request,
-                              const invq::UserTarget &target);
+                              const invq::UserTarget &target) {
+    return front_end_.submit_user(request, target);
+  }
   invq::UapiArrayResult submit_iotlb_array(std::span<const invq::IotlbInvalidateEntry> entries,
-                                           uint16_t did, uint32_t pasid);
+                                           uint16_t did, uint32_t pasid) {
+    return front_end_.submit_iotlb_array(entries, did, pasid);
+  }
 
   // Queued invalidation (VT-d QI). configure() programs IQA (base 4K aligned, entries * width
   // a power-of-two number of 4K pages, at most 128). write_tail() fetches and decodes
   // [head, tail) from machine memory, queues the ops and waits, and (without a worker)
   // processes them before returning, so status writes have landed. Returns 0, -EINVAL (not
   // configured / bad arguments) or -EBUSY (the queue is stopped on an error; see queue()).
-  int qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits);
-  int qi_write_tail(uint64_t tail_index);
+  int qi_configure(uint64_t base_pa, uint64_t entries, unsigned descriptor_bits) {
+    return front_end_.qi_configure(base_pa, entries, descriptor_bits);
+  }
+  int qi_write_tail(uint64_t tail_index) { return front_end_.qi_write_tail(tail_index); }
 
   // Engine::reset()'s part: processes whatever is queued, then puts the QI registers back to
   // their power-on values and marks the queue unconfigured.
   void reset();
 
   invq::InvalidationProcessor &processor() { return processor_; }
-  invq::InvalidationQueue &queue() { return queue_; }
+  invq::InvalidationQueue &queue() { return front_end_.queue(); }
   invq::EpochDomain &epoch();
 
   // Processor counters plus the queue's per-type descriptor counts and queue errors.
@@ -96,15 +99,9 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   Engine &engine_;
   const bool drain_enabled_;
   std::shared_ptr<DrainState> drain_state_;
-  invq::InvalidationQueue queue_;
-  std::atomic<bool> qi_configured_{false};
-  // A tail write decodes into staged_ and hands it to the processor in one piece. The mutex
-  // keeps concurrent tail writes from sharing staged_, and keeps their hand-overs in the order
-  // the queue decoded them.
-  std::mutex staging_mutex_;
-  invq::Submission staged_;
-  // Declared last: destroyed first, so its worker stops before anything it uses goes away.
+  // Declared after what its worker uses: destroyed first, so the worker stops before they go.
   invq::InvalidationProcessor processor_;
+  vtd::InvalidationFrontEnd front_end_;
 };
 
 }  // namespace nestor
