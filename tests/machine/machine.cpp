@@ -165,9 +165,8 @@ Domain &Machine::add_domain(uint16_t did, int levels) {
 
 GuestTableSpace &Machine::add_guest(const sl::Config &slc, uint64_t tables_gpa,
                                     uint64_t tables_size) {
-  guests_.push_back(
-      {std::make_unique<GuestTableSpace>(memory(), slc, tables_gpa, tables_size), tables_gpa == 0});
-  return *guests_.back().space;
+  guests_.push_back(std::make_unique<GuestTableSpace>(memory(), slc, tables_gpa, tables_size));
+  return *guests_.back();
 }
 
 HostFl &Machine::add_first_level(int levels) {
@@ -177,12 +176,7 @@ HostFl &Machine::add_first_level(int levels) {
 
 GuestFl &Machine::add_first_level(GuestTableSpace &guest, int levels) {
   const uint64_t root = guest.alloc_table();
-  // A table range starting at GPA 0 hands out 0 as its first table, which is also how it says
-  // "exhausted": a 0 counts as a table once, for such a range.
-  auto record = std::find_if(guests_.begin(), guests_.end(),
-                             [&](const GuestRecord &g) { return g.space.get() == &guest; });
-  const bool first_at_zero = record != guests_.end() && std::exchange(record->zero_unused, false);
-  if (!root && !first_at_zero) throw std::runtime_error("machine: guest table space exhausted");
+  if (!root) throw std::runtime_error("machine: guest table space exhausted");
   guest_fl_.push_back(std::make_unique<GuestFl>(guest, root, levels));
   return *guest_fl_.back();
 }

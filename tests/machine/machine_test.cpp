@@ -121,16 +121,19 @@ TEST(Machine, BindLayerVmTranslatesNested) {
   EXPECT_EQ(r.t.out, spec.hpa_base + 0x3004);
 }
 
-// GuestTableSpace hands out GPA 0 as the first table of a range starting there, and 0 is also
-// its "exhausted": the machine takes the first 0 as a table and any later one as exhaustion.
+// A table space's 0 means "no table" (build::TableSpace), so a guest table range starting at
+// GPA 0 must not hand 0 out: a builder would take its first table for exhaustion. It gives the
+// page up instead, and reports exhaustion when the rest is used.
 TEST(Machine, GuestTableRangeAtGpaZero) {
   Machine m(small());
   m.place_structures();
   Domain &d = m.add_domain(1);
-  d.map(0, kGuestHpa, 2 * 4096);
-  GuestTableSpace &g = m.add_guest(d.slc, 0, 2 * 4096);
-  EXPECT_EQ(m.add_first_level(g).root(), 0u);
+  d.map(0, kGuestHpa, 3 * 4096);
+  GuestTableSpace &g = m.add_guest(d.slc, 0, 3 * 4096);
   EXPECT_EQ(m.add_first_level(g).root(), 4096u);
+  GuestFl &fl = m.add_first_level(g);
+  EXPECT_EQ(fl.root(), 2 * 4096u);
+  EXPECT_EQ(g.alloc_table(), 0u);  // exhausted
   EXPECT_THROW(m.add_first_level(g), std::runtime_error);
 }
 

@@ -29,11 +29,12 @@ static_assert(build::TableSpace<HostTableSpace>);
 
 // A guest's physical address space as seen through its second level: table addresses are
 // GPAs, accesses are resolved with a second-level walk. Tables are carved from a guest-physical
-// range the caller reserves for them.
+// range the caller reserves for them. GPA 0 is never handed out, because a table space's 0
+// means "no table" (build::TableSpace): a range starting at 0 gives its first page up.
 class NESTOR_CXX_API GuestTableSpace {
  public:
   GuestTableSpace(MachineMemory &mem, const sl::Config &slc, uint64_t gpa_base, uint64_t gpa_size)
-      : mem_(mem), slc_(slc), next_(gpa_base), end_(gpa_base + gpa_size) {}
+      : mem_(mem), slc_(slc), next_(gpa_base == 0 ? 4096 : gpa_base), end_(gpa_base + gpa_size) {}
   uint64_t alloc_table();
   bool read(uint64_t gpa, uint64_t *v);
   bool write(uint64_t gpa, uint64_t v);

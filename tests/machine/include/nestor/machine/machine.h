@@ -189,11 +189,7 @@ class Machine {
   std::unique_ptr<StructuresWriter> structures_;
   std::unique_ptr<BindLayer> bind_;
   std::vector<std::unique_ptr<Domain>> domains_;
-  struct GuestRecord {
-    std::unique_ptr<GuestTableSpace> space;
-    bool zero_unused;  // its table range starts at GPA 0, and 0 has not been handed out
-  };
-  std::vector<GuestRecord> guests_;
+  std::vector<std::unique_ptr<GuestTableSpace>> guests_;
   std::vector<std::unique_ptr<HostFl>> host_fl_;
   std::vector<std::unique_ptr<GuestFl>> guest_fl_;
   std::vector<std::unique_ptr<Device>> devices_;
