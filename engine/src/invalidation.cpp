@@ -189,20 +189,15 @@ invq::StatsSnapshot EngineInvalidation::stats() const {
 // --- Engine members that belong to the invalidation wiring ---------------------------------
 
 void Engine::invalidate(const invq::InvalidationOp &op) {
-  caches_.apply(op);
+  core_.caches().apply(op);
 }
 
 void Engine::invalidate_batch(std::span<const invq::InvalidationOp> ops) {
-  caches_.apply_batch(ops);
+  core_.caches().apply_batch(ops);
 }
 
 void Engine::invalidate_wait() {
   inv_->wait();
-}
-
-Result Engine::translate_drained(const Request &req) {
-  EngineInvalidation::TranslationGuard guard(*inv_);
-  return translate_undrained(req);
 }
 
 }  // namespace nestor

@@ -1,5 +1,6 @@
 // The C++ entry point: an engine owns machine memory, reads the VT-d structures from it and
-// translates device requests through them.
+// translates device requests through them. The translation machinery is EngineCore, generic
+// over the architecture; Engine is VT-d's engine on it.
 #pragma once
 
 #include <array>
@@ -120,6 +121,10 @@ class NESTOR_CXX_API FaultLog {
 };
 
 class Engine;
+template <Personality P>
+class EngineCore;
+template <Personality P, bool kCaching>
+class PipelineTables;
 
 // A device's address space (source-id + PASID) resolved once: translations through it skip the
 // context and PASID-cache lookups until an invalidation changes the engine's generation. Cheap
@@ -152,6 +157,8 @@ class NESTOR_CXX_API AddressSpace {
 
  private:
   friend class Engine;
+  template <Personality P>
+  friend class EngineCore;
   // A small direct-mapped translation cache private to the handle (what a device's ATC is to
   // the IOMMU). Entries carry the engine generation they were filled under; every applied
   // invalidation advances it, so a stale entry is never served after an invalidation returns.
@@ -172,6 +179,96 @@ class NESTOR_CXX_API AddressSpace {
   std::array<MicroEntry, kMicroEntries> micro_{};
   // Last, so the fields the handle-cache hit reads keep their offsets.
   HandleStats stats_;
+};
+
+// The generic engine, written once over a personality (nestor/personality.h): the request
+// path's resolution memo, address-space handles, the translate pipeline (IOTLB, paging-structure
+// and nested-table caches, walks, fills), batches, drain brackets, fault recording and cache
+// statistics. The personality resolves requests to walk contexts and names walk faults; nothing
+// here knows an architecture's structures. `Engine` is the VT-d engine built on it; the member
+// definitions are in engine/src/engine_core.h and translate_pipeline.h, instantiated for VT-d in
+// engine/src/engine_core_vtd.cpp.
+template <Personality P>
+class EngineCore {
+ public:
+  using Caches = CacheSet<typename P::ContextValue, typename P::PasidValue>;
+  static constexpr uint64_t kStaleGeneration = ~uint64_t{0};
+
+  // `cfg`, `mem` and `faults` belong to the owner and outlive the core.
+  EngineCore(const EngineConfig &cfg, MachineMemory &mem, FaultLog &faults,
+             const typename P::Config &personality_config);
+  EngineCore(const EngineCore &) = delete;
+  EngineCore &operator=(const EngineCore &) = delete;
+  // The owner's invalidation wiring, for the drain bracket (set once, before translating).
+  void attach(EngineInvalidation *inv) { inv_ = inv; }
+
+  P &personality() { return personality_; }
+  const P &personality() const { return personality_; }
+  Caches &caches() { return caches_; }
+  const Caches &caches() const { return caches_; }
+  EngineStats stats() const;
+
+  Result translate(const Request &req);
+  void translate_batch(const Request *reqs, Result *out, size_t n);
+  // A handle's translation (AddressSpace or an equal handle type): its resolution and its
+  // micro-TLB first, then the pipeline.
+  template <class Handle>
+  Result translate_in(Handle &as, const Request &req);
+  template <class Handle>
+  void translate_batch_in(Handle &as, const uint64_t *iovas, uint8_t access, Result *out, size_t n);
+  Result translate_undrained(const Request &req);
+
+  // The space an IOTLB entry is tagged with: second-stage-only translations depend on
+  // (domain, GPA) alone, so every space of the domain shares them.
+  static uint32_t iotlb_space(const WalkContext &c) {
+    return c.stages == StageSet::kSecondOnly ? caches::Iotlb::kSecondLevelPasid : c.space;
+  }
+
+ private:
+  template <Personality Q, bool kCaching>
+  friend class PipelineTables;
+  using Resolved = WalkContext;
+  bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
+  // What the pipeline tells translate_in besides the result, behind one pointer: a seventh
+  // argument would go on the stack, and the frame pointer that takes made translate_in keep
+  // the handle in memory, reloaded on its handle-cache hit path too.
+  struct PipelineNotes {
+    bool write_ready = false;  // a later write may reuse this result without a walk
+    enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
+  };
+  Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
+                            PipelineNotes *notes = nullptr);
+  Result translate_drained(const Request &req);
+  // The one walk path, with (kCaching) or without the caches.
+  template <bool kCaching>
+  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+                       PipelineNotes *notes);
+  Result fail(const Request &req, Fault f, bool fpd);
+  // The request path's memo of recent resolutions, one small array per thread: a device that
+  // keeps translating skips the personality's structure lookups until an invalidation moves
+  // the generation, exactly as an address-space handle does. Tagged with a never-reused engine
+  // id, so an engine allocated where a destroyed one lived cannot inherit its entries.
+  struct RecentResolution {
+    uint64_t engine_id = 0;  // 0: empty
+    uint64_t generation = 0;
+    uint64_t stamp = 0;
+    uint32_t pasid = 0;
+    uint16_t source_id = 0;
+    uint8_t flags = 0;  // has_pasid | privileged << 1
+    Resolved rs;
+  };
+  static constexpr size_t kRecentResolutions = 4;
+  static RecentResolution &recent_resolution(uint16_t source_id, uint32_t pasid);
+
+  const EngineConfig &cfg_;
+  const uint64_t id_;
+  MachineMemory &mem_;
+  FaultLog &faults_;
+  // Every cache and the one mapping of invalidation ops onto them; its generation moves after
+  // every applied op, and address-space handles and per-thread memos re-resolve when it does.
+  Caches caches_;
+  P personality_;
+  EngineInvalidation *inv_ = nullptr;
 };
 
 class NESTOR_CXX_API Engine {
@@ -228,78 +325,30 @@ class NESTOR_CXX_API Engine {
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
-    return personality_.read_context(source_id, ctx, fault, fpd);
+    return core_.personality().read_context(source_id, ctx, fault, fpd);
   }
   // Whether `pasid` fits both the engine's PASID width and the context's PASID directory.
   bool pasid_in_range(const vtd::ContextEntry &ctx, uint32_t pasid) const {
-    return personality_.pasid_in_range(ctx, pasid);
+    return core_.personality().pasid_in_range(ctx, pasid);
   }
   bool read_pasid_entry(const vtd::ContextEntry &ctx, uint32_t pasid, vtd::PasidEntry *pe,
                         Fault *fault, bool *fpd) {
-    return personality_.read_pasid_entry(ctx, pasid, pe, fault, fpd);
+    return core_.personality().read_pasid_entry(ctx, pasid, pe, fault, fpd);
   }
 
  private:
-  // The architecture: how requests resolve to walk contexts (nestor/personality.h). Chosen at
-  // compile time; everything else in the engine sees only the WalkContext it returns, and the
-  // personality's structure-cache entry types, which CacheSet holds for it.
+  // The architecture this build's engine is: how requests resolve to walk contexts and what
+  // walk faults are called (nestor/personality.h). Everything else is EngineCore, generic.
   using Personality = VtdPersonality;
   static_assert(nestor::Personality<Personality>);
-  using Resolved = WalkContext;
   // The constructor's clamping of fields C++ callers have always been allowed to get wrong.
   static EngineConfig clamped(EngineConfig cfg);
-  static constexpr uint64_t kStaleGeneration = ~uint64_t{0};
   friend class AddressSpace;
-  // The space an IOTLB entry is tagged with: second-stage-only translations depend on
-  // (domain, GPA) alone, so every space of the domain shares them.
-  static uint32_t iotlb_space(const WalkContext &c) {
-    return c.stages == StageSet::kSecondOnly ? caches::Iotlb::kSecondLevelPasid : c.space;
-  }
-  bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
-  // What the pipeline tells translate_in besides the result, behind one pointer: a seventh
-  // argument would go on the stack, and the frame pointer that takes made translate_in keep
-  // the handle in memory, reloaded on its handle-cache hit path too.
-  struct PipelineNotes {
-    bool write_ready = false;  // a later write may reuse this result without a walk
-    enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
-  };
-  Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                            PipelineNotes *notes = nullptr);
-  Result translate_in(AddressSpace &as, const Request &req);
-  Result translate_undrained(const Request &req);
-  Result translate_drained(const Request &req);  // invalidation.cpp
-  // translate_pipeline.cpp: the one walk path, with (kCaching) or without the caches.
-  template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
-                       PipelineNotes *notes);
-  template <bool kCaching>
-  friend class PipelineTables;
-  Result fail(const Request &req, Fault f, bool fpd);
-  // The request path's memo of recent resolutions, one small array per thread: a device that
-  // keeps translating skips the context- and PASID-cache lookups until an invalidation moves
-  // the generation, exactly as an AddressSpace handle does. Tagged with a never-reused engine
-  // id, so an engine allocated where a destroyed one lived cannot inherit its entries.
-  struct RecentResolution {
-    uint64_t engine_id = 0;  // 0: empty
-    uint64_t generation = 0;
-    uint64_t stamp = 0;
-    uint32_t pasid = 0;
-    uint16_t source_id = 0;
-    uint8_t flags = 0;  // has_pasid | privileged << 1
-    Resolved rs;
-  };
-  static constexpr size_t kRecentResolutions = 4;
-  static RecentResolution &recent_resolution(uint16_t source_id, uint32_t pasid);
 
   EngineConfig cfg_;
-  const uint64_t id_;
   MachineMemory mem_;
   FaultLog faults_;
-  // Every cache and the one mapping of invalidation ops onto them; its generation moves after
-  // every applied op, and address-space handles and per-thread memos re-resolve when it does.
-  using Caches = CacheSet<Personality::ContextValue, Personality::PasidValue>;
-  Caches caches_;
-  Personality personality_;
+  EngineCore<Personality> core_;
   // Last: destroyed first, so its worker stops before the caches it applies to go away.
   std::unique_ptr<EngineInvalidation> inv_;
 };

@@ -32,9 +32,9 @@ struct Request {
 };
 
 // The fault code an architecture reports (VT-d: the fault reason of its fault recording
-// registers). Generic code only stores and copies it; 0 means no fault. The personality's own
-// header defines the enumerators (nestor/vtd/faults.h), one personality per build, as
-// Engine::Personality chooses it.
+// registers), 8 bits. Generic code only stores and copies it; 0 means no fault. What a value
+// means is the personality's: VT-d names its codes as this type's enumerators
+// (nestor/vtd/faults.h); another personality would name its own as constants of the type.
 enum class FaultReason : uint8_t;
 
 // A fault as the engine reports and records it: the walker's stage, level and address with the

@@ -2,7 +2,10 @@
 // start from the deepest paging-structure-cache hit, fills. With caching off it is the same code
 // with every lookup and fill compiled out (kCaching = false), so the uncached engine, the
 // reference the cached one is checked against, cannot drift from it in anything but caching.
-// Which entries an invalidation removes is CacheSet::apply's (nestor/cache_set.h).
+// Which entries an invalidation removes is CacheSet::apply's (nestor/cache_set.h). Template
+// definitions of EngineCore (nestor/engine.h), included where it is instantiated.
+#pragma once
+
 #include <algorithm>
 #include <array>
 
@@ -10,7 +13,7 @@
 #include "nestor/walkers/nested.h"
 
 namespace nestor {
-namespace {
+namespace pipeline_detail {
 
 // IOTLB permission byte: first-level attribute bits in the low nibble (so a hit can be
 // re-judged for either privilege and the PASID entry's SRE/WPE/ERE), second-level R/W/X above.
@@ -21,25 +24,25 @@ constexpr uint8_t pack_perms(uint8_t fl_attrs, uint8_t sl_perms) {
 // Second-level permissions are cached before SLEE: SL-only entries are shared by every PASID of
 // the domain, which need not agree on SLEE, so the requester's SLEE is applied on each hit (and
 // likewise its first-level SRE/WPE/ERE/SMEP and privilege).
-uint8_t hit_perms(const caches::IotlbEntry &e, const WalkContext &c) {
+inline uint8_t hit_perms(const caches::IotlbEntry &e, const WalkContext &c) {
   const uint8_t sl_perms = sl::apply_execute_enable((e.perms >> 4) & 7, c.slc.execute_enable);
   if (e.flags & caches::kIotlbSecondLevelOnly) return sl_perms;
   return uint8_t(fl::perms_for(e.perms & 0xF, c.privileged, c.flc) & sl_perms);
 }
 
-uint8_t level_of_shift(unsigned shift) {
+inline uint8_t level_of_shift(unsigned shift) {
   return uint8_t((shift - 12) / 9 + 1);
 }
 
-}  // namespace
+}  // namespace pipeline_detail
 
 // Second-level walks that start below the deepest cached second-level non-leaf entry and
 // refill the cache on the way down; first-level table pages resolve through the nested-table
 // cache. Without caching, plain walks from the root. One instance per translation, on the stack.
-template <bool kCaching>
+template <Personality P, bool kCaching>
 class PipelineTables {
  public:
-  PipelineTables(Engine &e, uint64_t stamp, uint16_t did, const sl::Config &slc)
+  PipelineTables(EngineCore<P> &e, uint64_t stamp, uint16_t did, const sl::Config &slc)
       : e_(e), stamp_(stamp), did_(did), slc_(slc) {}
 
   sl::Result sl_walk(uint64_t gpa, uint8_t access) {
@@ -129,20 +132,24 @@ class PipelineTables {
   std::array<ReadTable, 5> read_{};  // the tables of one walk (five levels at most)
   unsigned next_read_ = 0;
   bool bypass_nested_tables_ = false;
-  Engine &e_;
+  EngineCore<P> &e_;
   uint64_t stamp_;
   uint16_t did_;
   const sl::Config &slc_;
 };
 
+template <Personality P>
 template <bool kCaching>
-Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
-                             PipelineNotes *notes) {
+Result EngineCore<P>::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+                                    PipelineNotes *notes) {
+  using pipeline_detail::hit_perms;
+  using pipeline_detail::level_of_shift;
+  using pipeline_detail::pack_perms;
   Result r;
   if (c.stages == StageSet::kPassThrough) {
     if ((req.iova >> c.slc.host_width) != 0) {
-      r.fault = Personality::walk_fault(
-          {WalkError::kInputBeyondWidth, FaultStage::kSecondLevel, 0, req.iova});
+      r.fault =
+          P::walk_fault({WalkError::kInputBeyondWidth, FaultStage::kSecondLevel, 0, req.iova});
       return r;
     }
     if (notes) notes->write_ready = true;
@@ -172,7 +179,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
   }
 
   const sl::Config &slc = c.slc;
-  PipelineTables<kCaching> tables(*this, stamp, c.domain, slc);
+  PipelineTables<P, kCaching> tables(*this, stamp, c.domain, slc);
   caches::IotlbEntry fill;
   switch (c.stages) {
     case StageSet::kSecondOnly: {
@@ -180,7 +187,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
       caches_.iotlb().count_walk(s.refs);
       r.ok = s.ok;
       r.t = s.t;
-      if (!s.ok) r.fault = Personality::walk_fault(s.fault);
+      if (!s.ok) r.fault = P::walk_fault(s.fault);
       if (!s.ok) return r;
       fill.page_shift = s.t.page_shift;
       fill.hpa_base = s.t.out & page_mask(s.t.page_shift);
@@ -213,7 +220,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
         caches_.iotlb().count_walk(f.refs);
         r.ok = f.ok;
         r.t = f.t;
-        if (!f.ok) r.fault = Personality::walk_fault(f.fault);
+        if (!f.ok) r.fault = P::walk_fault(f.fault);
         fl_attrs = f.attrs;
       } else {
         nested::Result n = nested::walk(mem_, tables, flc, slc, req.iova, req.access, c.privileged,
@@ -221,7 +228,7 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
         caches_.iotlb().count_walk(n.refs);
         r.ok = n.ok;
         r.t = n.t;
-        if (!n.ok) r.fault = Personality::walk_fault(n.fault);
+        if (!n.ok) r.fault = P::walk_fault(n.fault);
         fl_attrs = n.fl_attrs;
         sl_perms = n.sl_perms;
         sl_dirty = n.sl_dirty;
@@ -252,8 +259,9 @@ Result Engine::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request
   return r;
 }
 
-Result Engine::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                                  PipelineNotes *notes) {
+template <Personality P>
+Result EngineCore<P>::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
+                                         PipelineNotes *notes) {
   Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, notes)
                           : walk_pipeline<false>(stamp, rs, req, notes);
   if (!r.ok) return fail(req, r.fault, rs.fpd);

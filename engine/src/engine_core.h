@@ -1,0 +1,238 @@
+// EngineCore's request path (nestor/engine.h): resolution (memo, handles), batches, the drain
+// bracket, fault recording. Template definitions, included where the core is instantiated for
+// a personality (engine_core_vtd.cpp); the pipeline is in translate_pipeline.h.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <optional>
+
+#include "nestor/engine.h"
+#include "nestor/invalidation.h"
+
+namespace nestor {
+
+namespace core_detail {
+
+// Engine ids are never reused, so a per-thread memo entry of a destroyed engine can never
+// match one allocated at the same address.
+inline uint64_t next_engine_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}
+
+inline CacheSetConfig cache_set_config(const EngineConfig &cfg) {
+  CacheSetConfig c;
+  c.context.cache.capacity = cfg.context_cache_entries;
+  c.pasid.cache.capacity = cfg.pasid_cache_entries;
+  c.iotlb.cache = {
+      .capacity = cfg.iotlb_entries, .shards = cfg.iotlb_shards, .ways = cfg.iotlb_ways};
+  c.iotlb.promote_threshold_pages = c.psc.promote_threshold_pages = cfg.promote_threshold_pages;
+  c.psc.first_level.capacity = c.psc.second_level.capacity = c.psc.nested_table.capacity =
+      cfg.psc_entries;
+  c.track_table_pages = cfg.gpa_invalidation == EngineConfig::GpaInvalidation::kDependencies;
+  return c;
+}
+
+}  // namespace core_detail
+
+template <Personality P>
+EngineCore<P>::EngineCore(const EngineConfig &cfg, MachineMemory &mem, FaultLog &faults,
+                          const typename P::Config &personality_config)
+    : cfg_(cfg),
+      id_(core_detail::next_engine_id()),
+      mem_(mem),
+      faults_(faults),
+      caches_(core_detail::cache_set_config(cfg)),
+      personality_(mem_, personality_config, cfg.caching ? &caches_.context() : nullptr,
+                   cfg.caching ? &caches_.pasid() : nullptr) {}
+
+template <Personality P>
+Result EngineCore<P>::fail(const Request &req, Fault f, bool fpd) {
+  if (f.address == 0 && f.stage == FaultStage::kStructures) f.address = req.iova;
+  if (!fpd) faults_.record({req, f});
+  Result r;
+  r.fault = f;
+  return r;
+}
+
+template <Personality P>
+bool EngineCore<P>::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out) {
+  Fault f;
+  bool fpd = false;
+  if (personality_.resolve(stamp, req, out, &f, &fpd)) return true;
+  *fault_out = fail(req, f, fpd);
+  return false;
+}
+
+template <Personality P>
+Result EngineCore<P>::translate(const Request &req) {
+  // Drain needs every translation bracketed in the epoch domain; without it, this predictable
+  // branch is the whole cost.
+  if (cfg_.drain) [[unlikely]]
+    return translate_drained(req);
+  return translate_undrained(req);
+}
+
+template <Personality P>
+Result EngineCore<P>::translate_drained(const Request &req) {
+  EngineInvalidation::TranslationGuard guard(*inv_);
+  return translate_undrained(req);
+}
+
+template <Personality P>
+typename EngineCore<P>::RecentResolution &EngineCore<P>::recent_resolution(uint16_t source_id,
+                                                                           uint32_t pasid) {
+  thread_local std::array<RecentResolution, kRecentResolutions> recent;
+  return recent[(source_id ^ pasid) & (kRecentResolutions - 1)];
+}
+
+template <Personality P>
+Result EngineCore<P>::translate_undrained(const Request &req) {
+  if (cfg_.caching) {
+    // Same protocol as translate_in(): the generation is read before resolving, and the
+    // resolution's stamp (older than any invalidation not yet reflected in the generation)
+    // is the one later fills carry.
+    const uint64_t gen = caches_.generation();
+    const uint8_t flags = uint8_t(req.has_pasid | (req.privileged << 1));
+    RecentResolution &m = recent_resolution(req.source_id, req.pasid);
+    if (m.engine_id == id_ && m.generation == gen && m.source_id == req.source_id &&
+        m.pasid == req.pasid && m.flags == flags) {
+      // A copy: an I/O callback reached from the walk may translate on this thread again.
+      const Resolved rs = m.rs;
+      return translate_resolved(m.stamp, rs, req);
+    }
+    const uint64_t stamp = caches_.clock().now();
+    Result fault;
+    if (!resolve(stamp, req, &m.rs, &fault)) {
+      m.engine_id = 0;
+      return fault;
+    }
+    m.engine_id = id_;
+    m.generation = gen;
+    m.stamp = stamp;
+    m.source_id = req.source_id;
+    m.pasid = req.pasid;
+    m.flags = flags;
+    const Resolved rs = m.rs;
+    return translate_resolved(stamp, rs, req);
+  }
+  // Taken before anything is read: a fill is refused if an invalidation of its key was issued
+  // after this point, so a walk racing an invalidation never leaves a stale entry behind.
+  const uint64_t stamp = caches_.clock().now();
+  Resolved rs;
+  Result fault;
+  if (!resolve(stamp, req, &rs, &fault)) return fault;
+  return translate_resolved(stamp, rs, req);
+}
+
+template <Personality P>
+template <class Handle>
+Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
+  if (!cfg_.caching) return translate(req);
+  // Drain: bracketed like translate() so waits also cover handle translations.
+  std::optional<EngineInvalidation::TranslationGuard> drain_guard;
+  if (cfg_.drain) [[unlikely]]
+    drain_guard.emplace(*inv_);
+  // Read before resolving: an invalidation that lands after this read bumps the generation
+  // again once applied, so the next translation re-resolves.
+  const uint64_t gen = caches_.generation();
+  if (as.generation_ != gen) {
+    const uint64_t stamp = caches_.clock().now();
+    Result fault;
+    if (!resolve(stamp, req, &as.resolved_, &fault)) {
+      as.generation_ = kStaleGeneration;
+      return fault;
+    }
+    as.stamp_ = stamp;
+    as.generation_ = gen;
+  }
+  const uint64_t page = req.iova >> 12;
+  auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
+  if (m.page == page && m.generation == gen && (req.access & ~m.allowed) == 0) {
+    Result r;
+    r.ok = true;
+    r.t.out = m.out_page | (req.iova & 0xFFF);
+    r.t.page_shift = m.page_shift;
+    r.t.perms = m.perms;
+    r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
+    return r;
+  }
+  // Fills use the resolution's stamp: every invalidation since it advanced the generation, so
+  // this stamp is older than any invalidation the handle has not yet seen and those refuse it.
+  PipelineNotes notes;
+  Result r = translate_resolved(as.stamp_, as.resolved_, req, &notes);
+  if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
+    ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
+  if (r.ok) {
+    // Tagged with the generation read before the lookup: an invalidation applied meanwhile has
+    // moved it on, so this entry can never outlive it.
+    m.page = page;
+    m.out_page = r.t.out & ~uint64_t{0xFFF};
+    m.generation = gen;
+    m.page_shift = r.t.page_shift;
+    m.perms = r.t.perms;
+    m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
+  }
+  return r;
+}
+
+template <Personality P>
+template <class Handle>
+void EngineCore<P>::translate_batch_in(Handle &as, const uint64_t *iovas, uint8_t access,
+                                       Result *out, size_t n) {
+  Request req = as.base_;
+  req.access = access;
+  if (n && cfg_.caching) {
+    // Resolve once up front so the prefetches below use the right tags.
+    req.iova = iovas[0];
+    out[0] = translate_in(as, req);
+  }
+  const uint32_t key_space = iotlb_space(as.resolved_);
+  constexpr size_t kAhead = 4;
+  for (size_t i = cfg_.caching ? 1 : 0; i < n; ++i) {
+    if (i + kAhead < n && as.generation_ != kStaleGeneration)
+      caches_.iotlb().prefetch(as.resolved_.domain, key_space, iovas[i + kAhead]);
+    req.iova = iovas[i];
+    out[i] = translate_in(as, req);
+  }
+}
+
+template <Personality P>
+void EngineCore<P>::translate_batch(const Request *reqs, Result *out, size_t n) {
+  // Drain: the whole batch is one announced translation (see translate()).
+  std::optional<EngineInvalidation::TranslationGuard> drain_guard;
+  if (cfg_.drain) [[unlikely]]
+    drain_guard.emplace(*inv_);
+  // Resolve a group and prefetch each request's IOTLB set, then look them up: the set loads
+  // of a group overlap instead of serialising on cache misses.
+  constexpr size_t kGroup = 8;
+  Resolved rs[kGroup];
+  bool ok[kGroup];
+  for (size_t base = 0; base < n; base += kGroup) {
+    const size_t m = std::min(kGroup, n - base);
+    const uint64_t stamp = caches_.clock().now();
+    for (size_t i = 0; i < m; ++i) {
+      ok[i] = resolve(stamp, reqs[base + i], &rs[i], &out[base + i]);
+      if (ok[i] && cfg_.caching)
+        caches_.iotlb().prefetch(rs[i].domain, iotlb_space(rs[i]), reqs[base + i].iova);
+    }
+    for (size_t i = 0; i < m; ++i)
+      if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
+  }
+}
+
+template <Personality P>
+EngineStats EngineCore<P>::stats() const {
+  EngineStats s;
+  s.context = caches_.context().stats();
+  s.pasid = caches_.pasid().stats();
+  s.iotlb = caches_.iotlb().stats();
+  s.psc_first_level = caches_.psc().fl_stats();
+  s.psc_second_level = caches_.psc().sl_stats();
+  s.psc_nested_table = caches_.psc().nested_table_stats();
+  return s;
+}
+
+}  // namespace nestor
