@@ -127,11 +127,16 @@ EngineInvalidation::TranslationGuard::~TranslationGuard() {
 }
 
 EngineInvalidation::EngineInvalidation(Engine &engine, const EngineConfig &cfg)
-    : engine_(engine),
+    : EngineInvalidation(engine.memory(), CacheTarget::of(engine.core_.caches()), cfg) {}
+
+EngineInvalidation::EngineInvalidation(MachineMemory &mem, CacheTarget caches,
+                                       const EngineConfig &cfg)
+    : mem_(mem),
+      caches_(caches),
       drain_enabled_(cfg.drain),
       drain_state_(std::make_shared<DrainState>()),
       processor_(*this, this, processor_options(cfg)),
-      front_end_(engine.memory(), processor_, cfg.host_address_width) {
+      front_end_(mem, processor_, cfg.host_address_width) {
   if (cfg.background_invalidation) processor_.start();
 }
 
@@ -144,11 +149,11 @@ invq::EpochDomain &EngineInvalidation::epoch() {
 }
 
 void EngineInvalidation::apply(const invq::InvalidationOp &op) {
-  engine_.invalidate(op);
+  caches_.apply(caches_.caches, op);
 }
 
 void EngineInvalidation::apply_batch(std::span<const invq::InvalidationOp> ops) {
-  engine_.invalidate_batch(ops);
+  caches_.apply_batch(caches_.caches, ops);
 }
 
 void EngineInvalidation::drain() {
@@ -158,7 +163,7 @@ void EngineInvalidation::drain() {
 bool EngineInvalidation::write_status(uint64_t pa, uint32_t data) {
   // Little-endian host, like the architectural layout: the 32-bit value lands as the device
   // would write it.
-  return engine_.memory().write(pa, &data, sizeof data) == 0;
+  return mem_.write(pa, &data, sizeof data) == 0;
 }
 
 void EngineInvalidation::submit(const invq::InvalidationOp &op) {

@@ -344,6 +344,7 @@ class NESTOR_CXX_API Engine {
   // The constructor's clamping of fields C++ callers have always been allowed to get wrong.
   static EngineConfig clamped(EngineConfig cfg);
   friend class AddressSpace;
+  friend class EngineInvalidation;
 
   EngineConfig cfg_;
   MachineMemory mem_;

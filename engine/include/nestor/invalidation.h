@@ -14,6 +14,7 @@
 #include "nestor/invq/epoch.h"
 #include "nestor/invq/processor.h"
 #include "nestor/invq/stats.h"
+#include "nestor/machine_memory.h"
 #include "nestor/vtd/front_end.h"
 
 namespace nestor {
@@ -28,12 +29,36 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   // after the engine is gone can tell, instead of touching freed memory.
   struct DrainState;
 
+  // What invalidations apply to: an engine's CacheSet, type-erased (one indirect call per op
+  // or batch, never per entry), so the wiring serves an engine of any personality.
+  struct CacheTarget {
+    void *caches = nullptr;
+    void (*apply)(void *caches, const invq::InvalidationOp &op) = nullptr;
+    void (*apply_batch)(void *caches, std::span<const invq::InvalidationOp> ops) = nullptr;
+
+    template <class Caches>
+    static CacheTarget of(Caches &c) {
+      return {&c,
+              [](void *p, const invq::InvalidationOp &op) { static_cast<Caches *>(p)->apply(op); },
+              [](void *p, std::span<const invq::InvalidationOp> ops) {
+                static_cast<Caches *>(p)->apply_batch(ops);
+              }};
+    }
+  };
+
+  // `mem` receives wait status writes and holds the VT-d queue; `caches` are what ops apply to.
+  // VT-d's queued-invalidation registers and uAPI come with the wiring (front_end_): an engine
+  // of another architecture leaves them unconfigured and puts its own front end over
+  // processor().
+  EngineInvalidation(MachineMemory &mem, CacheTarget caches, const EngineConfig &cfg);
+  // Engine's: its memory and its core's caches.
   EngineInvalidation(Engine &engine, const EngineConfig &cfg);
   ~EngineInvalidation() override;
   EngineInvalidation(const EngineInvalidation &) = delete;
   EngineInvalidation &operator=(const EngineInvalidation &) = delete;
 
-  // InvalidationTarget: apply = Engine::invalidate, apply_batch = Engine::invalidate_batch;
+  // InvalidationTarget: apply and apply_batch go to the CacheTarget (for Engine, what
+  // Engine::invalidate and invalidate_batch do);
   // drain = one grace period of the engine's translating threads (only when
   // EngineConfig::drain is on; otherwise nothing to wait for).
   void apply(const invq::InvalidationOp &op) override;
@@ -96,7 +121,8 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   };
 
  private:
-  Engine &engine_;
+  MachineMemory &mem_;
+  const CacheTarget caches_;
   const bool drain_enabled_;
   std::shared_ptr<DrainState> drain_state_;
   // Declared after what its worker uses: destroyed first, so the worker stops before they go.
