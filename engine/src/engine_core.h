@@ -101,7 +101,7 @@ Result EngineCore<P>::translate_undrained(const Request &req) {
         m.pasid == req.pasid && m.flags == flags) {
       // A copy: an I/O callback reached from the walk may translate on this thread again.
       const Resolved rs = m.rs;
-      return translate_resolved(m.stamp, rs, req);
+      return translate_resolved({m.stamp, gen}, rs, req);
     }
     const uint64_t stamp = caches_.clock().now();
     Result fault;
@@ -116,7 +116,7 @@ Result EngineCore<P>::translate_undrained(const Request &req) {
     m.pasid = req.pasid;
     m.flags = flags;
     const Resolved rs = m.rs;
-    return translate_resolved(stamp, rs, req);
+    return translate_resolved({stamp, gen}, rs, req);
   }
   // Taken before anything is read: a fill is refused if an invalidation of its key was issued
   // after this point, so a walk racing an invalidation never leaves a stale entry behind.
@@ -124,7 +124,7 @@ Result EngineCore<P>::translate_undrained(const Request &req) {
   Resolved rs;
   Result fault;
   if (!resolve(stamp, req, &rs, &fault)) return fault;
-  return translate_resolved(stamp, rs, req);
+  return translate_resolved({stamp}, rs, req);
 }
 
 template <Personality P>
@@ -148,9 +148,12 @@ Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
     as.stamp_ = stamp;
     as.generation_ = gen;
   }
+  // The micro-TLB's tag: moves with every operation on the handle's domain (its bucket) as
+  // well as with the resolution generation, and with nothing else (CacheSet).
+  const uint64_t tag = gen + caches_.domain_generation(as.resolved_.domain);
   const uint64_t page = req.iova >> 12;
   auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
-  if (m.page == page && m.generation == gen && (req.access & ~m.allowed) == 0) {
+  if (m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
     Result r;
     r.ok = true;
     r.t.out = m.out_page | (req.iova & 0xFFF);
@@ -159,18 +162,17 @@ Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
     r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
     return r;
   }
-  // Fills use the resolution's stamp: every invalidation since it advanced the generation, so
-  // this stamp is older than any invalidation the handle has not yet seen and those refuse it.
+  // A walk stamps itself while the resolution is still current (EngineCore::walk_stamp).
   PipelineNotes notes;
-  Result r = translate_resolved(as.stamp_, as.resolved_, req, &notes);
+  Result r = translate_resolved({as.stamp_, gen}, as.resolved_, req, &notes);
   if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
     ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
   if (r.ok) {
-    // Tagged with the generation read before the lookup: an invalidation applied meanwhile has
-    // moved it on, so this entry can never outlive it.
+    // Tagged with the generations read before the lookup: an invalidation applied meanwhile has
+    // moved one of them on, so this entry can never outlive it.
     m.page = page;
     m.out_page = r.t.out & ~uint64_t{0xFFF};
-    m.generation = gen;
+    m.generation = tag;
     m.page_shift = r.t.page_shift;
     m.perms = r.t.perms;
     m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
@@ -219,7 +221,7 @@ void EngineCore<P>::translate_batch(const Request *reqs, Result *out, size_t n) 
         caches_.iotlb().prefetch(rs[i].domain, iotlb_space(rs[i]), reqs[base + i].iova);
     }
     for (size_t i = 0; i < m; ++i)
-      if (ok[i]) out[base + i] = translate_resolved(stamp, rs[i], reqs[base + i]);
+      if (ok[i]) out[base + i] = translate_resolved({stamp}, rs[i], reqs[base + i]);
   }
 }
 

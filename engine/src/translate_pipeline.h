@@ -140,8 +140,8 @@ class PipelineTables {
 
 template <Personality P>
 template <bool kCaching>
-Result EngineCore<P>::walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
-                                    PipelineNotes *notes) {
+Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const WalkContext &c,
+                                    const Request &req, PipelineNotes *notes) {
   using pipeline_detail::hit_perms;
   using pipeline_detail::level_of_shift;
   using pipeline_detail::pack_perms;
@@ -178,6 +178,8 @@ Result EngineCore<P>::walk_pipeline(uint64_t stamp, const WalkContext &c, const 
     }
   }
 
+  // Taken where the walk starts, after the IOTLB missed: hits never need one.
+  const uint64_t stamp = kCaching ? walk_stamp(walk_stamp_source) : 0;
   const sl::Config &slc = c.slc;
   PipelineTables<P, kCaching> tables(*this, stamp, c.domain, slc);
   caches::IotlbEntry fill;
@@ -260,8 +262,8 @@ Result EngineCore<P>::walk_pipeline(uint64_t stamp, const WalkContext &c, const 
 }
 
 template <Personality P>
-Result EngineCore<P>::translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
-                                         PipelineNotes *notes) {
+Result EngineCore<P>::translate_resolved(const WalkStamp &stamp, const Resolved &rs,
+                                         const Request &req, PipelineNotes *notes) {
   Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, notes)
                           : walk_pipeline<false>(stamp, rs, req, notes);
   if (!r.ok) return fail(req, r.fault, rs.fpd);

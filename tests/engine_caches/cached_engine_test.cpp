@@ -247,6 +247,35 @@ TEST(CachedEngine, HandleCountsItsIotlbLookups) {
   EXPECT_EQ(h.stats().iotlb_hits, 2u);
 }
 
+// A handle's own cache holds copies of its domain's IOTLB entries, so an invalidation of
+// IOTLB and paging-structure entries of another domain (VT-d: DID-tagged, 6.5.1) cannot touch
+// what it holds and must not empty it; one of its own domain must, or the next translation
+// would return the old page.
+TEST(CachedEngine, HandleCacheSurvivesInvalidationsOfOtherDomainsOnly) {
+  Machine m(Mode::kFirstLevel);
+  ASSERT_EQ(m.map(3, 30, 12, true), build::Status::kOk);
+  AddressSpace h = m.cached->open(kSid, true, kPasid);
+  ASSERT_EQ(h.translate(kIovaBase + 3 * 4096, kAccessRead).t.out, kDataBase + 30 * 4096);
+  const uint64_t lookups = h.stats().lookups();
+  for (invq::Scope scope : {invq::Scope::kRange, invq::Scope::kPasid, invq::Scope::kDomain}) {
+    invq::InvalidationOp op;
+    op.caches = invq::kCacheIotlb | invq::kCachePaging;
+    op.scope = scope;
+    op.did = kDid + 1;
+    op.pasid = kPasid;
+    op.addr = kIovaBase + 3 * 4096;
+    op.npages = 1;
+    m.cached->invalidate(op);
+    m.cached->invalidate_wait();
+    ASSERT_TRUE(h.translate(kIovaBase + 3 * 4096, kAccessRead).ok);
+    EXPECT_EQ(h.stats().lookups(), lookups) << "emptied by a scope " << int(scope) << " op";
+  }
+  ASSERT_EQ(m.map(3, 31, 12, true), build::Status::kOk);
+  m.invalidate_pages(3, 1, true);
+  EXPECT_EQ(h.translate(kIovaBase + 3 * 4096, kAccessRead).t.out, kDataBase + 31 * 4096);
+  EXPECT_EQ(h.stats().lookups(), lookups + 1);
+}
+
 TEST(CachedEngine, HandleSeesPasidEntryChangeOnlyAfterInvalidation) {
   Machine m(Mode::kFirstLevel);
   ASSERT_EQ(m.map(3, 30, 12, true), build::Status::kOk);

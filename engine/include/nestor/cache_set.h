@@ -7,6 +7,8 @@
 // so that it carries nothing of a personality's formats.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -56,41 +58,57 @@ class CacheSet {
   // Null unless track_table_pages.
   caches::TablePageFilter *table_pages() const { return table_pages_.get(); }
 
-  // Moves after every applied operation, once its removals are in place: whatever memoises a
-  // resolution or a translation outside these caches (address-space handles, per-thread memos)
-  // re-resolves from them when it sees a new value.
+  // Moves after every applied operation that may change a resolution (context or PASID cache,
+  // global or device scope, device-TLB) once its removals are in place: whatever memoises a
+  // resolution outside these caches (address-space handles, per-thread memos) re-resolves from
+  // them when it sees a new value.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  // Moves after every applied operation confined to one domain's translations (IOTLB and
+  // paging-structure entries of a DID: domain, PASID and range scopes), in that domain's
+  // bucket. A translation memoised outside the caches (a handle's micro-TLB) is valid while
+  // generation() + domain_generation(its DID) is what it was filled under: both only grow, so
+  // the sum moves whenever either does. Domains share buckets (DID mod kDomainBuckets); a
+  // bucket's move only costs its other domains their memoised translations.
+  static constexpr size_t kDomainBuckets = 64;
+  uint64_t domain_generation(uint16_t did) const {
+    return domain_generations_[did % kDomainBuckets].value.load(std::memory_order_acquire);
+  }
 
   // Removes at least every entry invq::covers(op, entry) selects (docs/CACHES.md says where it
   // removes more); the kDependencies reach of a type 0x2 op is the one documented exception.
   // Safe to call from several threads at once and concurrently with lookups and fills.
-  void apply(const invq::InvalidationOp &op) {
-    {
-      // One operation, several caches: walks stamped meanwhile are judged by all of its
-      // removals.
-      caches::InvalidationClock::Interval interval(*clock_);
-      apply_one(op);
-    }
-    // After the interval closed: a reader that sees the new generation re-resolves from
-    // caches whose removals are all in place, with a fresh stamp. Bumped inside, a reader could
-    // re-resolve while the interval still held now() back and keep that old stamp (its fills
-    // refused by this very op) until the next invalidation.
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
+  void apply(const invq::InvalidationOp &op) { apply_batch(std::span(&op, 1)); }
 
   // Several ops applied in order as one operation: a walk stamped while any of them is under
   // way is judged by all of their removals, and readers re-resolve once, after the last. Same
   // result as apply() on each, one interval claim and one generation step instead of one each.
   void apply_batch(std::span<const invq::InvalidationOp> ops) {
     if (ops.empty()) return;
-    {
-      caches::InvalidationClock::Interval interval(*clock_);
-      for (const invq::InvalidationOp &op : ops) apply_one(op);
+    caches::InvalidationClock::Interval interval(*clock_);
+    for (const invq::InvalidationOp &op : ops) apply_one(op);
+    // Inside the interval, after the removals: a walk stamped after the interval closes (a
+    // stamp newer than the operation) then sees the new generations, and a handle that still
+    // sees its old one may stamp its walk freshly (EngineCore::walk_stamp) without missing
+    // this operation. A reader that sees a new value while the interval is open re-resolves
+    // with a stamp the operation refuses, which costs that walk its fills, not correctness.
+    const bool confined = std::all_of(ops.begin(), ops.end(), confined_to_domain);
+    if (!confined) {
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+      return;
     }
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    for (const invq::InvalidationOp &op : ops)
+      domain_generations_[op.did % kDomainBuckets].value.fetch_add(1, std::memory_order_acq_rel);
   }
 
  private:
+  // An op that removes nothing but IOTLB and paging-structure entries of its DID: no
+  // resolution depends on those, and only translations of that domain do.
+  static bool confined_to_domain(const invq::InvalidationOp &op) {
+    using invq::Scope;
+    return (op.caches & ~(invq::kCacheIotlb | invq::kCachePaging)) == 0 &&
+           (op.scope == Scope::kDomain || op.scope == Scope::kPasid || op.scope == Scope::kRange);
+  }
+
   // Runs inside an open Interval (apply, apply_batch).
   void apply_one(const invq::InvalidationOp &op) {
     using invq::Scope;
@@ -216,6 +234,10 @@ class CacheSet {
   // Keeps a GPA op's filter check and its removals atomic against a global op's clear.
   std::mutex gpa_mu_;
   alignas(64) std::atomic<uint64_t> generation_{0};
+  struct alignas(64) DomainGeneration {
+    std::atomic<uint64_t> value{0};
+  };
+  std::array<DomainGeneration, kDomainBuckets> domain_generations_{};
 };
 
 }  // namespace nestor

@@ -236,12 +236,28 @@ class EngineCore {
     bool write_ready = false;  // a later write may reuse this result without a walk
     enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
   };
-  Result translate_resolved(uint64_t stamp, const Resolved &rs, const Request &req,
+  // What a walk's fills are stamped with. A resolution's stamp ages with every invalidation
+  // after it, and fills judged by an old stamp are refused by any overlapping one since; a
+  // walk of a resolution still valid at `generation` stamps itself when it starts instead
+  // (walk_stamp), which is safe because CacheSet moves the generation before an operation's
+  // interval closes. kStaleGeneration: always `resolved` (batches, which re-resolve anyway).
+  struct WalkStamp {
+    uint64_t resolved = 0;
+    uint64_t generation = kStaleGeneration;
+  };
+  uint64_t walk_stamp(const WalkStamp &st) const {
+    if (st.generation == kStaleGeneration) return st.resolved;
+    // now() before the generation: an operation older than `fresh` has closed its interval,
+    // so its generation move is visible to the load below.
+    const uint64_t fresh = caches_.clock().now();
+    return caches_.generation() == st.generation ? fresh : st.resolved;
+  }
+  Result translate_resolved(const WalkStamp &stamp, const Resolved &rs, const Request &req,
                             PipelineNotes *notes = nullptr);
   Result translate_drained(const Request &req);
   // The one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
-  Result walk_pipeline(uint64_t stamp, const WalkContext &c, const Request &req,
+  Result walk_pipeline(const WalkStamp &stamp, const WalkContext &c, const Request &req,
                        PipelineNotes *notes);
   Result fail(const Request &req, Fault f, bool fpd);
   // The request path's memo of recent resolutions, one small array per thread: a device that
