@@ -146,11 +146,6 @@ void InvalidationProcessor::run_batch() {
   stats_.count_batch(counters.input_ops, counters.output_ops, counters.promotions);
   undrained_ops_ = true;
   batch_.clear();
-  if (coalesced_.capacity() > kKeptEntries) {
-    std::vector<InvalidationOp> small;
-    small.reserve(kKeptEntries);
-    coalesced_.swap(small);
-  }
 }
 
 bool InvalidationProcessor::finish_wait(const WaitOp &wait,

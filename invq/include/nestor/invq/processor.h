@@ -153,7 +153,9 @@ class InvalidationProcessor {
   static constexpr size_t kKeptEntries = 64;  // reserved in pending_ and taken_
   std::vector<Entry> taken_;  // what process_pending() took from pending_; empty between calls
   Batch batch_;
-  std::vector<InvalidationOp> coalesced_;  // run_batch's output, storage kept between batches
+  // run_batch's output. Like batch_'s, its storage stays at the largest batch so far (at most
+  // about max_pending ops), so a batch allocates only when it is the largest yet.
+  std::vector<InvalidationOp> coalesced_;
   bool undrained_ops_ = false;
 };
 
