@@ -51,18 +51,21 @@ class FlagTargetOf : public InvalidationTarget {
 };
 using FlagTarget = FlagTargetOf<kOpsPerProducer>;
 
-// Holds every producer until all of them have started, so they overlap instead of running one
-// after the other as the threads are created.
-class StartLine {
- public:
-  void arrive_and_wait() {
-    waiting_.fetch_add(1);
-    while (waiting_.load() < kProducers) std::this_thread::yield();
+// Runs body(p) for p in [0, kProducers) on threads that are held until all of them have
+// started, so they overlap instead of running one after the other as they are created.
+template <class Body>
+void run_producers_together(Body body) {
+  std::atomic<int> started{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      started.fetch_add(1);
+      while (started.load() < kProducers) std::this_thread::yield();
+      body(p);
+    });
   }
-
- private:
-  std::atomic<int> waiting_{0};
-};
+  for (auto &t : producers) t.join();
+}
 
 // The fence tests run longer, for more overlap between fences and other threads' processing.
 constexpr int kFenceOps = 3000;
@@ -229,41 +232,10 @@ TEST(ProcessorConcurrency, FenceWithoutWorkerOrdersAfterEveryEarlierEntry) {
   std::array<std::atomic<int>, kProducers> submitted{};
   std::mutex tickets_mutex;
   std::vector<WaitTicket> tickets;  // in submission order
-  std::atomic<int> stale_ops{0}, early_fences{0}, producers_left{kProducers};
-  StartLine start_line;
-  std::vector<std::thread> producers;
-  for (int p = 0; p < kProducers; ++p) {
-    producers.emplace_back([&, p] {
-      start_line.arrive_and_wait();
-      for (int i = 0; i < kFenceOps; ++i) {
-        processor.submit(unique_op(p, i));
-        submitted[p].store(i + 1, std::memory_order_release);
-        if (i % 3 == 1) {
-          WaitTicket ticket = processor.submit_wait(WaitOp{});
-          std::lock_guard lock(tickets_mutex);
-          tickets.push_back(std::move(ticket));
-        }
-        if (i % kOpsPerWait != kOpsPerWait - 1) continue;
-        std::array<int, kProducers> before{};
-        for (int q = 0; q < kProducers; ++q)
-          before[q] = submitted[q].load(std::memory_order_acquire);
-        size_t waits_before;
-        {
-          std::lock_guard lock(tickets_mutex);
-          waits_before = tickets.size();
-        }
-        processor.fence();
-        for (int q = 0; q < kProducers; ++q)
-          if (!target.all_applied_before(q, before[q])) stale_ops.fetch_add(1);
-        std::lock_guard lock(tickets_mutex);
-        for (size_t w = 0; w < waits_before; ++w)
-          if (!tickets[w].done()) early_fences.fetch_add(1);
-      }
-      producers_left.fetch_sub(1);
-    });
-  }
+  std::atomic<int> stale_ops{0}, early_fences{0};
+  std::atomic<bool> producing{true};
   std::thread controller([&] {
-    for (int round = 0; producers_left.load() != 0; ++round) {
+    for (int round = 0; producing.load(); ++round) {
       if (round % 2 == 0) {
         processor.start();
       } else {
@@ -271,7 +243,32 @@ TEST(ProcessorConcurrency, FenceWithoutWorkerOrdersAfterEveryEarlierEntry) {
       }
     }
   });
-  for (auto &t : producers) t.join();
+  run_producers_together([&](int p) {
+    for (int i = 0; i < kFenceOps; ++i) {
+      processor.submit(unique_op(p, i));
+      submitted[p].store(i + 1, std::memory_order_release);
+      if (i % 3 == 1) {
+        WaitTicket ticket = processor.submit_wait(WaitOp{});
+        std::lock_guard lock(tickets_mutex);
+        tickets.push_back(std::move(ticket));
+      }
+      if (i % kOpsPerWait != kOpsPerWait - 1) continue;
+      std::array<int, kProducers> before{};
+      for (int q = 0; q < kProducers; ++q) before[q] = submitted[q].load(std::memory_order_acquire);
+      size_t waits_before;
+      {
+        std::lock_guard lock(tickets_mutex);
+        waits_before = tickets.size();
+      }
+      processor.fence();
+      for (int q = 0; q < kProducers; ++q)
+        if (!target.all_applied_before(q, before[q])) stale_ops.fetch_add(1);
+      std::lock_guard lock(tickets_mutex);
+      for (size_t w = 0; w < waits_before; ++w)
+        if (!tickets[w].done()) early_fences.fetch_add(1);
+    }
+  });
+  producing.store(false);
   controller.join();
   processor.stop();
   processor.process_pending();  // tickets queued after the last fence, with no worker
@@ -289,21 +286,15 @@ TEST(ProcessorConcurrency, FenceInPlaceCompletesQueuedWaitsFirst) {
   FlagTargetOf<kFenceOps> target;
   InvalidationProcessor processor(target);
   std::atomic<int> out_of_order{0};
-  StartLine start_line;
-  std::vector<std::thread> producers;
-  for (int p = 0; p < kProducers; ++p) {
-    producers.emplace_back([&, p] {
-      start_line.arrive_and_wait();
-      for (int i = 0; i < kFenceOps; ++i) {
-        processor.submit(unique_op(p, i));
-        const WaitTicket ticket = processor.submit_wait(WaitOp{});
-        processor.fence();
-        // This thread's wait was queued before its fence: the fence cannot have passed it.
-        if (!ticket.done() || !target.all_applied_before(p, i + 1)) out_of_order.fetch_add(1);
-      }
-    });
-  }
-  for (auto &t : producers) t.join();
+  run_producers_together([&](int p) {
+    for (int i = 0; i < kFenceOps; ++i) {
+      processor.submit(unique_op(p, i));
+      const WaitTicket ticket = processor.submit_wait(WaitOp{});
+      processor.fence();
+      // This thread's wait was queued before its fence: the fence cannot have passed it.
+      if (!ticket.done() || !target.all_applied_before(p, i + 1)) out_of_order.fetch_add(1);
+    }
+  });
   EXPECT_EQ(out_of_order.load(), 0);
   const StatsSnapshot stats = processor.stats().snapshot();
   EXPECT_EQ(stats.waits_completed, stats.waits_submitted);
