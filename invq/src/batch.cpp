@@ -274,6 +274,13 @@ void combine_caches(std::vector<InvalidationOp> &ops) {
 std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> input,
                                      const CoalesceOptions &options, CoalesceCounters *counters) {
   std::vector<InvalidationOp> ops;
+  coalesce_into(input, options, counters, ops);
+  return ops;
+}
+
+void coalesce_into(std::span<const InvalidationOp> input, const CoalesceOptions &options,
+                   CoalesceCounters *counters, std::vector<InvalidationOp> &ops) {
+  ops.clear();
   ops.reserve(input.size());
   for (const InvalidationOp &op : input) {
     if ((op.caches & kAllCaches) == 0) continue;  // touches no cache
@@ -312,7 +319,6 @@ std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> input,
     counters->output_ops += ops.size();
     counters->promotions += promotions;
   }
-  return ops;
 }
 
 }  // namespace nestor::invq

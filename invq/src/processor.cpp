@@ -27,6 +27,7 @@ InvalidationProcessor::InvalidationProcessor(InvalidationTarget &target,
     : target_(target), status_writer_(status_writer), options_(options) {
   pending_.reserve(kKeptEntries);
   taken_.reserve(kKeptEntries);
+  coalesced_.reserve(kKeptEntries);
 }
 
 InvalidationProcessor::~InvalidationProcessor() {
@@ -36,18 +37,15 @@ InvalidationProcessor::~InvalidationProcessor() {
 }
 
 void InvalidationProcessor::submit(const InvalidationOp &op) {
-  stats_.count_ops_submitted(1);
-  enqueue(Entry{op, nullptr});
+  Entry entry{op, nullptr};
+  enqueue(std::span<Entry>(&entry, 1), 1, 0);
 }
 
-void InvalidationProcessor::enqueue(Entry entry) {
-  enqueue(std::span<Entry>(&entry, 1));
-}
-
-void InvalidationProcessor::enqueue(std::span<Entry> entries) {
+void InvalidationProcessor::enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits) {
   const size_t limit = options_.max_pending ? options_.max_pending : 1;
   while (!entries.empty()) {
     bool process_here;
+    bool worker;
     {
       std::unique_lock lock(submit_mutex_);
       // With a worker, push back on the producer (as a full hardware queue does) rather than
@@ -58,10 +56,15 @@ void InvalidationProcessor::enqueue(std::span<Entry> entries) {
       const size_t n = std::min(room, entries.size());
       for (size_t i = 0; i < n; ++i) pending_.push_back(std::move(entries[i]));
       entries = entries.subspan(n);
+      stats_.count_ops_submitted(ops);
+      stats_.count_waits_submitted(waits);
+      ops = waits = 0;
       stats_.count_pending(pending_.size());
       process_here = (!worker_running_ || stopping_) && pending_.size() >= limit;
+      worker = worker_running_;
     }
-    work_available_.notify_one();
+    // Only a worker sleeps on work_available_, and it checks pending_ before it sleeps.
+    if (worker) work_available_.notify_one();
     if (process_here) process_pending();
   }
 }
@@ -83,27 +86,33 @@ WaitTicket Submission::add_wait(WaitOp wait) {
 
 WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
   std::shared_ptr<detail::WaitState> state = new_wait_state(std::move(wait));
-  stats_.count_waits_submitted(1);
-  enqueue(Entry{InvalidationOp{}, state});
+  Entry entry{InvalidationOp{}, state};
+  enqueue(std::span<Entry>(&entry, 1), 0, 1);
   return WaitTicket(std::move(state));
 }
 
 void InvalidationProcessor::submit(Submission &staged) {
   size_t waits = 0;
   for (const Entry &e : staged.entries_) waits += e.wait != nullptr;
-  stats_.count_ops_submitted(staged.entries_.size() - waits);
-  stats_.count_waits_submitted(waits);
-  enqueue(std::span<Entry>(staged.entries_));
+  enqueue(std::span<Entry>(staged.entries_), staged.entries_.size() - waits, waits);
   staged.entries_.clear();
 }
 
 size_t InvalidationProcessor::process_pending() {
   std::lock_guard processing(process_mutex_);
+  return process_taken(0);
+}
+
+size_t InvalidationProcessor::process_taken(uint64_t fence_waits) {
+  bool worker;
   {
     std::lock_guard lock(submit_mutex_);
     taken_.swap(pending_);
+    stats_.count_waits_submitted(fence_waits);
+    worker = worker_running_;
   }
-  space_available_.notify_all();
+  // Submitters wait for space only while a worker runs, and stop() wakes them when it stops.
+  if (worker) space_available_.notify_all();
   for (Entry &entry : taken_) {
     if (!entry.wait) {
       batch_.add(entry.op);
@@ -132,30 +141,36 @@ size_t InvalidationProcessor::process_pending() {
 void InvalidationProcessor::run_batch() {
   if (batch_.empty()) return;
   CoalesceCounters counters;
-  const std::vector<InvalidationOp> ops = batch_.coalesce(options_.coalesce, &counters);
-  target_.apply_batch(ops);
+  batch_.coalesce_into(options_.coalesce, &counters, coalesced_);
+  target_.apply_batch(coalesced_);
   stats_.count_batch(counters.input_ops, counters.output_ops, counters.promotions);
   undrained_ops_ = true;
   batch_.clear();
 }
 
-void InvalidationProcessor::complete_wait(detail::WaitState &wait) {
+bool InvalidationProcessor::finish_wait(const WaitOp &wait,
+                                        std::chrono::steady_clock::time_point submitted) {
   if (options_.drain && undrained_ops_) {
     target_.drain();
     stats_.count_drain();
   }
   undrained_ops_ = false;
   bool status_ok = true;
-  if (wait.op.status_write) {
+  if (wait.status_write) {
     status_ok = status_writer_ != nullptr &&
-                status_writer_->write_status(wait.op.status_addr, wait.op.status_data);
+                status_writer_->write_status(wait.status_addr, wait.status_data);
     if (!status_ok) stats_.count_error();
   }
-  if (wait.op.callback) wait.op.callback();
-  const auto latency = std::chrono::steady_clock::now() - wait.submitted;
+  if (wait.callback) wait.callback();
+  const auto latency = std::chrono::steady_clock::now() - submitted;
   stats_.count_wait_completed(
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(latency).count()),
-      wait.op.interrupt, wait.op.fence);
+      wait.interrupt, wait.fence);
+  return status_ok;
+}
+
+void InvalidationProcessor::complete_wait(detail::WaitState &wait) {
+  const bool status_ok = finish_wait(wait.op, wait.submitted);
   {
     std::lock_guard lock(wait.mutex);
     wait.done = true;
@@ -167,9 +182,20 @@ void InvalidationProcessor::complete_wait(detail::WaitState &wait) {
 void InvalidationProcessor::fence() {
   WaitOp wait;
   wait.fence = true;
-  WaitTicket ticket = submit_wait(std::move(wait));
-  if (!running()) process_pending();
-  ticket.wait();
+  if (running()) {
+    submit_wait(std::move(wait)).wait();
+    return;
+  }
+  // Without a worker this thread would queue the wait and then process it itself, so it
+  // completes it in place: nothing to allocate, lock or signal for it. Its queue position is
+  // where process_taken() takes pending_: every entry queued before that is processed first
+  // (an earlier taker finished under process_mutex_ before we got it), and every later one
+  // after, by whoever holds process_mutex_ next. If a worker starts meanwhile it waits for
+  // process_mutex_ like any other processor.
+  const auto submitted = std::chrono::steady_clock::now();
+  std::lock_guard processing(process_mutex_);
+  process_taken(1);
+  finish_wait(wait, submitted);
 }
 
 void InvalidationProcessor::start() {
@@ -177,6 +203,7 @@ void InvalidationProcessor::start() {
   if (worker_running_) return;
   stopping_ = false;
   worker_running_ = true;
+  worker_active_.store(true, std::memory_order_release);
   worker_ = std::thread([this] { worker_loop(); });
 }
 
@@ -186,6 +213,7 @@ void InvalidationProcessor::stop() {
     std::lock_guard lock(submit_mutex_);
     if (!worker_running_ || stopping_) return;  // not running, or another stop() joins it
     stopping_ = true;
+    worker_active_.store(false, std::memory_order_release);
     worker = std::move(worker_);
   }
   work_available_.notify_all();
@@ -193,11 +221,6 @@ void InvalidationProcessor::stop() {
   worker.join();
   std::lock_guard lock(submit_mutex_);
   worker_running_ = false;
-}
-
-bool InvalidationProcessor::running() const {
-  std::lock_guard lock(submit_mutex_);
-  return worker_running_ && !stopping_;
 }
 
 void InvalidationProcessor::worker_loop() {

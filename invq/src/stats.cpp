@@ -2,27 +2,21 @@
 
 namespace nestor::invq {
 
-void Stats::raise_max(std::atomic<uint64_t> &counter, uint64_t value) {
-  uint64_t seen = counter.load(std::memory_order_relaxed);
-  while (seen < value && !counter.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
-  }
-}
-
 void Stats::count_batch(uint64_t ops_in, uint64_t ops_out, uint64_t promotions) {
-  add(batches_);
-  add(batch_ops_sum_, ops_in);
+  bump(batches_);
+  bump(batch_ops_sum_, ops_in);
   raise_max(batch_ops_max_, ops_in);
-  add(ops_applied_, ops_out);
-  if (ops_in > ops_out) add(coalesced_away_, ops_in - ops_out);
-  add(promotions_, promotions);
+  bump(ops_applied_, ops_out);
+  if (ops_in > ops_out) bump(coalesced_away_, ops_in - ops_out);
+  if (promotions) bump(promotions_, promotions);
 }
 
 void Stats::count_wait_completed(uint64_t latency_ns, bool interrupt, bool fence) {
-  add(waits_completed_);
-  add(wait_latency_sum_ns_, latency_ns);
+  bump(waits_completed_);
+  bump(wait_latency_sum_ns_, latency_ns);
   raise_max(wait_latency_max_ns_, latency_ns);
-  if (interrupt) add(interrupts_);
-  if (fence) add(fences_);
+  if (interrupt) bump(interrupts_);
+  if (fence) bump(fences_);
 }
 
 StatsSnapshot Stats::snapshot() const {

@@ -30,9 +30,10 @@ InvalidationOp unique_op(int producer, int sequence) {
   return op;
 }
 
-class FlagTarget : public InvalidationTarget {
+template <int kOps>
+class FlagTargetOf : public InvalidationTarget {
  public:
-  FlagTarget() {
+  FlagTargetOf() {
     for (auto &row : applied) {
       for (auto &flag : row) flag.store(false, std::memory_order_relaxed);
     }
@@ -46,8 +47,28 @@ class FlagTarget : public InvalidationTarget {
     }
     return true;
   }
-  std::array<std::array<std::atomic<bool>, kOpsPerProducer>, kProducers> applied;
+  std::array<std::array<std::atomic<bool>, kOps>, kProducers> applied;
 };
+using FlagTarget = FlagTargetOf<kOpsPerProducer>;
+
+// Runs body(p) for p in [0, kProducers) on threads that are held until all of them have
+// started, so they overlap instead of running one after the other as they are created.
+template <class Body>
+void run_producers_together(Body body) {
+  std::atomic<int> started{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      started.fetch_add(1);
+      while (started.load() < kProducers) std::this_thread::yield();
+      body(p);
+    });
+  }
+  for (auto &t : producers) t.join();
+}
+
+// The fence tests run longer, for more overlap between fences and other threads' processing.
+constexpr int kFenceOps = 3000;
 
 TEST(ProcessorConcurrency, WaitCompletesAfterEveryEarlierOpOfItsProducer) {
   FlagTarget target;
@@ -189,6 +210,95 @@ TEST(ProcessorConcurrency, ProducersProcessingThemselvesAlongsideWorker) {
   for (auto &t : producers) t.join();
   processor.stop();
   EXPECT_EQ(violations.load(), 0);
+}
+
+// fence() without a worker completes its wait on the calling thread, without queueing it. It
+// must still order after everything queued before the call, by any producer: every op is
+// applied and every queued wait (ticket) has completed when it returns. A controller starts and
+// stops the worker meanwhile, so fences take both paths and race with the worker's start.
+TEST(ProcessorConcurrency, FenceWithoutWorkerOrdersAfterEveryEarlierEntry) {
+  struct SlowFlagTarget : FlagTargetOf<kFenceOps> {
+    // Widens the window in which another thread's batch is half applied. Atomic so the
+    // compiler keeps the loop; only the applying thread touches it (under the processor).
+    void apply(const InvalidationOp &op) override {
+      for (int i = 0; i < 200; ++i)
+        busy.store(busy.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      FlagTargetOf<kFenceOps>::apply(op);
+    }
+    std::atomic<uint64_t> busy{0};
+  } target;
+  InvalidationProcessor processor(target);
+  // submitted[p]: ops of producer p whose submit() has returned.
+  std::array<std::atomic<int>, kProducers> submitted{};
+  std::mutex tickets_mutex;
+  std::vector<WaitTicket> tickets;  // in submission order
+  std::atomic<int> stale_ops{0}, early_fences{0};
+  std::atomic<bool> producing{true};
+  std::thread controller([&] {
+    for (int round = 0; producing.load(); ++round) {
+      if (round % 2 == 0) {
+        processor.start();
+      } else {
+        processor.stop();
+      }
+    }
+  });
+  run_producers_together([&](int p) {
+    for (int i = 0; i < kFenceOps; ++i) {
+      processor.submit(unique_op(p, i));
+      submitted[p].store(i + 1, std::memory_order_release);
+      if (i % 3 == 1) {
+        WaitTicket ticket = processor.submit_wait(WaitOp{});
+        std::lock_guard lock(tickets_mutex);
+        tickets.push_back(std::move(ticket));
+      }
+      if (i % kOpsPerWait != kOpsPerWait - 1) continue;
+      std::array<int, kProducers> before{};
+      for (int q = 0; q < kProducers; ++q) before[q] = submitted[q].load(std::memory_order_acquire);
+      size_t waits_before;
+      {
+        std::lock_guard lock(tickets_mutex);
+        waits_before = tickets.size();
+      }
+      processor.fence();
+      for (int q = 0; q < kProducers; ++q)
+        if (!target.all_applied_before(q, before[q])) stale_ops.fetch_add(1);
+      std::lock_guard lock(tickets_mutex);
+      for (size_t w = 0; w < waits_before; ++w)
+        if (!tickets[w].done()) early_fences.fetch_add(1);
+    }
+  });
+  producing.store(false);
+  controller.join();
+  processor.stop();
+  processor.process_pending();  // tickets queued after the last fence, with no worker
+  EXPECT_EQ(stale_ops.load(), 0);
+  EXPECT_EQ(early_fences.load(), 0);
+  for (const WaitTicket &ticket : tickets) EXPECT_TRUE(ticket.done());
+  const StatsSnapshot stats = processor.stats().snapshot();
+  EXPECT_EQ(stats.ops_applied, uint64_t{kProducers} * kFenceOps);
+  EXPECT_EQ(stats.waits_completed, stats.waits_submitted);
+  EXPECT_EQ(stats.fences, uint64_t{kProducers} * (kFenceOps / kOpsPerWait));
+}
+
+// The same without a worker at all: every fence takes the in-place path.
+TEST(ProcessorConcurrency, FenceInPlaceCompletesQueuedWaitsFirst) {
+  FlagTargetOf<kFenceOps> target;
+  InvalidationProcessor processor(target);
+  std::atomic<int> out_of_order{0};
+  run_producers_together([&](int p) {
+    for (int i = 0; i < kFenceOps; ++i) {
+      processor.submit(unique_op(p, i));
+      const WaitTicket ticket = processor.submit_wait(WaitOp{});
+      processor.fence();
+      // This thread's wait was queued before its fence: the fence cannot have passed it.
+      if (!ticket.done() || !target.all_applied_before(p, i + 1)) out_of_order.fetch_add(1);
+    }
+  });
+  EXPECT_EQ(out_of_order.load(), 0);
+  const StatsSnapshot stats = processor.stats().snapshot();
+  EXPECT_EQ(stats.waits_completed, stats.waits_submitted);
+  EXPECT_EQ(stats.waits_completed, 2 * uint64_t{kProducers} * kFenceOps);
 }
 
 // --- epochs -----------------------------------------------------------------------------

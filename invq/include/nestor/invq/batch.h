@@ -29,6 +29,10 @@ struct CoalesceCounters {
 std::vector<InvalidationOp> coalesce(std::span<const InvalidationOp> ops,
                                      const CoalesceOptions &options = {},
                                      CoalesceCounters *counters = nullptr);
+// The same into `out` (cleared first), whose storage a caller that coalesces every batch
+// keeps from one batch to the next.
+void coalesce_into(std::span<const InvalidationOp> ops, const CoalesceOptions &options,
+                   CoalesceCounters *counters, std::vector<InvalidationOp> &out);
 
 // Operations collected up to the next wait. Not thread-safe: one owner (the processor).
 class Batch {
@@ -42,6 +46,10 @@ class Batch {
   std::vector<InvalidationOp> coalesce(const CoalesceOptions &options = {},
                                        CoalesceCounters *counters = nullptr) const {
     return invq::coalesce(ops_, options, counters);
+  }
+  void coalesce_into(const CoalesceOptions &options, CoalesceCounters *counters,
+                     std::vector<InvalidationOp> &out) const {
+    invq::coalesce_into(ops_, options, counters, out);
   }
 
  private:

@@ -2,6 +2,7 @@
 // caller of process_pending() (the emulator's tail-write path) or on a background worker.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -103,23 +104,34 @@ class InvalidationProcessor {
   // wait callback or from the target.
   size_t process_pending();
 
-  // Submits a wait and returns once it completed (processing it here if no worker runs).
+  // Returns once every entry submitted before the call was processed and a wait after them
+  // completed (counted as a submitted and completed fence). With a worker running that wait is
+  // queued for the worker; without one the calling thread processes the queue and completes
+  // the wait itself, in its place after what it took.
   void fence();
 
   void start();  // background worker; idempotent
   void stop();   // processes what is pending, then joins; idempotent
-  bool running() const;
+  // True from start() until stop() begins. A lock-free read: every wait without a worker
+  // asks it.
+  bool running() const { return worker_active_.load(std::memory_order_acquire); }
 
   const Stats &stats() const { return stats_; }
 
  private:
   using Entry = detail::Entry;
 
-  void enqueue(Entry entry);
-  void enqueue(std::span<Entry> entries);
+  // `ops` and `waits` are what `entries` hold, counted under the submission lock.
+  void enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits);
   void worker_loop();
+  // Takes everything pending and processes it; the caller holds process_mutex_.
+  // `fence_waits` (0 or 1) is a wait the caller completes itself right after.
+  size_t process_taken(uint64_t fence_waits);
   void run_batch();
   void complete_wait(detail::WaitState &wait);
+  // Drain, status write, callback and counters of a wait whose ops were applied; false if its
+  // status write failed.
+  bool finish_wait(const WaitOp &wait, std::chrono::steady_clock::time_point submitted);
 
   InvalidationTarget &target_;
   StatusWriter *status_writer_;
@@ -132,6 +144,8 @@ class InvalidationProcessor {
   std::vector<Entry> pending_;
   bool stopping_ = false;
   bool worker_running_ = false;
+  // worker_running_ && !stopping_, written under submit_mutex_, read without it.
+  std::atomic<bool> worker_active_{false};
   std::thread worker_;
 
   // Held while processing; owns everything below.
@@ -139,6 +153,9 @@ class InvalidationProcessor {
   static constexpr size_t kKeptEntries = 64;  // reserved in pending_ and taken_
   std::vector<Entry> taken_;  // what process_pending() took from pending_; empty between calls
   Batch batch_;
+  // run_batch's output. Like batch_'s, its storage stays at the largest batch so far (at most
+  // about max_pending ops), so a batch allocates only when it is the largest yet.
+  std::vector<InvalidationOp> coalesced_;
   bool undrained_ops_ = false;
 };
 
