@@ -99,11 +99,21 @@ OrderKey order_key(const InvalidationOp &op) {
 // key, so equal keys are equal ops.
 void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
   if (ops.size() < 2) return;
-  std::vector<std::pair<OrderKey, uint32_t>> keyed(ops.size());
-  for (uint32_t i = 0; i < ops.size(); ++i) keyed[i] = {order_key(ops[i]), i};
+  // Per thread and kept: a batch is sorted on the thread that processes it, and allocating
+  // both arrays per batch showed in the profile of batches with nothing to merge.
+  thread_local std::vector<std::pair<OrderKey, uint32_t>> keyed;
+  thread_local std::vector<InvalidationOp> sorted;
+  keyed.resize(ops.size());
+  bool ascending = true;  // strictly: already in order, and no two ops alike
+  for (uint32_t i = 0; i < ops.size(); ++i) {
+    keyed[i] = {order_key(ops[i]), i};
+    if (i > 0 && !(keyed[i - 1].first < keyed[i].first)) ascending = false;
+  }
+  // A driver often queues its pages in address order: then there is nothing to reorder or
+  // drop, and the sort (a quarter of such a batch's coalescing) is skipped.
+  if (ascending) return;
   std::sort(keyed.begin(), keyed.end());
-  std::vector<InvalidationOp> sorted;
-  sorted.reserve(ops.size());
+  sorted.clear();
   for (size_t k = 0; k < keyed.size(); ++k) {
     if (k > 0 && keyed[k].first == keyed[k - 1].first) continue;
     sorted.push_back(ops[keyed[k].second]);
