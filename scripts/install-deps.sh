@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libtbb-dev libjemalloc-dev libbenchmark-dev libgtest-dev libgmock-dev libcli11-dev libglib2.0-dev
+  nlohmann-json3-dev  # nestor-bench --json (writing it; the driver tests read it back)
   gnuplot-nox  # nestor-bench --plot (SVG charts)
   libasan8 libubsan1 libtsan2
   clang-14 libclang-rt-14-dev  # libFuzzer (tests/fuzz)

@@ -12,6 +12,8 @@
 #include <map>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 namespace nestor::driver {
 
 namespace {
@@ -90,79 +92,84 @@ void print_storm_table(const ScenarioReport &r, std::FILE *out) {
   }
 }
 
-// Minimal JSON emitter: the report is flat enough that a library would add more than it saves.
-class Json {
- public:
-  explicit Json(std::FILE *out) : out_(out) {}
-  void open(char c) {
-    sep();
-    std::fputc(c, out_);
-    first_ = true;
-  }
-  void close(char c) {
-    std::fputc(c, out_);
-    first_ = false;
-  }
-  void key(const std::string &k) {
-    sep();
-    str(k);
-    std::fputc(':', out_);
-    first_ = true;
-  }
-  void value(const std::string &v) {
-    sep();
-    str(v);
-  }
-  void value(uint64_t v) {
-    sep();
-    std::fprintf(out_, "%" PRIu64, v);
-  }
-  void value(double v) {
-    sep();
-    std::fprintf(out_, "%.6g", v);
-  }
-  void value(bool v) {
-    sep();
-    std::fputs(v ? "true" : "false", out_);
-  }
-  template <class T>
-  void field(const std::string &k, const T &v) {
-    key(k);
-    value(v);
-  }
+// ordered_json: the fields keep the order readers have always seen (nlohmann::json sorts keys).
+using Json = nlohmann::ordered_json;
 
- private:
-  void sep() {
-    if (!first_) std::fputc(',', out_);
-    first_ = false;
-  }
-  void str(const std::string &s) {
-    std::fputc('"', out_);
-    for (char c : s) {
-      if (c == '"' || c == '\\')
-        std::fprintf(out_, "\\%c", c);
-      else if (uint8_t(c) < 0x20)
-        std::fprintf(out_, "\\u%04x", unsigned(uint8_t(c)));
-      else
-        std::fputc(c, out_);
-    }
-    std::fputc('"', out_);
-  }
-  std::FILE *out_;
-  bool first_ = true;
-};
+Json json_latency(const LatencyHistogram &h) {
+  return {{"count", h.count()},
+          {"mean", h.mean()},
+          {"p50", h.percentile(0.5)},
+          {"p90", h.percentile(0.9)},
+          {"p99", h.percentile(0.99)},
+          {"p999", h.percentile(0.999)},
+          {"max", h.max()}};
+}
 
-void json_latency(Json &j, const std::string &k, const LatencyHistogram &h) {
-  j.key(k);
-  j.open('{');
-  j.field("count", h.count());
-  j.field("mean", h.mean());
-  j.field("p50", h.percentile(0.5));
-  j.field("p90", h.percentile(0.9));
-  j.field("p99", h.percentile(0.99));
-  j.field("p999", h.percentile(0.999));
-  j.field("max", h.max());
-  j.close('}');
+Json json_group(const SpaceGroup &g) {
+  const SpaceCounts &c = g.sum;
+  return {{"spaces", uint64_t(g.spaces)},
+          {"translations", c.translations},
+          {"hits", c.hits()},
+          {"misses", c.iotlb_misses},
+          {"hit_rate", c.hit_rate()},
+          {"above_iotlb", c.above_iotlb()},
+          {"iotlb_hits", c.iotlb_hits},
+          {"iotlb_hit_rate", c.iotlb_hit_rate()},
+          {"storm_ops", c.storm_ops},
+          {"remaps", c.remaps}};
+}
+
+Json json_cache(const caches::CacheStats &s) {
+  return {{"hits", s.hits},
+          {"misses", s.misses},
+          {"hit_rate", s.lookups() ? double(s.hits) / double(s.lookups()) : 0.0},
+          {"fills", s.fills},
+          {"evictions", s.evictions},
+          {"inv_global", s.inv_global},
+          {"inv_domain", s.inv_domain},
+          {"inv_pasid", s.inv_pasid},
+          {"inv_device", s.inv_device},
+          {"inv_page", s.inv_page},
+          {"inv_range", s.inv_range},
+          {"inv_gpa", s.inv_gpa},
+          {"over_invalidations", s.over_invalidations}};
+}
+
+Json json_run(const ScenarioReport &r, const RunReport &run) {
+  Json j = {{"label", run.label},
+            {"target", run.target},
+            {"threads", uint64_t(run.threads)},
+            {"invalidators", uint64_t(run.invalidators)},
+            {"pages", run.pages},
+            {"seconds", run.seconds},
+            {"translations", run.translations},
+            {"translations_per_second", run.rate()},
+            {"faults", run.faults},
+            {"mismatches", run.mismatches},
+            {"unverified", run.unverified},
+            {"remaps", run.remaps}};
+  if (const RunReport *b = baseline_of(r, run); b && b->rate() > 0)
+    j["ratio_vs_baseline"] = run.rate() / b->rate();
+  Json inv = Json::object();
+  for (unsigned g = 0; g < kGranularities; ++g) inv[kGranularityNames[g]] = run.invalidations[g];
+  j["invalidations"] = std::move(inv);
+  j["translation_latency_ns"] = json_latency(run.translate_ns);
+  j["invalidation_batch_latency_ns"] = json_latency(run.invalidate_ns);
+  if (r.scenario == "storm" && !run.spaces.empty())
+    j["space_groups"] = {{"targeted", json_group(space_group(run, true))},
+                         {"untargeted", json_group(space_group(run, false))}};
+  j["walks"] = run.stats.iotlb.walks;
+  j["walk_refs"] = run.stats.iotlb.walk_refs;
+  if (run.has_cache_stats) {
+    Json caches = Json::object();
+    for (const auto &c : named(run.stats)) caches[c.name] = json_cache(*c.s);
+    j["caches"] = std::move(caches);
+  } else {
+    j["baseline"] = {{"hits", run.baseline_hits},
+                     {"misses", run.baseline_misses},
+                     {"full_flushes", run.baseline_flushes}};
+  }
+  return j;
 }
 
 }  // namespace
@@ -247,114 +254,35 @@ void print_table(const ScenarioReport &r, std::FILE *out) {
   if (r.failed) std::fprintf(out, "\nFAILED: wrong translations or replay divergences (above)\n");
 }
 
+std::string json_text(const ScenarioReport &r) {
+  // A repeated setting name keeps its first place and its last value: one key per object.
+  Json settings = Json::object();
+  for (const auto &[k, v] : r.settings) settings[k] = v;
+  Json j = {{"scenario", r.scenario}, {"settings", std::move(settings)}};
+  // Built apart and moved in: ordered_json keeps its members in a vector, so a reference into
+  // one would not survive the next key added.
+  Json runs = Json::array();
+  for (const auto &run : r.runs) runs.push_back(json_run(r, run));
+  j["runs"] = std::move(runs);
+  Json walks = Json::array();
+  for (const auto &w : r.walks)
+    walks.push_back({{"fl_levels", uint64_t(w.fl_levels)},
+                     {"sl_levels", uint64_t(w.sl_levels)},
+                     {"walks", w.walks},
+                     {"ns_per_walk", w.ns_per_walk},
+                     {"refs_per_walk", w.refs_per_walk},
+                     {"faults", w.faults}});
+  j["walks"] = std::move(walks);
+  j["notes"] = r.notes;
+  j["failed"] = r.failed;
+  // Paths and log excerpts in settings and notes are bytes from the user, not always UTF-8:
+  // an invalid sequence becomes U+FFFD rather than an exception or a document no parser takes.
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 void write_json(const ScenarioReport &r, std::FILE *out) {
-  Json j(out);
-  j.open('{');
-  j.field("scenario", r.scenario);
-  j.key("settings");
-  j.open('{');
-  for (const auto &[k, v] : r.settings) j.field(k, v);
-  j.close('}');
-  j.key("runs");
-  j.open('[');
-  for (const auto &run : r.runs) {
-    j.open('{');
-    j.field("label", run.label);
-    j.field("target", run.target);
-    j.field("threads", uint64_t(run.threads));
-    j.field("invalidators", uint64_t(run.invalidators));
-    j.field("pages", run.pages);
-    j.field("seconds", run.seconds);
-    j.field("translations", run.translations);
-    j.field("translations_per_second", run.rate());
-    j.field("faults", run.faults);
-    j.field("mismatches", run.mismatches);
-    j.field("unverified", run.unverified);
-    j.field("remaps", run.remaps);
-    if (const RunReport *b = baseline_of(r, run); b && b->rate() > 0)
-      j.field("ratio_vs_baseline", run.rate() / b->rate());
-    j.key("invalidations");
-    j.open('{');
-    for (unsigned g = 0; g < kGranularities; ++g)
-      j.field(kGranularityNames[g], run.invalidations[g]);
-    j.close('}');
-    json_latency(j, "translation_latency_ns", run.translate_ns);
-    json_latency(j, "invalidation_batch_latency_ns", run.invalidate_ns);
-    if (r.scenario == "storm" && !run.spaces.empty()) {
-      j.key("space_groups");
-      j.open('{');
-      for (bool targeted : {true, false}) {
-        const SpaceGroup g = space_group(run, targeted);
-        j.key(targeted ? "targeted" : "untargeted");
-        j.open('{');
-        j.field("spaces", uint64_t(g.spaces));
-        j.field("translations", g.sum.translations);
-        j.field("hits", g.sum.hits());
-        j.field("misses", g.sum.iotlb_misses);
-        j.field("hit_rate", g.sum.hit_rate());
-        j.field("above_iotlb", g.sum.above_iotlb());
-        j.field("iotlb_hits", g.sum.iotlb_hits);
-        j.field("iotlb_hit_rate", g.sum.iotlb_hit_rate());
-        j.field("storm_ops", g.sum.storm_ops);
-        j.field("remaps", g.sum.remaps);
-        j.close('}');
-      }
-      j.close('}');
-    }
-    j.field("walks", run.stats.iotlb.walks);
-    j.field("walk_refs", run.stats.iotlb.walk_refs);
-    if (run.has_cache_stats) {
-      j.key("caches");
-      j.open('{');
-      for (const auto &c : named(run.stats)) {
-        j.key(c.name);
-        j.open('{');
-        j.field("hits", c.s->hits);
-        j.field("misses", c.s->misses);
-        j.field("hit_rate", c.s->lookups() ? double(c.s->hits) / double(c.s->lookups()) : 0.0);
-        j.field("fills", c.s->fills);
-        j.field("evictions", c.s->evictions);
-        j.field("inv_global", c.s->inv_global);
-        j.field("inv_domain", c.s->inv_domain);
-        j.field("inv_pasid", c.s->inv_pasid);
-        j.field("inv_device", c.s->inv_device);
-        j.field("inv_page", c.s->inv_page);
-        j.field("inv_range", c.s->inv_range);
-        j.field("inv_gpa", c.s->inv_gpa);
-        j.field("over_invalidations", c.s->over_invalidations);
-        j.close('}');
-      }
-      j.close('}');
-    } else {
-      j.key("baseline");
-      j.open('{');
-      j.field("hits", run.baseline_hits);
-      j.field("misses", run.baseline_misses);
-      j.field("full_flushes", run.baseline_flushes);
-      j.close('}');
-    }
-    j.close('}');
-  }
-  j.close(']');
-  j.key("walks");
-  j.open('[');
-  for (const auto &w : r.walks) {
-    j.open('{');
-    j.field("fl_levels", uint64_t(w.fl_levels));
-    j.field("sl_levels", uint64_t(w.sl_levels));
-    j.field("walks", w.walks);
-    j.field("ns_per_walk", w.ns_per_walk);
-    j.field("refs_per_walk", w.refs_per_walk);
-    j.field("faults", w.faults);
-    j.close('}');
-  }
-  j.close(']');
-  j.key("notes");
-  j.open('[');
-  for (const auto &n : r.notes) j.value(n);
-  j.close(']');
-  j.field("failed", r.failed);
-  j.close('}');
+  const std::string text = json_text(r);
+  std::fputs(text.c_str(), out);
   std::fputc('\n', out);
 }
 

@@ -11,6 +11,9 @@
 namespace nestor::driver {
 
 void print_table(const ScenarioReport &r, std::FILE *out);
+// The report as one line of JSON (UTF-8; bytes that are not are replaced with U+FFFD), and
+// that line written to `out` with a newline.
+std::string json_text(const ScenarioReport &r);
 void write_json(const ScenarioReport &r, std::FILE *out);
 
 // Writes the data files and gnuplot scripts for the charts the report has data for, renders

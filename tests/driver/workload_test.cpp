@@ -7,10 +7,13 @@
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "histogram.h"
 #include "report.h"
@@ -146,7 +149,8 @@ TEST(VmMix, BaselineRunsTheSameWorkload) {
       }
     }
   }
-  std::string json;
+  // Through a file as --json writes it, then read by a parser rather than searched as text.
+  std::string text;
   {
     const std::string path = temp_path("baseline.json");
     std::FILE *f = std::fopen(path.c_str(), "w");
@@ -154,11 +158,37 @@ TEST(VmMix, BaselineRunsTheSameWorkload) {
     write_json(r, f);
     std::fclose(f);
     std::ifstream in(path);
-    json.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     std::remove(path.c_str());
   }
-  EXPECT_NE(json.find("\"ratio_vs_baseline\":"), std::string::npos);
-  EXPECT_NE(json.find("\"full_flushes\":"), std::string::npos);
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text.find('\n'), text.size() - 1) << "one line, then a newline";
+  const nlohmann::json doc = nlohmann::json::parse(text);
+  EXPECT_EQ(doc.at("scenario"), "vm-mix");
+  EXPECT_FALSE(doc.at("failed").get<bool>());
+  ASSERT_EQ(doc.at("runs").size(), r.runs.size());
+  for (size_t i = 0; i < r.runs.size(); ++i) {
+    const RunReport &run = r.runs[i];
+    const nlohmann::json &j = doc["runs"][i];
+    EXPECT_EQ(j.at("label"), run.label);
+    EXPECT_EQ(j.at("target"), run.target);
+    EXPECT_EQ(j.at("pages").get<uint64_t>(), run.pages);
+    EXPECT_EQ(j.at("translations").get<uint64_t>(), run.translations);
+    EXPECT_EQ(j.at("mismatches").get<uint64_t>(), 0u);
+    if (run.target == "nestor") {
+      ASSERT_TRUE(j.contains("ratio_vs_baseline")) << j.dump();
+      EXPECT_GT(j["ratio_vs_baseline"].get<double>(), 0.0);
+      EXPECT_EQ(j.at("caches").size(), 6u);
+      EXPECT_FALSE(j.contains("baseline"));
+    } else {
+      EXPECT_FALSE(j.contains("ratio_vs_baseline"));
+      EXPECT_FALSE(j.contains("caches"));
+      const nlohmann::json &b = j.at("baseline");
+      EXPECT_EQ(b.at("hits").get<uint64_t>(), run.baseline_hits);
+      EXPECT_EQ(b.at("misses").get<uint64_t>(), run.baseline_misses);
+      EXPECT_EQ(b.at("full_flushes").get<uint64_t>(), run.baseline_flushes);
+    }
+  }
 }
 
 TEST(Storm, EveryGranularityUnderTranslationLoadKeepsResultsExact) {
@@ -449,6 +479,110 @@ TEST(Report, PlotsRenderWithGnuplot) {
     EXPECT_NE(text.find("<svg"), std::string::npos) << svg;
   }
   std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// Readers find fields by name and some by position in the line: the keys come in the order
+// the driver has always written them (nlohmann::json alone would sort them).
+TEST(Report, JsonKeepsItsFieldsInTheirOrder) {
+  DriverOptions o = small("storm");
+  o.ops = 2000;
+  o.baseline = true;
+  const ScenarioReport r = run_scenario(o);
+  const auto doc = nlohmann::ordered_json::parse(json_text(r));
+  auto keys = [](const nlohmann::ordered_json &j) {
+    std::vector<std::string> k;
+    for (const auto &item : j.items()) k.push_back(item.key());
+    return k;
+  };
+  EXPECT_EQ(keys(doc),
+            (std::vector<std::string>{"scenario", "settings", "runs", "walks", "notes", "failed"}));
+  std::vector<std::string> settings;
+  for (const auto &[k, v] : r.settings) settings.push_back(k);
+  EXPECT_EQ(keys(doc["settings"]), settings);
+  ASSERT_EQ(doc["runs"].size(), 2u);
+  const std::vector<std::string> head = {
+      "label",  "target",     "threads",      "invalidators",
+      "pages",  "seconds",    "translations", "translations_per_second",
+      "faults", "mismatches", "unverified",   "remaps"};
+  const std::vector<std::string> tail = {"invalidations",
+                                         "translation_latency_ns",
+                                         "invalidation_batch_latency_ns",
+                                         "space_groups",
+                                         "walks",
+                                         "walk_refs"};
+  std::vector<std::string> nestor = head, baseline = head;
+  nestor.push_back("ratio_vs_baseline");
+  nestor.insert(nestor.end(), tail.begin(), tail.end());
+  nestor.push_back("caches");
+  baseline.insert(baseline.end(), tail.begin(), tail.end());
+  baseline.push_back("baseline");
+  EXPECT_EQ(keys(doc["runs"][0]), nestor);
+  EXPECT_EQ(keys(doc["runs"][1]), baseline);
+  EXPECT_EQ(keys(doc["runs"][0]["translation_latency_ns"]),
+            (std::vector<std::string>{"count", "mean", "p50", "p90", "p99", "p999", "max"}));
+  EXPECT_EQ(keys(doc["runs"][0]["invalidations"]),
+            std::vector<std::string>(kGranularityNames, kGranularityNames + kGranularities));
+  EXPECT_EQ(keys(doc["runs"][0]["space_groups"]),
+            (std::vector<std::string>{"targeted", "untargeted"}));
+  EXPECT_EQ(keys(doc["runs"][0]["caches"]),
+            (std::vector<std::string>{"context", "pasid", "iotlb", "psc-first-level",
+                                      "psc-second-level", "psc-nested-table"}));
+}
+
+// Settings and notes carry paths and log text from the user: whatever bytes they hold, the
+// document parses and gives back the same strings.
+TEST(Report, JsonStringsSurviveQuotesBackslashesAndControlCharacters) {
+  std::string nasty = "q\"uote \\back\\slash\\ \"\\\" \n\t\r\b\f/ caf\xc3\xa9";
+  for (int c = 1; c < 0x20; ++c) nasty += char(c);
+  nasty += '\x7f';
+  nasty += std::string("nul\0inside", 10);
+  ScenarioReport r;
+  r.scenario = "vm-mix " + nasty;
+  r.settings = {{"key " + nasty, "value " + nasty}, {"source", "/tmp/" + nasty}};
+  RunReport run;
+  run.label = "label " + nasty;
+  run.target = "nestor";
+  r.runs.push_back(run);
+  r.notes = {nasty, "", "\\", "\""};
+  const std::string text = json_text(r);
+  EXPECT_EQ(text.find('\n'), std::string::npos) << "control characters escaped: " << text;
+  nlohmann::json doc;
+  ASSERT_NO_THROW(doc = nlohmann::json::parse(text)) << text;
+  EXPECT_EQ(doc.at("scenario"), r.scenario);
+  EXPECT_EQ(doc.at("settings").size(), 2u);
+  EXPECT_EQ(doc["settings"].at("key " + nasty), "value " + nasty);
+  EXPECT_EQ(doc["settings"].at("source"), "/tmp/" + nasty);
+  EXPECT_EQ(doc.at("runs").at(0).at("label"), run.label);
+  EXPECT_EQ(doc.at("notes").get<std::vector<std::string>>(), r.notes);
+
+  // Bytes that are not UTF-8 (a path on a Latin-1 file system) become U+FFFD, the rest stays.
+  r.notes = {"caf\xe9 \xff\xfe end"};
+  ASSERT_NO_THROW(doc = nlohmann::json::parse(json_text(r)));
+  EXPECT_EQ(doc.at("notes").at(0), "caf\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd end");
+}
+
+// Numbers keep their value (no "%.6g" rounding) and a non-finite double is null, never the
+// bare nan/inf no JSON parser takes.
+TEST(Report, JsonNumbersAreExactAndAlwaysValid) {
+  ScenarioReport r;
+  r.scenario = "walk";
+  WalkRow w;
+  w.walks = UINT64_MAX;
+  w.ns_per_walk = 123.456789012345;
+  w.refs_per_walk = std::numeric_limits<double>::infinity();
+  r.walks.push_back(w);
+  RunReport run;
+  run.target = "nestor";
+  run.seconds = std::numeric_limits<double>::quiet_NaN();
+  r.runs.push_back(run);
+  nlohmann::json doc;
+  ASSERT_NO_THROW(doc = nlohmann::json::parse(json_text(r)));
+  const nlohmann::json &jw = doc.at("walks").at(0);
+  EXPECT_EQ(jw.at("walks").get<uint64_t>(), UINT64_MAX);
+  EXPECT_EQ(jw.at("ns_per_walk").get<double>(), w.ns_per_walk);
+  EXPECT_TRUE(jw.at("refs_per_walk").is_null());
+  EXPECT_TRUE(doc.at("runs").at(0).at("seconds").is_null());
+  EXPECT_EQ(doc["runs"][0].at("translations_per_second").get<double>(), 0.0);
 }
 
 }  // namespace
