@@ -99,21 +99,24 @@ OrderKey order_key(const InvalidationOp &op) {
 // key, so equal keys are equal ops.
 void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
   if (ops.size() < 2) return;
-  // Per thread and kept: a batch is sorted on the thread that processes it, and allocating
-  // both arrays per batch showed in the profile of batches with nothing to merge.
-  thread_local std::vector<std::pair<OrderKey, uint32_t>> keyed;
-  thread_local std::vector<InvalidationOp> sorted;
-  keyed.resize(ops.size());
-  bool ascending = true;  // strictly: already in order, and no two ops alike
-  for (uint32_t i = 0; i < ops.size(); ++i) {
-    keyed[i] = {order_key(ops[i]), i};
-    if (i > 0 && !(keyed[i - 1].first < keyed[i].first)) ascending = false;
-  }
   // A driver often queues its pages in address order: then there is nothing to reorder or
-  // drop, and the sort (a quarter of such a batch's coalescing) is skipped.
+  // drop (strictly ascending keys), and neither the sort (a quarter of such a batch's
+  // coalescing) nor its arrays are needed. One key at a time, so that case allocates nothing.
+  OrderKey previous = order_key(ops[0]);
+  bool ascending = true;
+  for (size_t i = 1; i < ops.size() && ascending; ++i) {
+    const OrderKey key = order_key(ops[i]);
+    ascending = previous < key;
+    previous = key;
+  }
   if (ascending) return;
+  // Local arrays, not per-thread ones: the processor's destructor may coalesce at exit, after
+  // the exiting thread's thread_local objects are gone (fuzz_capi caught it).
+  std::vector<std::pair<OrderKey, uint32_t>> keyed(ops.size());
+  for (uint32_t i = 0; i < ops.size(); ++i) keyed[i] = {order_key(ops[i]), i};
   std::sort(keyed.begin(), keyed.end());
-  sorted.clear();
+  std::vector<InvalidationOp> sorted;
+  sorted.reserve(ops.size());
   for (size_t k = 0; k < keyed.size(); ++k) {
     if (k > 0 && keyed[k].first == keyed[k - 1].first) continue;
     sorted.push_back(ops[keyed[k].second]);
