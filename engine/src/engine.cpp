@@ -1,9 +1,7 @@
 #include "nestor/engine.h"
 
-#include <array>
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
-#include <optional>
 
 #include "engine_internal.h"
 #include "nestor/invalidation.h"

@@ -91,9 +91,9 @@ typename EngineCore<P>::RecentResolution &EngineCore<P>::recent_resolution(uint1
 template <Personality P>
 Result EngineCore<P>::translate_undrained(const Request &req) {
   if (cfg_.caching) {
-    // Same protocol as translate_in(): the generation is read before resolving, and the
-    // resolution's stamp (older than any invalidation not yet reflected in the generation)
-    // is the one later fills carry.
+    // Same protocol as translate_in(): the generation is read before resolving, and a walk of a
+    // resolution still current stamps itself (walk_stamp); the resolution's stamp is what it
+    // falls back on when the generation has moved meanwhile.
     const uint64_t gen = caches_.generation();
     const uint8_t flags = uint8_t(req.has_pasid | (req.privileged << 1));
     RecentResolution &m = recent_resolution(req.source_id, req.pasid);

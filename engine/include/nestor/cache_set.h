@@ -80,7 +80,7 @@ class CacheSet {
   void apply(const invq::InvalidationOp &op) { apply_batch(std::span(&op, 1)); }
 
   // Several ops applied in order as one operation: a walk stamped while any of them is under
-  // way is judged by all of their removals, and readers re-resolve once, after the last. Same
+  // way is judged by all of their removals, and the generations move once, after the last. Same
   // result as apply() on each, one interval claim and one generation step instead of one each.
   void apply_batch(std::span<const invq::InvalidationOp> ops) {
     if (ops.empty()) return;

@@ -127,7 +127,8 @@ template <Personality P, bool kCaching>
 class PipelineTables;
 
 // A device's address space (source-id + PASID) resolved once: translations through it skip the
-// context and PASID-cache lookups until an invalidation changes the engine's generation. Cheap
+// context and PASID-cache lookups until an invalidation changes a resolution (CacheSet's
+// resolution generation moves). Cheap
 // to copy; one per thread (not safe to share between threads without external locking).
 class NESTOR_CXX_API AddressSpace {
  public:
@@ -160,8 +161,9 @@ class NESTOR_CXX_API AddressSpace {
   template <Personality P>
   friend class EngineCore;
   // A small direct-mapped translation cache private to the handle (what a device's ATC is to
-  // the IOMMU). Entries carry the engine generation they were filled under; every applied
-  // invalidation advances it, so a stale entry is never served after an invalidation returns.
+  // the IOMMU). Entries carry the sum of the resolution generation and their domain's
+  // generation at fill time; every applied invalidation that could reach them advances one of
+  // the two, so a stale entry is never served after an invalidation returns.
   struct MicroEntry {
     uint64_t page = ~uint64_t{0};  // iova >> 12
     uint64_t out_page = 0;         // output address of that 4K page
@@ -280,8 +282,8 @@ class EngineCore {
   const uint64_t id_;
   MachineMemory &mem_;
   FaultLog &faults_;
-  // Every cache and the one mapping of invalidation ops onto them; its generation moves after
-  // every applied op, and address-space handles and per-thread memos re-resolve when it does.
+  // Every cache and the one mapping of invalidation ops onto them; its generations are what
+  // handles and per-thread memos check before reusing a resolution or a translation.
   Caches caches_;
   P personality_;
   EngineInvalidation *inv_ = nullptr;
