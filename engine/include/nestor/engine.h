@@ -13,6 +13,7 @@
 
 #include "nestor/cache_set.h"
 #include "nestor/caches/caches.h"
+#include "nestor/events.h"
 #include "nestor/export.h"
 #include "nestor/invq/op.h"
 #include "nestor/machine_memory.h"
@@ -340,6 +341,17 @@ class NESTOR_CXX_API Engine {
   void invalidate_wait();
   // Queued invalidation, QI registers, uAPI front ends, drain (nestor/invalidation.h).
   EngineInvalidation &invalidation() { return *inv_; }
+
+  // Event hooks (nestor/events.h, which says where callbacks run and what they may not call):
+  // `callback(user, event)` for every event whose kind is in `kinds` (EventKindBits). Returns
+  // a hook id >= 0, -EINVAL or -ENOSPC (EventHooks::kMaxHooks). Any thread, any time.
+  int add_event_hook(uint32_t kinds, EventCallback callback, void *user);
+  // 0 or -ENOENT; once it returns the hook's callback is not running and is never called again.
+  // Not from a callback.
+  int remove_event_hook(int id);
+  // The hooks themselves, for layers built on the engine that emit events of their own (the
+  // bind layer).
+  EventHooks &event_hooks() { return core_.event_hooks(); }
 
   // Structure lookups, exposed for tools and tests. On a fault, `fault` says why.
   bool read_context(uint16_t source_id, vtd::ContextEntry *ctx, Fault *fault, bool *fpd) {
