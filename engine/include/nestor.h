@@ -544,9 +544,9 @@ NESTOR_API int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nes
  * Where callbacks run: synchronously, on the thread that caused the event. Translation, fault
  * and fill events come from translating threads -- any number at once, so a callback must be
  * thread-safe; invalidation events from the thread that applies the operation (the caller of
- * nestor_inv_wait, nestor_qi_write_tail or a bind-layer call, or the NESTOR_CFG_BACKGROUND_INV
- * worker); queue events from the tail writer or the worker; bind events from the caller of the
- * bind-layer function.
+ * nestor_inv_wait, nestor_qi_write_tail, a bind-layer call or nestor_engine_reset, a submitting
+ * call that found the queue full, or the NESTOR_CFG_BACKGROUND_INV worker); queue events from
+ * the tail writer or the worker; bind events from the caller of the bind-layer function.
  *
  * What a callback may not call: any function on the engine that emitted the event or on its
  * bind layer (translate, handles, memory access, invalidation and waits, QI registers, hook
@@ -562,7 +562,8 @@ NESTOR_API int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nes
  * with reads a field only if it lies below `size`. */
 
 /* Event kinds, a bit each (C++ EventKindBits). A hook names the kinds it wants; an event has
- * exactly one kind, which says which member of nestor_event is set. */
+ * exactly one kind, which says which member of nestor_event is set. A hook that asks for both
+ * TRANSLATE and FAULT is called twice for a translation that faults, once with each kind. */
 #define NESTOR_EVENT_TRANSLATE 0x01u /* every translation (faults included) */
 #define NESTOR_EVENT_FAULT 0x02u     /* translations that faulted (also NESTOR_EVENT_TRANSLATE) */
 #define NESTOR_EVENT_FILL 0x04u      /* an entry offered to a cache, accepted or refused */
@@ -666,7 +667,7 @@ typedef struct nestor_event_removed {
   uint8_t required;
   uint8_t second_level; /* page is a GPA translated by the second level only */
   uint8_t nested;       /* combined first+second-level entry; gpa_page is the GPA it used */
-  uint8_t reserved0;
+  uint8_t has_domain;   /* 0: a context entry without a DID (did is then 0) */
   uint16_t did;
   uint16_t source_id;
   uint16_t reserved1;
@@ -735,7 +736,7 @@ typedef struct nestor_event_queue {
 #define NESTOR_BIND_EVENT_DEVICE_DETACHED 9u
 #define NESTOR_BIND_EVENT_BOUND 10u /* a first-level table bound to (device, PASID): nesting on */
 #define NESTOR_BIND_EVENT_UNBOUND 11u
-#define NESTOR_BIND_EVENT_CACHE_INVALIDATE 12u /* an owner's invalidation forwarded (op) */
+#define NESTOR_BIND_EVENT_CACHE_INVALIDATE 12u /* an owner's invalidation (op) */
 
 typedef struct nestor_event_bind {
   uint32_t size;
@@ -749,8 +750,10 @@ typedef struct nestor_event_bind {
   uint16_t reserved1;
   uint64_t gpa; /* MAPPED/UNMAPPED; BOUND: the first-level root (GPA) */
   uint64_t hpa;
-  uint64_t length;    /* MAPPED/UNMAPPED: bytes */
-  nestor_event_op op; /* CACHE_INVALIDATE, in host terms */
+  uint64_t length; /* MAPPED/UNMAPPED: bytes */
+  /* CACHE_INVALIDATE: the owner's request as made (no DID; the PASID as the owner named it).
+     The host operations it became follow as NESTOR_EVENT_INVALIDATION events. */
+  nestor_event_op op;
 } nestor_event_bind;
 
 /* What a callback receives: `kind` is one NESTOR_EVENT_* bit and names the member set; the

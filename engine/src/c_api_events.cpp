@@ -117,13 +117,17 @@ nestor_request to_c_request(const nestor::Request &r) {
   return c;
 }
 
-void deliver(const EventHookSlot &hook, uint32_t kind, nestor_event *ev) {
-  ev->size = sizeof *ev;
-  ev->kind = kind;
-  hook.fn(hook.user, ev);
+// Calls the hook with `c` as the envelope's `member`: the one place an envelope is built.
+template <class C>
+void deliver(const EventHookSlot &hook, uint32_t kind, const C &c, const C *nestor_event::*member) {
+  nestor_event ev{};
+  ev.size = sizeof ev;
+  ev.kind = kind;
+  ev.*member = &c;
+  hook.fn(hook.user, &ev);
 }
 
-void deliver_translate(const EventHookSlot &hook, uint32_t kind, const nestor::TranslateEvent &t) {
+nestor_event_translate to_c(const nestor::TranslateEvent &t) {
   nestor_event_translate c{};
   c.size = sizeof c;
   c.source = uint8_t(t.source);
@@ -137,12 +141,10 @@ void deliver_translate(const EventHookSlot &hook, uint32_t kind, const nestor::T
     c.fault_stage = int32_t(t.result.fault.stage);
     c.fault_address = t.result.fault.address;
   }
-  nestor_event ev{};
-  ev.translate = &c;
-  deliver(hook, kind, &ev);
+  return c;
 }
 
-void deliver_fill(const EventHookSlot &hook, uint32_t kind, const nestor::FillEvent &f) {
+nestor_event_fill to_c(const nestor::FillEvent &f) {
   nestor_event_fill c{};
   c.size = sizeof c;
   c.cache = uint8_t(f.cache);
@@ -155,24 +157,59 @@ void deliver_fill(const EventHookSlot &hook, uint32_t kind, const nestor::FillEv
   c.pasid = f.pasid;
   c.address = f.address;
   c.output = f.output;
-  nestor_event ev{};
-  ev.fill = &c;
-  deliver(hook, kind, &ev);
+  return c;
 }
 
-nestor_event_removed to_c_removed(const nestor::RemovedEntry &r) {
+nestor_event_removed to_c(const nestor::RemovedEntry &r) {
   nestor_event_removed c{};
   c.cache = uint8_t(r.cache);
   c.level = r.level;
   c.required = r.required;
   c.second_level = r.key.second_level;
   c.nested = r.key.nested;
+  c.has_domain = r.has_domain;
   c.did = r.key.did;
   c.source_id = r.key.source_id;
   c.pasid = r.key.pasid;
   c.page = r.key.page;
   c.pages = r.pages;
   c.gpa_page = r.key.gpa_page;
+  return c;
+}
+
+nestor_event_queue to_c(const nestor::QueueEvent &q) {
+  nestor_event_queue c{};
+  c.size = sizeof c;
+  c.type = uint8_t(q.type);
+  c.type_code = q.type_code;
+  c.descriptor_bits = uint16_t(q.descriptor_bits);
+  c.is_wait = q.is_wait;
+  c.is_op = q.is_op;
+  c.status_write = q.status_write;
+  c.interrupt = q.interrupt;
+  c.fence = q.fence;
+  c.index = q.index;
+  for (size_t i = 0; i < q.raw.size(); ++i) c.raw[i] = q.raw[i];
+  c.status_addr = q.status_addr;
+  c.status_data = q.status_data;
+  if (q.is_op) c.op = to_c_op(q.op);
+  c.error = q.error;
+  return c;
+}
+
+nestor_event_bind to_c(const nestor::BindEvent &b) {
+  nestor_event_bind c{};
+  c.size = sizeof c;
+  c.type = uint8_t(b.type);
+  c.source_id = b.source_id;
+  c.result = b.result;
+  c.owner = b.owner;
+  c.pasid = b.pasid;
+  c.domain = b.domain;
+  c.gpa = b.gpa;
+  c.hpa = b.hpa;
+  c.length = b.size;
+  if (b.type == nestor::BindEventType::kCacheInvalidate) c.op = to_c_op(b.op);
   return c;
 }
 
@@ -202,67 +239,26 @@ void deliver_invalidation(const EventHookSlot &hook, uint32_t kind,
       // entry_count means exactly this.
     }
   }
-  for (size_t i = 0; i < out.size(); ++i) out[i] = to_c_removed(inv.entries[i]);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = to_c(inv.entries[i]);
   c.entries = out.data();
   c.entry_count = out.size();
-  nestor_event ev{};
-  ev.invalidation = &c;
-  deliver(hook, kind, &ev);
+  deliver(hook, kind, c, &nestor_event::invalidation);
 }
 
-void deliver_queue(const EventHookSlot &hook, uint32_t kind, const nestor::QueueEvent &q) {
-  nestor_event_queue c{};
-  c.size = sizeof c;
-  c.type = uint8_t(q.type);
-  c.type_code = q.type_code;
-  c.descriptor_bits = uint16_t(q.descriptor_bits);
-  c.is_wait = q.is_wait;
-  c.is_op = q.is_op;
-  c.status_write = q.status_write;
-  c.interrupt = q.interrupt;
-  c.fence = q.fence;
-  c.index = q.index;
-  for (size_t i = 0; i < q.raw.size(); ++i) c.raw[i] = q.raw[i];
-  c.status_addr = q.status_addr;
-  c.status_data = q.status_data;
-  if (q.is_op) c.op = to_c_op(q.op);
-  c.error = q.error;
-  nestor_event ev{};
-  ev.queue = &c;
-  deliver(hook, kind, &ev);
-}
-
-void deliver_bind(const EventHookSlot &hook, uint32_t kind, const nestor::BindEvent &b) {
-  nestor_event_bind c{};
-  c.size = sizeof c;
-  c.type = uint8_t(b.type);
-  c.source_id = b.source_id;
-  c.result = b.result;
-  c.owner = b.owner;
-  c.pasid = b.pasid;
-  c.domain = b.domain;
-  c.gpa = b.gpa;
-  c.hpa = b.hpa;
-  c.length = b.size;
-  if (b.type == nestor::BindEventType::kCacheInvalidate) c.op = to_c_op(b.op);
-  nestor_event ev{};
-  ev.bind = &c;
-  deliver(hook, kind, &ev);
-}
-
-// The C++ callback of every C hook. `user` is the hook's slot in the engine handle.
+// The C++ callback of every C hook. `user` is the hook's slot in the engine handle. Each
+// converted struct is a temporary on this frame, alive until the C callback returns.
 void trampoline(void *user, const nestor::Event &e) {
   const EventHookSlot &hook = *static_cast<const EventHookSlot *>(user);
   if (e.translate)
-    deliver_translate(hook, e.kind, *e.translate);
+    deliver(hook, e.kind, to_c(*e.translate), &nestor_event::translate);
   else if (e.fill)
-    deliver_fill(hook, e.kind, *e.fill);
+    deliver(hook, e.kind, to_c(*e.fill), &nestor_event::fill);
   else if (e.invalidation)
     deliver_invalidation(hook, e.kind, *e.invalidation);
   else if (e.queue)
-    deliver_queue(hook, e.kind, *e.queue);
+    deliver(hook, e.kind, to_c(*e.queue), &nestor_event::queue);
   else if (e.bind)
-    deliver_bind(hook, e.kind, *e.bind);
+    deliver(hook, e.kind, to_c(*e.bind), &nestor_event::bind);
 }
 
 }  // namespace
