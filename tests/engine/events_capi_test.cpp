@@ -46,6 +46,13 @@ constexpr uint32_t kPasid = 1;
 constexpr uint64_t kRing = 0x3F0'0000;  // away from the fixture's bump allocators
 constexpr uint64_t kStatus = 0x3F8'0000;
 
+// Pages at iova 0x10000.. (eight unless a test says), each on its own (scattered) host page.
+constexpr uint64_t kBase = 0x10000;
+constexpr unsigned kPages = 8;
+uint64_t host_page(unsigned i) {
+  return kOut + uint64_t(7 * i + 3) * 0x1000;
+}
+
 // A deep copy of one C event: the event and what it points to die with the call.
 struct Copied {
   uint32_t kind = 0;
@@ -123,9 +130,33 @@ class Events : public ::testing::Test {
     x.layout.pasid(kSid, kPasid, pe);
     return *fl_;
   }
+  // A first-level space with `n` pages at kBase (page i on host_page(i)), settled.
+  void map_pages(unsigned n) {
+    FlB &fl = first_level();
+    for (unsigned i = 0; i < n; ++i)
+      ASSERT_EQ(fl.map(kBase + i * 0x1000, host_page(i), 12, kUserRW), build::Status::kOk);
+    settle();
+  }
+  // Translates pages [0, n) (a walk and an IOTLB fill each, the first time).
+  void use_pages(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) ASSERT_EQ(tr(kBase + i * 0x1000).hpa, host_page(i));
+  }
+  // An IOTLB invalidation of (kDid, kPasid) at `scope`, to fill in further.
+  static nestor_inv_op iotlb_op(uint8_t scope) {
+    nestor_inv_op op{};
+    op.cache = NESTOR_CACHE_IOTLB;
+    op.scope = scope;
+    op.did = kDid;
+    op.pasid = kPasid;
+    return op;
+  }
   // The fixture replaces its engine on the first translation after memory writes; after this
   // the engine is final, hooks can be added and the test writes no more structures through it.
-  void settle() { x.fault(kSid, true, kPasid, 0xFFFF'F000); }
+  // Its fault is drained from the log.
+  void settle() {
+    x.fault(kSid, true, kPasid, 0xFFFF'F000);
+    x.drain();
+  }
   int hook(uint32_t kinds, Recorder *r) {
     int id = -1;
     EXPECT_EQ(nestor_event_hook_add(x.e, kinds, &Recorder::fn, r, &id), 0);
@@ -207,9 +238,10 @@ TEST_F(Events, TranslateEventCarriesResultAndWhereItCameFrom) {
   FlB &fl = first_level();
   ASSERT_EQ(fl.map(0x5000, kOut + 0x7000, 12, kUserRW), build::Status::kOk);
   settle();
-  Recorder all, faults;
+  Recorder all, faults, both;
   hook(NESTOR_EVENT_TRANSLATE, &all);
   hook(NESTOR_EVENT_FAULT, &faults);
+  hook(NESTOR_EVENT_TRANSLATE | NESTOR_EVENT_FAULT, &both);
   ASSERT_EQ(tr(0x5abc, R | W).hpa, kOut + 0x7abc);  // walks, fills the IOTLB
   ASSERT_EQ(tr(0x5def).hpa, kOut + 0x7def);         // IOTLB hit
   ASSERT_EQ(tr(0x6000).fault, NESTOR_FAULT_FL_ENTRY_NOT_PRESENT);
@@ -229,9 +261,37 @@ TEST_F(Events, TranslateEventCarriesResultAndWhereItCameFrom) {
   EXPECT_EQ(hit.result.hpa, kOut + 0x7def);
   EXPECT_EQ(hit.request.iova, 0x5defu);
   EXPECT_EQ(ev[2].translate->result.fault, NESTOR_FAULT_FL_ENTRY_NOT_PRESENT);
-  // A hook for faults only saw the fault.
+  // A hook for faults only saw the fault; one for both kinds saw the fault once as each.
   ASSERT_EQ(faults.events.size(), 1u);
   EXPECT_EQ(faults.events[0].translate->request.iova, 0x6000u);
+  EXPECT_EQ(both.of(NESTOR_EVENT_TRANSLATE).size(), 3u);
+  ASSERT_EQ(both.of(NESTOR_EVENT_FAULT).size(), 1u);
+  EXPECT_EQ(both.of(NESTOR_EVENT_FAULT)[0].translate->request.iova, 0x6000u);
+}
+
+TEST_F(Events, HandleTranslationsAreReportedToo) {
+  FlB &fl = first_level();
+  ASSERT_EQ(fl.map(0x5000, kOut + 0x7000, 12, kUserRW), build::Status::kOk);
+  settle();
+  Recorder all;
+  hook(NESTOR_EVENT_TRANSLATE, &all);
+  nestor_handle *h = nestor_handle_open(x.e, kSid, 1, kPasid, 0);
+  ASSERT_NE(h, nullptr);
+  nestor_result r{};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(nestor_handle_translate(h, 0x5010, R, &r), 0);
+    ASSERT_EQ(r.hpa, kOut + 0x7010);
+  }
+  nestor_handle_close(h);
+  ASSERT_EQ(all.events.size(), 3u);
+  for (const Copied &c : all.events) {
+    EXPECT_EQ(c.translate->request.source_id, kSid);
+    EXPECT_EQ(c.translate->request.pasid, kPasid);
+    EXPECT_EQ(c.translate->request.iova, 0x5010u);
+    EXPECT_EQ(c.translate->result.hpa, kOut + 0x7010);
+  }
+  EXPECT_EQ(all.events[0].translate->source, NESTOR_TRANSLATE_SOURCE_WALK);
+  EXPECT_EQ(all.events[2].translate->source, NESTOR_TRANSLATE_SOURCE_HANDLE_CACHE);
 }
 
 TEST_F(Events, StructureFaultHasNoAddressSpace) {
@@ -283,21 +343,11 @@ TEST_F(Events, NestedSecondLevelFaultNamesTheGpa) {
 
 // ---- fill and invalidation events --------------------------------------------------------------
 
-// Eight 4K pages at iova 0x10000.., each on its own (scattered) host page.
-constexpr uint64_t kBase = 0x10000;
-constexpr unsigned kPages = 8;
-uint64_t host_page(unsigned i) {
-  return kOut + uint64_t(7 * i + 3) * 0x1000;
-}
-
 TEST_F(Events, FillsReportTheIotlbEntriesTheWalksMade) {
-  FlB &fl = first_level();
-  for (unsigned i = 0; i < kPages; ++i)
-    ASSERT_EQ(fl.map(kBase + i * 0x1000, host_page(i), 12, kUserRW), build::Status::kOk);
-  settle();
+  map_pages(kPages);
   Recorder fills;
   hook(NESTOR_EVENT_FILL, &fills);
-  for (unsigned i = 0; i < kPages; ++i) ASSERT_EQ(tr(kBase + i * 0x1000 + 8).hpa, host_page(i) + 8);
+  use_pages(kPages);
   std::vector<nestor_event_fill> iotlb;
   for (const Copied &c : fills.events) {
     EXPECT_LT(c.fill->cache, NESTOR_EVENT_CACHES);
@@ -323,20 +373,13 @@ TEST_F(Events, FillsReportTheIotlbEntriesTheWalksMade) {
 }
 
 TEST_F(Events, RangeInvalidationReportsExactlyTheEntriesInTheRange) {
-  FlB &fl = first_level();
-  for (unsigned i = 0; i < kPages; ++i)
-    ASSERT_EQ(fl.map(kBase + i * 0x1000, host_page(i), 12, kUserRW), build::Status::kOk);
-  settle();
-  for (unsigned i = 0; i < kPages; ++i) ASSERT_EQ(tr(kBase + i * 0x1000).hpa, host_page(i));
+  map_pages(kPages);
+  use_pages(kPages);
   Recorder inv, trs;
   hook(NESTOR_EVENT_INVALIDATION, &inv);
 
   // Pages 2, 3, 4 of the eight: a leaf (IH) range invalidation of the IOTLB.
-  nestor_inv_op op{};
-  op.cache = NESTOR_CACHE_IOTLB;
-  op.scope = NESTOR_SCOPE_RANGE;
-  op.did = kDid;
-  op.pasid = kPasid;
+  nestor_inv_op op = iotlb_op(NESTOR_SCOPE_RANGE);
   op.addr = kBase + 2 * 0x1000;
   op.npages = 3;
   op.leaf = 1;
@@ -382,7 +425,7 @@ TEST_F(Events, RangeInvalidationReportsExactlyTheEntriesInTheRange) {
 
   // The event told the truth: the pages outside the range still hit, the ones inside walk.
   hook(NESTOR_EVENT_TRANSLATE, &trs);
-  for (unsigned i = 0; i < kPages; ++i) ASSERT_EQ(tr(kBase + i * 0x1000).hpa, host_page(i));
+  use_pages(kPages);
   const auto t = trs.of(NESTOR_EVENT_TRANSLATE);
   ASSERT_EQ(t.size(), kPages);
   for (unsigned i = 0; i < kPages; ++i)
@@ -394,18 +437,11 @@ TEST_F(Events, RangeInvalidationReportsExactlyTheEntriesInTheRange) {
 TEST_F(Events, LargeInvalidationDeliversEveryRemovedEntry) {
   // More entries than the trampoline's stack buffer: the heap path must deliver them all.
   constexpr unsigned kMany = 100;
-  FlB &fl = first_level();
-  for (unsigned i = 0; i < kMany; ++i)
-    ASSERT_EQ(fl.map(kBase + i * 0x1000, host_page(i), 12, kUserRW), build::Status::kOk);
-  settle();
-  for (unsigned i = 0; i < kMany; ++i) ASSERT_EQ(tr(kBase + i * 0x1000).hpa, host_page(i));
+  map_pages(kMany);
+  use_pages(kMany);
   Recorder inv;
   hook(NESTOR_EVENT_INVALIDATION, &inv);
-  nestor_inv_op op{};
-  op.cache = NESTOR_CACHE_IOTLB;
-  op.scope = NESTOR_SCOPE_PASID;
-  op.did = kDid;
-  op.pasid = kPasid;
+  const nestor_inv_op op = iotlb_op(NESTOR_SCOPE_PASID);
   ASSERT_EQ(nestor_inv_submit(x.e, &op), 0);
   ASSERT_EQ(nestor_inv_wait(x.e), 0);
   ASSERT_EQ(inv.events.size(), 1u);
@@ -477,33 +513,29 @@ TEST_F(Events, QueueReportsDescriptorsWaitsAndTheBadDescriptor) {
   ASSERT_EQ(nestor_qi_state(x.e, &head, &err), 0);
   ASSERT_EQ(err, NESTOR_QI_ERR_IQE);
   ASSERT_EQ(head, 2u);
-  ASSERT_FALSE(q.events.empty());
-  const Copied &e = q.events.back();
+  // The descriptor as fetched, decoded to nothing, then the error that stopped the queue there.
+  ASSERT_EQ(q.events.size(), 2u);
+  const nestor_event_queue &fetched = *q.events[0].queue;
+  EXPECT_EQ(fetched.type, NESTOR_QUEUE_EVENT_DESCRIPTOR);
+  EXPECT_EQ(fetched.index, 2u);
+  EXPECT_EQ(fetched.raw[0], bad.qw0);
+  EXPECT_EQ(fetched.raw[1], bad.qw1);
+  EXPECT_EQ(fetched.is_op, 0);
+  EXPECT_EQ(fetched.is_wait, 0);
+  const Copied &e = q.events[1];
   EXPECT_EQ(e.queue->type, NESTOR_QUEUE_EVENT_ERROR);
   EXPECT_STREQ(nestor_queue_event_name(e.queue->type), "error");
-  EXPECT_EQ(e.queue->index, 2u);
-  EXPECT_EQ(e.queue->raw[0], bad.qw0);
+  EXPECT_EQ(e.queue->index, 2u) << "head stays on the bad descriptor";
   EXPECT_FALSE(e.queue_error.empty()) << "the error event says what stopped the queue";
-  for (const Copied &c : q.events) {
-    if (c.queue->type == NESTOR_QUEUE_EVENT_DESCRIPTOR) {
-      EXPECT_EQ(c.queue->is_op, 0) << "the bad descriptor decoded to nothing";
-    }
-  }
 }
 
 // ---- bind events -------------------------------------------------------------------------------
 
 TEST(EventsBind, BindLayerReportsThroughTheEngineHooks) {
-  nestor_engine *e = nestor_engine_create(nullptr);
-  ASSERT_NE(e, nullptr);
-  ASSERT_EQ(nestor_mem_add_ram(e, 0, 2ull << 30), 0);
-  nestor_bind_config bc{};
-  bc.size = sizeof bc;
-  bc.table_base = 1ull << 30;
-  bc.table_size = 8ull << 20;
-  nestor_bind *b = nestor_bind_create(e, &bc, nullptr);
-  ASSERT_NE(b, nullptr);
-  Recorder rec;
+  nestor_engine *e = nullptr;
+  nestor_bind *b = nullptr;
+  ASSERT_EQ(test::capi_make_bind_engine(&e, &b), 0);
+  Recorder rec, inv_rec;
   int id = -1;
   ASSERT_EQ(nestor_event_hook_add(e, NESTOR_EVENT_BIND, &Recorder::fn, &rec, &id), 0);
 
@@ -516,6 +548,9 @@ TEST(EventsBind, BindLayerReportsThroughTheEngineHooks) {
   ASSERT_EQ(nestor_pasid_alloc(b, vm.owner, 0, NESTOR_NO_GUEST_PASID, &pasid), 0);
   const nestor_bind_data bd = test::capi_bind_data();
   ASSERT_EQ(nestor_bind_pgtbl(b, vm.owner, kDev, pasid, &bd), 0);
+  int inv_id = -1;
+  ASSERT_EQ(nestor_event_hook_add(e, NESTOR_EVENT_INVALIDATION, &Recorder::fn, &inv_rec, &inv_id),
+            0);
   nestor_bind_inv inv{};
   inv.size = sizeof inv;
   inv.caches = NESTOR_BIND_INV_CACHE_IOTLB;
@@ -560,14 +595,34 @@ TEST(EventsBind, BindLayerReportsThroughTheEngineHooks) {
   EXPECT_EQ(bound->source_id, kDev);
   EXPECT_EQ(bound->pasid, pasid);
   EXPECT_EQ(bound->gpa, test::kCapiFlRoot) << "BOUND names the first-level root";
+  // The owner's request as it made it (it names no DID) ...
   const nestor_event_bind *flush = find(NESTOR_BIND_EVENT_CACHE_INVALIDATE);
   ASSERT_NE(flush, nullptr);
-  EXPECT_EQ(flush->op.did, vm.did) << "the owner's invalidation in host terms";
-  EXPECT_EQ(flush->op.pasid, pasid);
+  EXPECT_EQ(flush->owner, vm.owner);
+  EXPECT_EQ(flush->source_id, kDev);
+  EXPECT_EQ(flush->op.cache, NESTOR_CACHE_IOTLB);
   EXPECT_EQ(flush->op.scope, NESTOR_SCOPE_RANGE);
+  EXPECT_EQ(flush->op.pasid, pasid);
   EXPECT_EQ(flush->op.addr, 0x3000u);
   EXPECT_EQ(flush->op.npages, 2u);
   for (const nestor_event_bind &x : ev) EXPECT_EQ(x.result, 0) << nestor_bind_event_name(x.type);
+  // ... and the host operation it became, with the domain the host chose.
+  ASSERT_EQ(inv_rec.events.size(), 1u);
+  const nestor_event_op &host = inv_rec.events[0].invalidation->op;
+  EXPECT_EQ(host.did, vm.did);
+  EXPECT_EQ(host.pasid, pasid);
+  EXPECT_EQ(host.scope, NESTOR_SCOPE_RANGE);
+  EXPECT_EQ(host.addr, 0x3000u);
+  EXPECT_EQ(host.npages, 2u);
+
+  // A refused call is reported too, with the errno it returned.
+  rec.events.clear();
+  EXPECT_EQ(nestor_pasid_free(b, vm.owner, pasid), -EBUSY);  // still bound
+  ASSERT_EQ(rec.events.size(), 1u);
+  EXPECT_EQ(rec.events[0].bind->type, NESTOR_BIND_EVENT_PASID_FREED);
+  EXPECT_EQ(rec.events[0].bind->result, -EBUSY);
+  EXPECT_EQ(rec.events[0].bind->pasid, pasid);
+  EXPECT_EQ(nestor_event_hook_remove(e, inv_id), 0);
 
   EXPECT_EQ(nestor_event_hook_remove(e, id), 0);
   nestor_bind_destroy(b);
