@@ -20,7 +20,9 @@
  *      prints why, from the fault event alone;
  *   4. the device translates the mapped pages (filling the IOTLB), the guest unmaps two of them
  *      and invalidates that range; the hook prints what the invalidation removed, from the
- *      invalidation event alone.
+ *      invalidation event alone;
+ *   5. the emulator resets the device and flushes everything cached for it (device scope): the
+ *      event shows the IOTLB entries the engine removed beyond what that scope names.
  * The callback only copies and prints: it never calls back into the engine (nestor.h, "Event
  * hooks", lists what a callback may not call). */
 #include <inttypes.h>
@@ -137,6 +139,37 @@ static const char *stages_name(unsigned stages) {
   return "unknown";
 }
 
+/* "iotlb+paging" for NESTOR_CACHE_* bits. */
+static const char *cache_bits_name(unsigned bits, char *buf, size_t n) {
+  static const char *const names[] = {"context", "pasid", "iotlb", "paging", "devtlb"};
+  unsigned i;
+  buf[0] = '\0';
+  for (i = 0; i < 5; ++i) {
+    if (!(bits & (1u << i))) continue;
+    if (buf[0]) strncat(buf, "+", n - strlen(buf) - 1);
+    strncat(buf, names[i], n - strlen(buf) - 1);
+  }
+  return buf;
+}
+
+static const char *scope_name(unsigned scope) {
+  static const char *const names[] = {"global", "domain", "device", "pasid", "range"};
+  return scope < 5 ? names[scope] : "unknown";
+}
+
+/* "4 KiB", "2 MiB", "512 GiB" for a count of 4K pages (structure entries: 0 pages). */
+static const char *pages_size(uint64_t pages, char *buf, size_t n) {
+  static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+  uint64_t v = pages * 4;
+  unsigned u = 0;
+  while (v >= 1024 && v % 1024 == 0 && u < 3) {
+    v /= 1024;
+    ++u;
+  }
+  snprintf(buf, n, "%" PRIu64 " %s", v, units[u]);
+  return buf;
+}
+
 static void print_fault(const nestor_event_translate *t) {
   const nestor_request *q = &t->request;
   printf("why did this DMA fault?\n");
@@ -160,11 +193,20 @@ static void print_invalidation(const nestor_event_invalidation *inv) {
   const nestor_event_op *op = &inv->op;
   uint64_t i, total = 0, over = 0;
   unsigned c;
+  char caches[64], size[32];
   printf("what did this invalidation remove?\n");
-  printf("  operation: caches 0x%x scope %u did %u pasid %" PRIu32 " addr 0x%" PRIx64
-         " pages %" PRIu64 "%s\n",
-         (unsigned)op->cache, (unsigned)op->scope, (unsigned)op->did, op->pasid, op->addr,
-         op->npages, op->leaf ? " leaf" : "");
+  printf("  operation: %s, %s", cache_bits_name(op->cache, caches, sizeof caches),
+         scope_name(op->scope));
+  if (op->scope == NESTOR_SCOPE_DEVICE)
+    printf(" %02x:%02x.%d", op->source_id >> 8, (op->source_id >> 3) & 0x1f, op->source_id & 7);
+  else if (op->scope != NESTOR_SCOPE_GLOBAL)
+    printf(" domain %u", (unsigned)op->did);
+  if (op->scope == NESTOR_SCOPE_PASID || op->scope == NESTOR_SCOPE_RANGE)
+    printf(" PASID %" PRIu32, op->pasid);
+  if (op->scope == NESTOR_SCOPE_RANGE)
+    printf(" %s 0x%" PRIx64 " + %" PRIu64 " page%s", op->addr_is_gpa ? "gpa" : "iova", op->addr,
+           op->npages, op->npages == 1 ? "" : "s");
+  printf("%s\n", op->leaf ? " (leaf)" : "");
   for (c = 0; c < NESTOR_EVENT_CACHES; ++c) {
     total += inv->removed[c];
     over += inv->over[c];
@@ -175,10 +217,20 @@ static void print_invalidation(const nestor_event_invalidation *inv) {
   for (i = 0; i < inv->entry_count; ++i) {
     const nestor_event_removed *r = nestor_event_removed_at(inv, i);
     printf("  - %s", nestor_event_cache_name(r->cache));
-    if (r->level) printf(" level %u", (unsigned)r->level);
-    printf(" %s 0x%" PRIx64 " (%" PRIu64 " page%s) did %u pasid %" PRIu32 "%s\n",
-           r->second_level ? "gpa" : "iova", r->page << 12, r->pages, r->pages == 1 ? "" : "s",
-           (unsigned)r->did, r->pasid, r->required ? "" : "  <- over-invalidation");
+    if (r->cache == NESTOR_EVENT_CACHE_CONTEXT)
+      printf(" %02x:%02x.%d", r->source_id >> 8, (r->source_id >> 3) & 0x1f, r->source_id & 7);
+    else if (r->cache == NESTOR_EVENT_CACHE_PASID)
+      printf(" PASID %" PRIu32, r->pasid);
+    else {
+      if (r->level) printf(" level %u", (unsigned)r->level);
+      printf(" %s 0x%" PRIx64 " (%s)", r->second_level ? "gpa" : "iova", r->page << 12,
+             pages_size(r->pages, size, sizeof size));
+    }
+    if (r->has_domain) printf(" domain %u", (unsigned)r->did);
+    if (r->cache != NESTOR_EVENT_CACHE_CONTEXT && r->cache != NESTOR_EVENT_CACHE_PASID &&
+        !r->second_level)
+      printf(" PASID %" PRIu32, r->pasid);
+    printf("%s\n", r->required ? "" : "  <- over-invalidation");
   }
   printf("  total: %" PRIu64 " entries, %" PRIu64 " over-invalidated\n", total, over);
 }
@@ -220,6 +272,7 @@ int main(void) {
   nestor_domain_config dc;
   nestor_bind_data bd;
   nestor_bind_inv inv;
+  nestor_inv_op op;
   nestor_result res;
   nestor_bind *b;
   report rep;
@@ -330,6 +383,25 @@ int main(void) {
   }
   CHECK(iotlb_in_range == 2 && rep.last_inv.removed[NESTOR_EVENT_CACHE_IOTLB] == 2,
         "two IOTLB entries removed, got %u", iotlb_in_range);
+  /* 5. The emulator resets the device (a function-level reset) and flushes everything the
+   *    IOMMU may hold for 00:03.0: device scope in every cache. Context entries carry the
+   *    source-id; IOTLB and paging-structure entries are tagged by domain and PASID only, so
+   *    the engine widens the operation to all of them, and the event says so. */
+  memset(&op, 0, sizeof op);
+  op.cache = NESTOR_CACHE_CONTEXT | NESTOR_CACHE_PASID | NESTOR_CACHE_IOTLB | NESTOR_CACHE_PAGING;
+  op.scope = NESTOR_SCOPE_DEVICE;
+  op.source_id = DEV_SID;
+  CHECK(nestor_inv_submit(g.e, &op) == 0 && nestor_inv_wait(g.e) == 0, "device flush");
+  CHECK(rep.invalidations == 2, "%u invalidation events", rep.invalidations);
+  CHECK(rep.last_inv.removed[NESTOR_EVENT_CACHE_CONTEXT] == 1 &&
+            rep.last_inv.over[NESTOR_EVENT_CACHE_CONTEXT] == 0,
+        "the device's context entry is what the operation named");
+  CHECK(rep.last_inv.removed[NESTOR_EVENT_CACHE_IOTLB] == 3 &&
+            rep.last_inv.over[NESTOR_EVENT_CACHE_IOTLB] == 3,
+        "pages 0 and 3 and the far page: removed %" PRIu64 ", over %" PRIu64,
+        rep.last_inv.removed[NESTOR_EVENT_CACHE_IOTLB],
+        rep.last_inv.over[NESTOR_EVENT_CACHE_IOTLB]);
+
   /* Removed hooks are never called again: the checks below print nothing. */
   CHECK(nestor_event_hook_remove(g.e, hook) == 0, "nestor_event_hook_remove");
   /* What the event said is what happened: the unmapped pages fault, the rest still translate. */
