@@ -737,6 +737,7 @@ typedef struct nestor_event_queue {
 #define NESTOR_BIND_EVENT_BOUND 10u /* a first-level table bound to (device, PASID): nesting on */
 #define NESTOR_BIND_EVENT_UNBOUND 11u
 #define NESTOR_BIND_EVENT_CACHE_INVALIDATE 12u /* an owner's invalidation (op) */
+#define NESTOR_BIND_EVENT_OWNER_RELEASED 13u /* the owner's bindings and PASIDs released */
 
 typedef struct nestor_event_bind {
   uint32_t size;

@@ -40,7 +40,7 @@ int BindLayer::destroy_owner(uint32_t owner) {
 
 int BindLayer::release_owner(uint32_t owner) {
   return reported(
-      engine_.event_hooks(), BindEventType::kOwnerDestroyed,
+      engine_.event_hooks(), BindEventType::kOwnerReleased,
       [&] { return release_owner_unreported(owner); }, [&](BindEvent &ev) { ev.owner = owner; });
 }
 

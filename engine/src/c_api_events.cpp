@@ -61,7 +61,8 @@ static_assert(
     NESTOR_BIND_EVENT_MAPPED == unsigned(nestor::BindEventType::kMapped) &&
     NESTOR_BIND_EVENT_DEVICE_ATTACHED == unsigned(nestor::BindEventType::kDeviceAttached) &&
     NESTOR_BIND_EVENT_BOUND == unsigned(nestor::BindEventType::kBound) &&
-    NESTOR_BIND_EVENT_CACHE_INVALIDATE == unsigned(nestor::BindEventType::kCacheInvalidate));
+    NESTOR_BIND_EVENT_CACHE_INVALIDATE == unsigned(nestor::BindEventType::kCacheInvalidate) &&
+    NESTOR_BIND_EVENT_OWNER_RELEASED == unsigned(nestor::BindEventType::kOwnerReleased));
 static_assert(NESTOR_CACHE_CONTEXT == invq::kCacheContext &&
               NESTOR_CACHE_PASID == invq::kCachePasid && NESTOR_CACHE_IOTLB == invq::kCacheIotlb &&
               NESTOR_CACHE_PAGING == invq::kCachePaging &&

@@ -710,7 +710,8 @@ TEST(EventsNames, EveryConstantHasItsName) {
   EXPECT_STREQ(nestor_queue_event_name(NESTOR_QUEUE_EVENT_WAIT_COMPLETED), "wait-completed");
   EXPECT_STREQ(nestor_queue_event_name(3), "unknown");
   EXPECT_STREQ(nestor_bind_event_name(NESTOR_BIND_EVENT_CACHE_INVALIDATE), "cache-invalidate");
-  EXPECT_STREQ(nestor_bind_event_name(13), "unknown");
+  EXPECT_STREQ(nestor_bind_event_name(NESTOR_BIND_EVENT_OWNER_RELEASED), "owner-released");
+  EXPECT_STREQ(nestor_bind_event_name(14), "unknown");
   EXPECT_STREQ(nestor_bind_event_name(0x100 + NESTOR_BIND_EVENT_BOUND), "unknown");
 }
 

@@ -162,14 +162,15 @@ enum class BindEventType : uint8_t {
   kBound = 10,  // a first-level table bound to (device, PASID): nested translation on
   kUnbound = 11,
   kCacheInvalidate = 12,  // an owner's invalidation (op: as the owner gave it)
+  kOwnerReleased = 13,    // everything the owner bound unbound, its PASIDs freed (result: count)
 };
 constexpr const char *bind_event_name(BindEventType t) {
-  constexpr const char *kNames[] = {"owner-created",   "owner-destroyed", "pasid-allocated",
-                                    "pasid-freed",     "domain-created",  "domain-destroyed",
-                                    "mapped",          "unmapped",        "device-attached",
-                                    "device-detached", "bound",           "unbound",
-                                    "cache-invalidate"};
-  return size_t(t) < 13 ? kNames[size_t(t)] : "unknown";
+  constexpr const char *kNames[] = {"owner-created",    "owner-destroyed", "pasid-allocated",
+                                    "pasid-freed",      "domain-created",  "domain-destroyed",
+                                    "mapped",           "unmapped",        "device-attached",
+                                    "device-detached",  "bound",           "unbound",
+                                    "cache-invalidate", "owner-released"};
+  return size_t(t) < 14 ? kNames[size_t(t)] : "unknown";
 }
 
 struct BindEvent {
