@@ -1,21 +1,24 @@
 # Checks that includes run downward only (DESIGN.md, docs/ARCHITECTURE.md):
 #   walkers  <- memory <- vtd <- engine      caches <- vtd      invq <- vtd
+#   walkers, invq <- events <- vtd (the event vocabulary names requests and operations)
 # A component may include its own headers, those of the components below it and the standard
 # library, nothing else. Run as: cmake -DROOT=<source dir> -P CheckLayering.cmake
 set(headers_walkers "nestor/walkers/" "nestor/personality.h")
 set(headers_memory "nestor/machine_memory.h" "nestor/export.h")
 set(headers_caches "nestor/caches/")
 set(headers_invq "nestor/invq/")
+set(headers_events "nestor/events.h")
 set(headers_vtd "nestor/vtd/")
 
 set(below_walkers walkers)
 set(below_memory memory walkers)
 set(below_caches caches)
 set(below_invq invq)
-set(below_vtd vtd memory walkers caches invq)
+set(below_events events walkers invq)
+set(below_vtd vtd memory walkers caches invq events)
 
 set(violations 0)
-foreach(component walkers memory caches invq vtd)
+foreach(component walkers memory caches invq events vtd)
   set(allowed "")
   foreach(dep ${below_${component}})
     list(APPEND allowed ${headers_${dep}})

@@ -6,9 +6,10 @@ include(CMakePackageConfigHelpers)
 set(NESTOR_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/nestor)
 
 # Every target the public targets reference must be in the export set, header-only INTERFACE
-# ones included: nestor's link interface names nestor_vtd/memory/walkers/caches/invq, and an importing
+# ones included: nestor's link interface names nestor_vtd/memory/walkers/caches/invq/events, and an importing
 # project must be able to resolve them (nestor_invq is a static archive consumers link too).
-install(TARGETS nestor nestor_static nestor_walkers nestor_memory nestor_caches nestor_invq nestor_vtd
+install(TARGETS nestor nestor_static nestor_walkers nestor_memory nestor_caches nestor_invq nestor_events
+  nestor_vtd
   EXPORT nestorTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
@@ -19,7 +20,7 @@ install(TARGETS nestor nestor_static nestor_walkers nestor_memory nestor_caches 
 # under include/nestor/ so one -I serves every header, as in the build tree.
 install(FILES ${PROJECT_SOURCE_DIR}/engine/include/nestor.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(dir engine walkers memory caches invq vtd)
+foreach(dir engine walkers memory caches invq events vtd)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/include/nestor
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.h")
 endforeach()

@@ -160,11 +160,11 @@ int BindLayer::get_nesting_info(void *out, uint32_t size) const {
 // ---------------------------------------------------------------------------------------------
 // Owners and PASIDs
 
-int BindLayer::create_owner(uint32_t quota, uint32_t *owner) {
+int BindLayer::create_owner_unreported(uint32_t quota, uint32_t *owner) {
   return pasids_.create_owner(quota, owner);
 }
 
-int BindLayer::destroy_owner(uint32_t owner) {
+int BindLayer::destroy_owner_unreported(uint32_t owner) {
   std::lock_guard lock(mu_);
   if (!pasids_.has_owner(owner)) return -ENOENT;
   for (const auto &b : bindings_)
@@ -174,7 +174,7 @@ int BindLayer::destroy_owner(uint32_t owner) {
   return pasids_.destroy_owner(owner);
 }
 
-int BindLayer::release_owner(uint32_t owner) {
+int BindLayer::release_owner_unreported(uint32_t owner) {
   std::lock_guard lock(mu_);
   if (!pasids_.has_owner(owner)) return -ENOENT;
   std::vector<std::pair<uint16_t, uint32_t>> mine;
@@ -189,12 +189,13 @@ int BindLayer::release_owner(uint32_t owner) {
   return pasids_.release_all(owner);
 }
 
-int BindLayer::alloc_pasid(uint32_t owner, uint32_t want, uint32_t guest_pasid, uint32_t *pasid) {
+int BindLayer::alloc_pasid_unreported(uint32_t owner, uint32_t want, uint32_t guest_pasid,
+                                      uint32_t *pasid) {
   if (!feature(kNestingFeatSyswidePasid)) return -EOPNOTSUPP;
   return pasids_.alloc(owner, want, guest_pasid, pasid);
 }
 
-int BindLayer::free_pasid(uint32_t owner, uint32_t pasid) {
+int BindLayer::free_pasid_unreported(uint32_t owner, uint32_t pasid) {
   if (!feature(kNestingFeatSyswidePasid)) return -EOPNOTSUPP;
   std::lock_guard lock(mu_);
   // Only the holder learns that its PASID is busy; anyone else gets the allocator's answer.
@@ -248,11 +249,11 @@ int BindLayer::new_domain(const DomainConfig &dc, uint64_t root, bool adopted, u
   return 0;
 }
 
-int BindLayer::create_domain(const DomainConfig &dc, uint16_t *did) {
+int BindLayer::create_domain_unreported(const DomainConfig &dc, uint16_t *did) {
   return new_domain(dc, 0, false, did);
 }
 
-int BindLayer::adopt_domain(const DomainConfig &dc, uint64_t sl_root, uint16_t *did) {
+int BindLayer::adopt_domain_unreported(const DomainConfig &dc, uint64_t sl_root, uint16_t *did) {
   return new_domain(dc, sl_root, true, did);
 }
 
@@ -270,7 +271,7 @@ void BindLayer::free_tables(uint64_t table, int level) {
   table_pages_.free(table);  // alloc() zeroes it again before reuse
 }
 
-int BindLayer::destroy_domain(uint16_t did) {
+int BindLayer::destroy_domain_unreported(uint16_t did) {
   std::lock_guard lock(mu_);
   auto it = domains_.find(did);
   if (it == domains_.end()) return -ENOENT;
@@ -314,7 +315,8 @@ int BindLayer::map_chunk(Domain &d, uint64_t gpa, uint64_t hpa, unsigned shift, 
   }
 }
 
-int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint8_t perms) {
+int BindLayer::map_unreported(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size,
+                              uint8_t perms) {
   if (size == 0 || ((gpa | hpa | size) & (kPage - 1)) || add_overflows(gpa, size) ||
       add_overflows(hpa, size) || (perms & ~7u) || !(perms & (kAccessRead | kAccessWrite)))
     return -EINVAL;
@@ -357,7 +359,7 @@ int BindLayer::map(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint
   return 0;
 }
 
-int BindLayer::unmap(uint16_t did, uint64_t gpa, uint64_t size) {
+int BindLayer::unmap_unreported(uint16_t did, uint64_t gpa, uint64_t size) {
   if (size == 0 || ((gpa | size) & (kPage - 1)) || add_overflows(gpa, size)) return -EINVAL;
   std::lock_guard lock(mu_);
   auto it = domains_.find(did);
@@ -453,7 +455,7 @@ uint64_t BindLayer::pasid_entry_address(uint16_t sid, uint32_t pasid, bool creat
   return pa;
 }
 
-int BindLayer::attach_device(uint16_t sid, uint16_t did) {
+int BindLayer::attach_device_unreported(uint16_t sid, uint16_t did) {
   std::lock_guard lock(mu_);
   auto it = domains_.find(did);
   if (it == domains_.end()) return -ENOENT;
@@ -483,7 +485,7 @@ int BindLayer::attach_device(uint16_t sid, uint16_t did) {
   return 0;
 }
 
-int BindLayer::detach_device(uint16_t sid) {
+int BindLayer::detach_device_unreported(uint16_t sid) {
   std::lock_guard lock(mu_);
   auto dev = devices_.find(sid);
   if (dev == devices_.end()) return -ENOENT;
@@ -590,7 +592,8 @@ void BindLayer::sync() {
   engine_.invalidate_wait();
 }
 
-int BindLayer::bind(uint32_t owner, uint16_t sid, uint32_t pasid, const BindRequest &req) {
+int BindLayer::bind_unreported(uint32_t owner, uint16_t sid, uint32_t pasid,
+                               const BindRequest &req) {
   if (!feature(kNestingFeatBindPgtbl)) return -EOPNOTSUPP;
   const EngineConfig &ec = engine_.config();
   if (req.flags & ~kBindAllFlags) return -EINVAL;
@@ -714,7 +717,7 @@ void BindLayer::free_structure_pages(const std::vector<uint64_t> &pages, bool wa
   for (uint64_t p : pages) structure_pages_.free(p);
 }
 
-int BindLayer::unbind(uint32_t owner, uint16_t sid, uint32_t pasid) {
+int BindLayer::unbind_unreported(uint32_t owner, uint16_t sid, uint32_t pasid) {
   if (!feature(kNestingFeatBindPgtbl)) return -EOPNOTSUPP;
   if (pasid >= (1u << engine_.config().pasid_bits)) return -EINVAL;
   std::lock_guard lock(mu_);
@@ -759,7 +762,8 @@ int BindLayer::resolve_pasid(uint32_t owner, uint16_t sid, uint32_t pasid, uint3
   return -ENOENT;
 }
 
-int BindLayer::cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags) {
+int BindLayer::cache_invalidate_unreported(uint32_t owner, const invq::InvalidationOp &op,
+                                           uint32_t flags) {
   if (!feature(kNestingFeatCacheInvld)) return -EOPNOTSUPP;
   if ((flags & ~uint32_t(kInvGuestPasid)) || op.caches == 0 || (op.caches & ~invq::kAllCaches))
     return -EINVAL;

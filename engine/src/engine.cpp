@@ -134,6 +134,14 @@ AddressSpace Engine::open(uint16_t source_id, bool has_pasid, uint32_t pasid, bo
   return as;
 }
 
+int Engine::add_event_hook(uint32_t kinds, EventCallback callback, void *user) {
+  return core_.add_event_hook(kinds, callback, user);
+}
+
+int Engine::remove_event_hook(int id) {
+  return core_.remove_event_hook(id);
+}
+
 EngineStats Engine::stats() const {
   return core_.stats();
 }

@@ -46,39 +46,126 @@ EngineCore<P>::EngineCore(const EngineConfig &cfg, MachineMemory &mem, FaultLog 
       faults_(faults),
       caches_(core_detail::cache_set_config(cfg)),
       personality_(mem_, personality_config, cfg.caching ? &caches_.context() : nullptr,
-                   cfg.caching ? &caches_.pasid() : nullptr) {}
+                   cfg.caching ? &caches_.pasid() : nullptr) {
+  caches_.set_event_hooks(&hooks_);
+  // A personality that fills structure caches of its own may report those fills too.
+  if constexpr (requires(P & p, const EventHooks *h) { p.set_event_hooks(h); })
+    personality_.set_event_hooks(&hooks_);
+  update_gate();
+}
 
 template <Personality P>
-Result EngineCore<P>::fail(const Request &req, Fault f, bool fpd) {
-  if (f.address == 0 && f.stage == FaultStage::kStructures) f.address = req.iova;
-  if (!fpd) faults_.record({req, f});
-  Result r;
-  r.fault = f;
+void EngineCore<P>::update_gate() {
+  gate_.store((cfg_.drain ? kGateDrain : 0) | (hooks_.wants(kEventTranslate) ? kGateEvents : 0),
+              std::memory_order_relaxed);
+}
+
+template <Personality P>
+int EngineCore<P>::add_event_hook(uint32_t kinds, EventCallback callback, void *user) {
+  std::lock_guard lock(hook_mu_);
+  const int id = hooks_.add(kinds, callback, user);
+  update_gate();
+  return id;
+}
+
+template <Personality P>
+int EngineCore<P>::remove_event_hook(int id) {
+  std::lock_guard lock(hook_mu_);
+  const int r = hooks_.remove(id);
+  update_gate();
   return r;
 }
 
 template <Personality P>
-bool EngineCore<P>::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out) {
+Result EngineCore<P>::fail(const Request &req, Fault f, bool fpd, const Resolved *rs) {
+  if (f.address == 0 && f.stage == FaultStage::kStructures) f.address = req.iova;
+  if (!fpd) faults_.record({req, f});
+  Result r;
+  r.fault = f;
+  if (hooks_.wants(kEventFault)) [[unlikely]] {
+    TranslateEvent ev;
+    ev.request = req;
+    ev.result = r;
+    ev.fault_suppressed = fpd;
+    if (rs) {
+      ev.source = rs->stages == StageSet::kPassThrough ? TranslateSource::kPassThrough
+                                                       : TranslateSource::kWalk;
+      ev.stages = rs->stages;
+      ev.domain = rs->domain;
+      ev.space = rs->space;
+    } else {
+      ev.source = TranslateSource::kStructures;
+    }
+    emit_translate(kEventFault, ev);
+  }
+  return r;
+}
+
+template <Personality P>
+bool EngineCore<P>::resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out,
+                            bool *fpd_out) {
   Fault f;
   bool fpd = false;
   if (personality_.resolve(stamp, req, out, &f, &fpd)) return true;
   *fault_out = fail(req, f, fpd);
+  if (fpd_out) *fpd_out = fpd;
   return false;
 }
 
 template <Personality P>
 Result EngineCore<P>::translate(const Request &req) {
-  // Drain needs every translation bracketed in the epoch domain; without it, this predictable
-  // branch is the whole cost.
-  if (cfg_.drain) [[unlikely]]
-    return translate_drained(req);
+  // Drain needs every translation bracketed in the epoch domain, and translation events need
+  // the observed path; without either, this predictable branch is the whole cost.
+  if (gate_.load(std::memory_order_relaxed)) [[unlikely]]
+    return translate_gated(req);
   return translate_undrained(req);
 }
 
 template <Personality P>
-Result EngineCore<P>::translate_drained(const Request &req) {
-  EngineInvalidation::TranslationGuard guard(*inv_);
-  return translate_undrained(req);
+Result EngineCore<P>::translate_gated(const Request &req) {
+  std::optional<EngineInvalidation::TranslationGuard> drain_guard;
+  if (cfg_.drain) drain_guard.emplace(*inv_);
+  if (!hooks_.wants(kEventTranslate)) return translate_undrained(req);
+  return translate_observed(req);
+}
+
+template <Personality P>
+void EngineCore<P>::describe(TranslateEvent *ev, const Resolved &rs, const PipelineNotes &notes) {
+  ev->stages = rs.stages;
+  ev->domain = rs.domain;
+  ev->space = rs.space;
+  ev->fault_suppressed = rs.fpd;
+  if (rs.stages == StageSet::kPassThrough)
+    ev->source = TranslateSource::kPassThrough;
+  else if (notes.walked)
+    ev->source = TranslateSource::kWalk;
+  else
+    ev->source = TranslateSource::kIotlb;
+}
+
+// The request path with its outcome reported: resolves without the per-thread memo (which only
+// spares the structure lookups; the resolution and the result are the same) so the event can
+// name the address space.
+template <Personality P>
+Result EngineCore<P>::translate_observed(const Request &req) {
+  TranslateEvent ev;
+  ev.request = req;
+  const uint64_t gen = cfg_.caching ? caches_.generation() : kStaleGeneration;
+  const uint64_t stamp = caches_.clock().now();
+  Resolved rs;
+  Result r;
+  bool fpd = false;
+  if (!resolve(stamp, req, &rs, &r, &fpd)) {
+    ev.source = TranslateSource::kStructures;
+    ev.fault_suppressed = fpd;
+  } else {
+    PipelineNotes notes;
+    r = translate_resolved({stamp, gen}, rs, req, &notes);
+    describe(&ev, rs, notes);
+  }
+  ev.result = r;
+  emit_translate(kEventTranslate, ev);
+  return r;
 }
 
 template <Personality P>
@@ -131,18 +218,43 @@ template <Personality P>
 template <class Handle>
 Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
   if (!cfg_.caching) return translate(req);
+  if (gate_.load(std::memory_order_relaxed)) [[unlikely]]
+    return translate_in_gated(as, req);
+  return translate_in_impl<false>(as, req, nullptr);
+}
+
+template <Personality P>
+template <class Handle>
+[[gnu::noinline]] Result EngineCore<P>::translate_in_gated(Handle &as, const Request &req) {
   // Drain: bracketed like translate() so waits also cover handle translations.
   std::optional<EngineInvalidation::TranslationGuard> drain_guard;
-  if (cfg_.drain) [[unlikely]]
-    drain_guard.emplace(*inv_);
+  if (cfg_.drain) drain_guard.emplace(*inv_);
+  if (!hooks_.wants(kEventTranslate)) return translate_in_impl<false>(as, req, nullptr);
+  TranslateEvent ev;
+  ev.request = req;
+  ev.result = translate_in_impl<true>(as, req, &ev);
+  emit_translate(kEventTranslate, ev);
+  return ev.result;
+}
+
+template <Personality P>
+template <bool kObserved, class Handle>
+[[gnu::always_inline]] inline Result EngineCore<P>::translate_in_impl(Handle &as,
+                                                                      const Request &req,
+                                                                      TranslateEvent *ev) {
   // Read before resolving: an invalidation that lands after this read bumps the generation
   // again once applied, so the next translation re-resolves.
   const uint64_t gen = caches_.generation();
   if (as.generation_ != gen) {
     const uint64_t stamp = caches_.clock().now();
     Result fault;
-    if (!resolve(stamp, req, &as.resolved_, &fault)) {
+    bool fpd = false;
+    if (!resolve(stamp, req, &as.resolved_, &fault, kObserved ? &fpd : nullptr)) {
       as.generation_ = kStaleGeneration;
+      if constexpr (kObserved) {
+        ev->source = TranslateSource::kStructures;
+        ev->fault_suppressed = fpd;
+      }
       return fault;
     }
     as.stamp_ = stamp;
@@ -160,11 +272,16 @@ Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
     r.t.page_shift = m.page_shift;
     r.t.perms = m.perms;
     r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
+    if constexpr (kObserved) {
+      describe(ev, as.resolved_, PipelineNotes{});
+      ev->source = TranslateSource::kHandleCache;
+    }
     return r;
   }
   // A walk stamps itself while the resolution is still current (EngineCore::walk_stamp).
   PipelineNotes notes;
   Result r = translate_resolved({as.stamp_, gen}, as.resolved_, req, &notes);
+  if constexpr (kObserved) describe(ev, as.resolved_, notes);
   if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
     ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
   if (r.ok) {
@@ -203,6 +320,11 @@ void EngineCore<P>::translate_batch_in(Handle &as, const uint64_t *iovas, uint8_
 
 template <Personality P>
 void EngineCore<P>::translate_batch(const Request *reqs, Result *out, size_t n) {
+  // Observed: one event per request, as from n translate() calls.
+  if (hooks_.wants(kEventTranslate)) [[unlikely]] {
+    for (size_t i = 0; i < n; ++i) out[i] = translate(reqs[i]);
+    return;
+  }
   // Drain: the whole batch is one announced translation (see translate()).
   std::optional<EngineInvalidation::TranslationGuard> drain_guard;
   if (cfg_.drain) [[unlikely]]

@@ -127,7 +127,9 @@ EngineInvalidation::TranslationGuard::~TranslationGuard() {
 }
 
 EngineInvalidation::EngineInvalidation(Engine &engine, const EngineConfig &cfg)
-    : EngineInvalidation(engine.memory(), CacheTarget::of(engine.core_.caches()), cfg) {}
+    : EngineInvalidation(engine.memory(), CacheTarget::of(engine.core_.caches()), cfg) {
+  set_event_hooks(&engine.event_hooks());
+}
 
 EngineInvalidation::EngineInvalidation(MachineMemory &mem, CacheTarget caches,
                                        const EngineConfig &cfg)

@@ -63,8 +63,18 @@ class PipelineTables {
       // Non-leaf entries the walk went through are valid whatever the leaf said.
       for (int level = top; level >= int(caches::kPscMinLevel); --level) {
         if (!path.next_table[level]) break;
-        e_.caches_.psc().fill_sl(stamp_, did_, unsigned(level), gpa,
-                                 {path.next_table[level], path.perms[level]});
+        const bool kept = e_.caches_.psc().fill_sl(stamp_, did_, unsigned(level), gpa,
+                                                   {path.next_table[level], path.perms[level]});
+        if (e_.hooks_.wants(kEventCacheFill)) [[unlikely]] {
+          FillEvent f;
+          f.cache = EventCache::kPscSecondLevel;
+          f.accepted = kept;
+          f.domain = did_;
+          f.level = uint8_t(level);
+          f.address = gpa & page_mask(caches::psc_level_shift(unsigned(level)));
+          f.output = path.next_table[level];
+          e_.note_fill(f);
+        }
       }
       return r;
     }
@@ -95,7 +105,17 @@ class PipelineTables {
     *hpa = r.t.out & page_mask(12);
     if constexpr (kCaching) {
       remember(gpa, *hpa);
-      e_.caches_.psc().fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
+      const bool kept = e_.caches_.psc().fill_nested_table(stamp_, did_, gpa, {*hpa, r.t.perms});
+      if (e_.hooks_.wants(kEventCacheFill)) [[unlikely]] {
+        FillEvent f;
+        f.cache = EventCache::kNestedTable;
+        f.accepted = kept;
+        f.domain = did_;
+        f.perms = r.t.perms;
+        f.address = gpa & page_mask(12);
+        f.output = *hpa;
+        e_.note_fill(f);
+      }
     }
     return true;
   }
@@ -178,6 +198,7 @@ Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const Wa
     }
   }
 
+  if (notes) notes->walked = true;
   // Taken where the walk starts, after the IOTLB missed: hits never need one.
   const uint64_t stamp = kCaching ? walk_stamp(walk_stamp_source) : 0;
   const sl::Config &slc = c.slc;
@@ -242,8 +263,20 @@ Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const Wa
         const int top = start.level ? start.level : flc.levels;
         for (int level = top; level >= int(caches::kPscMinLevel); --level) {
           if (!path.next_table[level]) break;
-          caches_.psc().fill_fl(stamp, c.domain, c.space, unsigned(level), req.iova,
-                                {path.next_table[level], path.attrs[level]});
+          const bool kept =
+              caches_.psc().fill_fl(stamp, c.domain, c.space, unsigned(level), req.iova,
+                                    {path.next_table[level], path.attrs[level]});
+          if (hooks_.wants(kEventCacheFill)) [[unlikely]] {
+            FillEvent f;
+            f.cache = EventCache::kPscFirstLevel;
+            f.accepted = kept;
+            f.domain = c.domain;
+            f.pasid = c.space;
+            f.level = uint8_t(level);
+            f.address = req.iova & page_mask(caches::psc_level_shift(unsigned(level)));
+            f.output = path.next_table[level];
+            note_fill(f);
+          }
         }
       }
       if (!r.ok) return r;
@@ -256,7 +289,21 @@ Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const Wa
     case StageSet::kPassThrough:
       return r;  // answered above, before the IOTLB
   }
-  if constexpr (kCaching) caches_.iotlb().fill(stamp, c.domain, key_space, req.iova, fill);
+  if constexpr (kCaching) {
+    const bool kept = caches_.iotlb().fill(stamp, c.domain, key_space, req.iova, fill);
+    if (hooks_.wants(kEventCacheFill)) [[unlikely]] {
+      FillEvent f;
+      f.cache = EventCache::kIotlb;
+      f.accepted = kept;
+      f.domain = c.domain;
+      f.pasid = key_space;
+      f.page_shift = fill.page_shift;
+      f.perms = r.t.perms;
+      f.address = req.iova & page_mask(fill.page_shift);
+      f.output = fill.hpa_base;
+      note_fill(f);
+    }
+  }
   if (notes) notes->write_ready = fill.flags & caches::kIotlbDirty;
   return r;
 }
@@ -266,7 +313,7 @@ Result EngineCore<P>::translate_resolved(const WalkStamp &stamp, const Resolved 
                                          const Request &req, PipelineNotes *notes) {
   Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, notes)
                           : walk_pipeline<false>(stamp, rs, req, notes);
-  if (!r.ok) return fail(req, r.fault, rs.fpd);
+  if (!r.ok) return fail(req, r.fault, rs.fpd, &rs);
   return r;
 }
 

@@ -26,7 +26,7 @@ for f in "$libdir/libnestor.a" "$libdir/libnestor_invq.a" "$libdir/pkgconfig/nes
          "$prefix/include/nestor.h" "$prefix/include/nestor/export.h" \
          "$prefix/include/nestor/engine.h" "$prefix/include/nestor/bind.h" \
          "$prefix/include/nestor/walkers/types.h" "$prefix/include/nestor/caches/iotlb.h" \
-         "$prefix/include/nestor/invq/op.h"; do
+         "$prefix/include/nestor/invq/op.h" "$prefix/include/nestor/events.h"; do
   [ -e "$f" ] || fail "missing $f"
 done
 

@@ -16,8 +16,32 @@ int InvalidationFrontEnd::qi_configure(uint64_t base_pa, uint64_t entries,
   if ((uint64_t{4096} << qs) != bytes) return -EINVAL;  // IQA can only express 2^QS pages
   queue_.write_iqa(base_pa | (descriptor_bits == 256 ? invq::InvalidationQueue::kIqaDw256 : 0) |
                    qs);
+  descriptor_bits_.store(descriptor_bits, std::memory_order_relaxed);
   qi_configured_.store(true, std::memory_order_release);
   return 0;
+}
+
+// The wait with a completion callback that reports it (run where the processor completes it).
+invq::WaitOp InvalidationFrontEnd::reporting_completion(const invq::WaitOp &wait, size_t index) {
+  invq::WaitOp w = wait;
+  QueueEvent ev;
+  ev.type = QueueEventType::kWaitCompleted;
+  ev.index = index;
+  ev.descriptor_bits = descriptor_bits_.load(std::memory_order_relaxed);
+  ev.type_code = 0x5;  // VT-d Invalidation Wait Descriptor
+  ev.is_wait = true;
+  ev.status_write = wait.status_write;
+  ev.status_addr = wait.status_addr;
+  ev.status_data = wait.status_data;
+  ev.interrupt = wait.interrupt;
+  ev.fence = wait.fence;
+  w.callback = [hooks = hooks_, ev] {
+    Event e;
+    e.kind = kEventQueue;
+    e.queue = &ev;
+    hooks->emit(e);
+  };
+  return w;
 }
 
 int InvalidationFrontEnd::qi_write_tail(uint64_t tail_index) {
@@ -28,7 +52,7 @@ int InvalidationFrontEnd::qi_write_tail(uint64_t tail_index) {
     ok = queue_.write_tail(
         static_cast<size_t>(tail_index),
         [this](uint64_t pa, void *buf, size_t len) { return mem_.read(pa, buf, len) == 0; },
-        [this](const invq::DecodedDescriptor &d) {
+        [this](const invq::DecodedDescriptor &d, size_t index) {
           switch (d.kind) {
             case invq::DecodedKind::kOp:
               staged_.add(d.op);
@@ -40,6 +64,10 @@ int InvalidationFrontEnd::qi_write_tail(uint64_t tail_index) {
               // descriptor when its write fails.
               if (d.wait.status_write && !mem_.writable(d.wait.status_addr, sizeof(uint32_t))) {
                 return false;
+              }
+              if (hooks_ && hooks_->wants(kEventQueue)) [[unlikely]] {
+                staged_.add_wait(reporting_completion(d.wait, index));
+                break;
               }
               staged_.add_wait(d.wait);
               break;

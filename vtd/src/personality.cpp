@@ -83,7 +83,16 @@ bool VtdPersonality::resolve(uint64_t stamp, const Request &req, WalkContext *ou
   *fpd = false;
   if (!context_ || !context_->lookup(req.source_id, &ctx)) {
     if (!read_context(req.source_id, &ctx, fault, fpd)) return false;
-    if (context_) context_->fill(stamp, req.source_id, ctx);
+    if (context_) {
+      const bool kept = context_->fill(stamp, req.source_id, ctx);
+      if (hooks_ && hooks_->wants(kEventCacheFill)) [[unlikely]] {
+        FillEvent f;
+        f.cache = EventCache::kContext;
+        f.accepted = kept;
+        f.source_id = req.source_id;
+        hooks_->emit({.kind = kEventCacheFill, .fill = &f});
+      }
+    }
   }
   // FPD in the context entry (and in the PASID directory entry) covers every structure and
   // paging entry reached through it, not just the entry itself.
@@ -112,7 +121,18 @@ bool VtdPersonality::resolve(uint64_t stamp, const Request &req, WalkContext *ou
       return false;
     }
     pe.fpd = pe.fpd || dir_fpd;  // the directory entry's FPD travels with the cached PASID entry
-    if (pasid_) pasid_->fill(stamp, req.source_id, pasid, pe.did, pe);
+    if (pasid_) {
+      const bool kept = pasid_->fill(stamp, req.source_id, pasid, pe.did, pe);
+      if (hooks_ && hooks_->wants(kEventCacheFill)) [[unlikely]] {
+        FillEvent f;
+        f.cache = EventCache::kPasid;
+        f.accepted = kept;
+        f.source_id = req.source_id;
+        f.pasid = pasid;
+        f.domain = pe.did;
+        hooks_->emit({.kind = kEventCacheFill, .fill = &f});
+      }
+    }
   }
   // 4. Its PGTT says which stages to walk, its DID and the PASID tag what the walk caches.
   *out = walk_context(pe, pasid, privileged, ctx_fpd || pe.fpd);

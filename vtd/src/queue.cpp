@@ -81,6 +81,66 @@ void InvalidationQueue::stop(QueueFault fault, DecodeError decode_error) {
   fault_ = fault;
   decode_error_ = decode_error;
   stats_.count_error();
+  if (observed()) [[unlikely]]
+    emit_stop();
+}
+
+const char *to_string(QueueFault fault) {
+  switch (fault) {
+    case QueueFault::kNone:
+      return "no error";
+    case QueueFault::kDecode:
+      return "invalid descriptor";
+    case QueueFault::kFetchFailed:
+      return "descriptor fetch failed (queue address not backed by memory)";
+    case QueueFault::kTailOutOfRange:
+      return "tail beyond the queue size";
+    case QueueFault::kTailMisaligned:
+      return "tail not 256-bit aligned with 256-bit descriptors";
+    case QueueFault::kStatusWrite:
+      return "wait descriptor's status address is not writable";
+  }
+  return "unknown queue error";
+}
+
+void InvalidationQueue::emit_descriptor(const RawDescriptor &raw,
+                                        const DecodedDescriptor *decoded) const {
+  QueueEvent ev;
+  ev.type = QueueEventType::kDescriptor;
+  ev.index = head_;
+  ev.raw = raw.qw;
+  ev.descriptor_bits = dw256_ ? 256 : 128;
+  if (!dw256_) ev.raw[2] = ev.raw[3] = 0;
+  ev.type_code = descriptor_type(raw.qw[0]);
+  if (decoded) {
+    ev.is_op = decoded->kind == DecodedKind::kOp;
+    ev.is_wait = decoded->kind == DecodedKind::kWait;
+    if (ev.is_op) ev.op = decoded->op;
+    if (ev.is_wait) {
+      ev.status_write = decoded->wait.status_write;
+      ev.status_addr = decoded->wait.status_addr;
+      ev.status_data = decoded->wait.status_data;
+      ev.interrupt = decoded->wait.interrupt;
+      ev.fence = decoded->wait.fence;
+    }
+  }
+  Event e;
+  e.kind = kEventQueue;
+  e.queue = &ev;
+  hooks_->emit(e);
+}
+
+// Called with the queue's lock held, from stop(): head_ is the descriptor that stopped it.
+void InvalidationQueue::emit_stop() const {
+  QueueEvent ev;
+  ev.type = QueueEventType::kError;
+  ev.index = head_;
+  ev.descriptor_bits = dw256_ ? 256 : 128;
+  ev.error = fault_ == QueueFault::kDecode ? to_string(decode_error_) : to_string(fault_);
+  Event e;
+  e.kind = kEventQueue;
+  e.queue = &ev;
+  hooks_->emit(e);
 }
 
 }  // namespace nestor::invq

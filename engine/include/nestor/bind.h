@@ -209,6 +209,24 @@ class NESTOR_CXX_API BindLayer {
     BindRequest req;
   };
 
+  // The public calls' bodies; each public call is its body plus a bind event (kEventBind) with
+  // its result when a hook asks for them (bind_events.cpp).
+  int create_owner_unreported(uint32_t pasid_quota, uint32_t *owner);
+  int destroy_owner_unreported(uint32_t owner);
+  int release_owner_unreported(uint32_t owner);
+  int alloc_pasid_unreported(uint32_t owner, uint32_t want, uint32_t guest_pasid, uint32_t *pasid);
+  int free_pasid_unreported(uint32_t owner, uint32_t pasid);
+  int create_domain_unreported(const DomainConfig &dc, uint16_t *did);
+  int adopt_domain_unreported(const DomainConfig &dc, uint64_t sl_root, uint16_t *did);
+  int destroy_domain_unreported(uint16_t did);
+  int map_unreported(uint16_t did, uint64_t gpa, uint64_t hpa, uint64_t size, uint8_t perms);
+  int unmap_unreported(uint16_t did, uint64_t gpa, uint64_t size);
+  int attach_device_unreported(uint16_t source_id, uint16_t did);
+  int detach_device_unreported(uint16_t source_id);
+  int bind_unreported(uint32_t owner, uint16_t source_id, uint32_t pasid, const BindRequest &req);
+  int unbind_unreported(uint32_t owner, uint16_t source_id, uint32_t pasid);
+  int cache_invalidate_unreported(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags);
+
   bool feature(uint32_t f) const { return (cfg_.features & f) != 0; }
   sl::Config sl_config(const Domain &d) const;
   int new_domain(const DomainConfig &dc, uint64_t root, bool adopted, uint16_t *did);

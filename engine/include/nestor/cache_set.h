@@ -14,9 +14,12 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <tuple>
+#include <vector>
 
 #include "nestor/caches/caches.h"
 #include "nestor/caches/table_page_filter.h"
+#include "nestor/events.h"
 #include "nestor/invq/op.h"
 
 namespace nestor {
@@ -48,6 +51,9 @@ class CacheSet {
   }
   CacheSet(const CacheSet &) = delete;
   CacheSet &operator=(const CacheSet &) = delete;
+
+  // Where invalidation events go (kEventInvalidation); null: nowhere. Set before use.
+  void set_event_hooks(const EventHooks *hooks) { hooks_ = hooks; }
 
   // One clock for every cache a walk may fill (caches/README.md's usage contract).
   caches::InvalidationClock &clock() const { return *clock_; }
@@ -84,8 +90,14 @@ class CacheSet {
   // result as apply() on each, one interval claim and one generation step instead of one each.
   void apply_batch(std::span<const invq::InvalidationOp> ops) {
     if (ops.empty()) return;
+    const bool observed = hooks_ && hooks_->wants(kEventInvalidation);
     caches::InvalidationClock::Interval interval(*clock_);
-    for (const invq::InvalidationOp &op : ops) apply_one(op);
+    for (const invq::InvalidationOp &op : ops) {
+      if (observed) [[unlikely]]
+        apply_observed(op);
+      else
+        apply_one(op);
+    }
     // Inside the interval, after the removals: a walk stamped after the interval closes (a
     // stamp newer than the operation) then sees the new generations, and a handle that still
     // sees its old one may stamp its walk freshly (EngineCore::walk_stamp) without missing
@@ -145,6 +157,118 @@ class CacheSet {
     if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
       psc_->invalidate_first_level_of_domain(op.did);
     if (op.caches & invq::kCacheIotlb) apply_iotlb(op, reach);
+  }
+
+  // apply_one with an invalidation event: what it removed is told apart by listing every live
+  // entry before and after (diagnostics cost: every set of every cache is read twice, which is
+  // why it only happens while a hook asks for these events).
+  void apply_observed(const invq::InvalidationOp &op) {
+    std::vector<RemovedEntry> before = live_entries();
+    apply_one(op);
+    std::vector<RemovedEntry> after = live_entries();
+    auto identity = [](const RemovedEntry &e) {
+      const invq::CacheEntryKey &k = e.key;
+      return std::tuple(e.cache, k.did, k.source_id, k.pasid, k.page, k.second_level, k.nested,
+                        k.gpa_page, e.pages, e.level, e.has_domain);
+    };
+    auto less = [&](const RemovedEntry &a, const RemovedEntry &b) {
+      return identity(a) < identity(b);
+    };
+    std::sort(before.begin(), before.end(), less);
+    std::sort(after.begin(), after.end(), less);
+    std::vector<RemovedEntry> removed;
+    std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                        std::back_inserter(removed), less);
+    InvalidationEvent ev;
+    ev.op = op;
+    for (RemovedEntry &e : removed) {
+      e.required = required(op, e);
+      ++ev.removed[size_t(e.cache)];
+      if (!e.required) ++ev.over[size_t(e.cache)];
+    }
+    ev.entries = removed;
+    Event event;
+    event.kind = kEventInvalidation;
+    event.invalidation = &ev;
+    hooks_->emit(event);
+  }
+
+  // Whether invq::covers requires the entry's removal. An entry spanning several pages is
+  // judged by its page nearest the operation's range (inside it whenever the two overlap).
+  static bool required(const invq::InvalidationOp &op, const RemovedEntry &e) {
+    // An untagged context entry is no domain's: a domain scope reaches it only by widening.
+    if (!e.has_domain && op.scope == invq::Scope::kDomain) return false;
+    invq::CacheEntryKey probe = e.key;
+    if (op.scope == invq::Scope::kRange && e.pages > 1) {
+      const uint64_t first = op.addr >> invq::kPageShift;
+      probe.page = std::clamp(first, e.key.page, e.key.page + (e.pages - 1));
+    }
+    return invq::covers(op, probe);
+  }
+
+  std::vector<RemovedEntry> live_entries() const {
+    std::vector<RemovedEntry> out;
+    auto add = [&](EventCache cache, uint8_t bit, auto &&fill_key) {
+      RemovedEntry e;
+      e.cache = cache;
+      e.key.cache = bit;
+      fill_key(e);
+      out.push_back(e);
+    };
+    context_->for_each_live([&](uint16_t sid, uint32_t did) {
+      add(EventCache::kContext, invq::kCacheContext, [&](RemovedEntry &e) {
+        e.key.source_id = sid;
+        e.has_domain = did <= 0xFFFF;
+        e.key.did = e.has_domain ? uint16_t(did) : 0;
+        e.pages = 0;
+      });
+    });
+    pasid_->for_each_live([&](uint16_t sid, uint32_t pasid, uint16_t did) {
+      add(EventCache::kPasid, invq::kCachePasid, [&](RemovedEntry &e) {
+        e.key.source_id = sid;
+        e.key.pasid = pasid;
+        e.key.did = did;
+        e.pages = 0;
+      });
+    });
+    iotlb_->for_each_live(
+        [&](uint16_t did, uint32_t pasid, uint64_t base, const caches::IotlbEntry &v) {
+          add(EventCache::kIotlb, invq::kCacheIotlb, [&](RemovedEntry &e) {
+            e.key.did = did;
+            e.key.second_level = pasid == caches::Iotlb::kSecondLevelPasid;
+            e.key.pasid = e.key.second_level ? 0 : pasid;
+            e.key.page = base >> invq::kPageShift;
+            e.key.nested = (v.flags & caches::kIotlbNested) != 0;
+            e.key.gpa_page = v.gpa_base >> invq::kPageShift;
+            e.pages = uint64_t{1} << (v.page_shift - invq::kPageShift);
+          });
+        });
+    psc_->for_each_live_fl([&](uint16_t did, uint32_t pasid, unsigned level, uint64_t base) {
+      add(EventCache::kPscFirstLevel, invq::kCachePaging, [&](RemovedEntry &e) {
+        e.key.did = did;
+        e.key.pasid = pasid;
+        e.key.page = base >> invq::kPageShift;
+        e.level = uint8_t(level);
+        e.pages = uint64_t{1} << (caches::psc_level_shift(level) - invq::kPageShift);
+      });
+    });
+    psc_->for_each_live_sl([&](uint16_t did, unsigned level, uint64_t base) {
+      add(EventCache::kPscSecondLevel, invq::kCachePaging, [&](RemovedEntry &e) {
+        e.key.did = did;
+        e.key.second_level = true;
+        e.key.page = base >> invq::kPageShift;
+        e.level = uint8_t(level);
+        e.pages = uint64_t{1} << (caches::psc_level_shift(level) - invq::kPageShift);
+      });
+    });
+    psc_->for_each_live_nested_table([&](uint16_t did, uint64_t gpa) {
+      add(EventCache::kNestedTable, invq::kCachePaging, [&](RemovedEntry &e) {
+        e.key.did = did;
+        e.key.second_level = true;
+        e.key.page = gpa >> invq::kPageShift;
+      });
+    });
+    return out;
   }
 
   // The context and PASID caches share their scopes; a PASID or range scope is each one's own.
@@ -225,6 +349,7 @@ class CacheSet {
   }
 
   const uint64_t promote_threshold_pages_;
+  const EventHooks *hooks_ = nullptr;
   std::unique_ptr<caches::InvalidationClock> clock_;
   std::unique_ptr<caches::ContextCache<ContextValue>> context_;
   std::unique_ptr<caches::PasidCache<PasidValue>> pasid_;

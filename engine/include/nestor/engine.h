@@ -211,6 +211,11 @@ class EngineCore {
   const Caches &caches() const { return caches_; }
   EngineStats stats() const;
 
+  // Event hooks (nestor/events.h). Adding or removing one also re-arms the translate gate.
+  EventHooks &event_hooks() { return hooks_; }
+  int add_event_hook(uint32_t kinds, EventCallback callback, void *user);
+  int remove_event_hook(int id);
+
   Result translate(const Request &req);
   void translate_batch(const Request *reqs, Result *out, size_t n);
   // A handle's translation (AddressSpace or an equal handle type): its resolution and its
@@ -231,13 +236,15 @@ class EngineCore {
   template <Personality Q, bool kCaching>
   friend class PipelineTables;
   using Resolved = WalkContext;
-  bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out);
+  bool resolve(uint64_t stamp, const Request &req, Resolved *out, Result *fault_out,
+               bool *fpd_out = nullptr);
   // What the pipeline tells translate_in besides the result, behind one pointer: a seventh
   // argument would go on the stack, and the frame pointer that takes made translate_in keep
   // the handle in memory, reloaded on its handle-cache hit path too.
   struct PipelineNotes {
     bool write_ready = false;  // a later write may reuse this result without a walk
     enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
+    bool walked = false;  // the answer (or fault) came from a walk
   };
   // What a walk's fills are stamped with. A resolution's stamp ages with every invalidation
   // after it, and fills judged by an old stamp are refused by any overlapping one since; a
@@ -257,12 +264,35 @@ class EngineCore {
   }
   Result translate_resolved(const WalkStamp &stamp, const Resolved &rs, const Request &req,
                             PipelineNotes *notes = nullptr);
-  Result translate_drained(const Request &req);
+  // Translations while the gate is up (drain on, or a hook wants translation events): the
+  // drain bracket, then the plain path or the observed one.
+  Result translate_gated(const Request &req);
+  Result translate_observed(const Request &req);
+  template <class Handle>
+  Result translate_in_gated(Handle &as, const Request &req);
+  // The handle path, written once: kObserved also fills *ev with where the answer came from.
+  template <bool kObserved, class Handle>
+  Result translate_in_impl(Handle &as, const Request &req, TranslateEvent *ev);
+  void emit_translate(uint32_t kind, const TranslateEvent &ev) {
+    Event e;
+    e.kind = kind;
+    e.translate = &ev;
+    hooks_.emit(e);
+  }
+  static void describe(TranslateEvent *ev, const Resolved &rs, const PipelineNotes &notes);
+  void note_fill(const FillEvent &f) {
+    Event e;
+    e.kind = kEventCacheFill;
+    e.fill = &f;
+    hooks_.emit(e);
+  }
+  void update_gate();
   // The one walk path, with (kCaching) or without the caches.
   template <bool kCaching>
   Result walk_pipeline(const WalkStamp &stamp, const WalkContext &c, const Request &req,
                        PipelineNotes *notes);
-  Result fail(const Request &req, Fault f, bool fpd);
+  // `rs`: the address space the fault happened in (null: resolving it faulted).
+  Result fail(const Request &req, Fault f, bool fpd, const Resolved *rs = nullptr);
   // The request path's memo of recent resolutions, one small array per thread: a device that
   // keeps translating skips the personality's structure lookups until an invalidation moves
   // the generation, exactly as an address-space handle does. Tagged with a never-reused engine
@@ -288,6 +318,13 @@ class EngineCore {
   Caches caches_;
   P personality_;
   EngineInvalidation *inv_ = nullptr;
+  // What the translate entry points test before anything else: nonzero sends them to
+  // translate_gated (kGateDrain: cfg.drain; kGateEvents: a hook wants translation events). One
+  // word the hit paths read anyway in place of the drain flag, so hooks cost them nothing.
+  static constexpr uint32_t kGateDrain = 1, kGateEvents = 2;
+  std::atomic<uint32_t> gate_{0};
+  EventHooks hooks_;
+  std::mutex hook_mu_;  // add/remove and the gate update they make, as one step
 };
 
 class NESTOR_CXX_API Engine {

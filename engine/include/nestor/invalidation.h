@@ -54,6 +54,8 @@ class NESTOR_CXX_API EngineInvalidation final : public invq::InvalidationTarget,
   // Engine's: its memory and its core's caches.
   EngineInvalidation(Engine &engine, const EngineConfig &cfg);
   ~EngineInvalidation() override;
+  // Where the queue's events go (Engine's hooks; the Engine& constructor sets them).
+  void set_event_hooks(const EventHooks *hooks) { front_end_.set_event_hooks(hooks); }
   EngineInvalidation(const EngineInvalidation &) = delete;
   EngineInvalidation &operator=(const EngineInvalidation &) = delete;
 

@@ -218,6 +218,17 @@ class Iotlb {
         [&](uint64_t st, const Key &k, const IotlbEntry &v) { return valid(st, k, v); });
   }
 
+  // Diagnostics only (locks every set): f(did, pasid, input base address, entry) for every live
+  // entry. pasid is kSecondLevelPasid for second-level-only entries.
+  template <class F>
+  void for_each_live(F &&f) {
+    auto valid = valid_fn();
+    cache_.count_if([&](uint64_t st, const Key &k, const IotlbEntry &v) {
+      if (valid(st, k, v)) f(k.did, k.pasid, k.page << page_shift_of(PageSize(k.size)), v);
+      return false;
+    });
+  }
+
  private:
   struct Key {
     uint64_t page;  // address >> page shift of the size class

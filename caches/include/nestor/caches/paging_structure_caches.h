@@ -221,6 +221,34 @@ class PagingStructureCaches {
   CacheStats sl_stats() const { return sl_stats_.snapshot(); }
   CacheStats nested_table_stats() const { return nt_stats_.snapshot(); }
 
+  // Diagnostics only (locks every set), one call per live entry: first level f(did, pasid,
+  // level, iova base), second level f(did, level, gpa base), nested tables f(did, gpa page).
+  template <class F>
+  void for_each_live_fl(F &&f) {
+    auto valid = fl_valid();
+    fl_.count_if([&](uint64_t st, const FlKey &k, const PscEntry &v) {
+      if (valid(st, k, v))
+        f(k.did, k.pasid, unsigned(k.level), k.prefix << psc_level_shift(k.level));
+      return false;
+    });
+  }
+  template <class F>
+  void for_each_live_sl(F &&f) {
+    auto valid = sl_valid();
+    sl_.count_if([&](uint64_t st, const SlKey &k, const PscEntry &v) {
+      if (valid(st, k, v)) f(k.did, unsigned(k.level), k.prefix << psc_level_shift(k.level));
+      return false;
+    });
+  }
+  template <class F>
+  void for_each_live_nested_table(F &&f) {
+    auto valid = sl_valid();
+    nt_.count_if([&](uint64_t st, const NtKey &k, const NestedTableEntry &v) {
+      if (valid(st, k, v)) f(k.did, k.page << 12);
+      return false;
+    });
+  }
+
  private:
   struct FlKey {
     uint64_t prefix;

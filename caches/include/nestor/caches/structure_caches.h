@@ -100,6 +100,16 @@ class ContextCache {
 
   CacheStats stats() const { return stats_.snapshot(); }
 
+  // Diagnostics only (locks every set): f(sid, did or kNoDid) for every live entry.
+  template <class F>
+  void for_each_live(F &&f) {
+    auto valid = valid_fn();
+    cache_.count_if([&](uint64_t st, const Key &k, const Stored &v) {
+      if (valid(st, k, v)) f(k.sid, v.did);
+      return false;
+    });
+  }
+
  private:
   struct Key {
     uint16_t sid;
@@ -205,6 +215,16 @@ class PasidCache {
   }
 
   CacheStats stats() const { return stats_.snapshot(); }
+
+  // Diagnostics only (locks every set): f(sid, pasid, did) for every live entry.
+  template <class F>
+  void for_each_live(F &&f) {
+    auto valid = valid_fn();
+    cache_.count_if([&](uint64_t st, const Key &k, const Stored &v) {
+      if (valid(st, k, v)) f(k.sid, k.pasid, v.did);
+      return false;
+    });
+  }
 
  private:
   struct Key {

@@ -45,15 +45,25 @@ class InvalidationFrontEnd {
   invq::UapiArrayResult submit_iotlb_array(std::span<const invq::IotlbInvalidateEntry> entries,
                                            uint16_t did, uint32_t pasid);
 
+  // Queue events (kEventQueue): the queue's descriptors and errors, and waits' completions.
+  void set_event_hooks(const EventHooks *hooks) {
+    hooks_ = hooks;
+    queue_.set_event_hooks(hooks);
+  }
+
   invq::InvalidationQueue &queue() { return queue_; }
   const invq::InvalidationQueue &queue() const { return queue_; }
 
  private:
+  invq::WaitOp reporting_completion(const invq::WaitOp &wait, size_t index);
+
   MachineMemory &mem_;
   invq::InvalidationProcessor &processor_;
   const unsigned host_width_;
   invq::InvalidationQueue queue_;
+  const EventHooks *hooks_ = nullptr;
   std::atomic<bool> qi_configured_{false};
+  std::atomic<unsigned> descriptor_bits_{128};  // as configured; for wait-completion events
   // A tail write decodes into staged_ and hands it to the processor in one piece. The mutex
   // keeps concurrent tail writes from sharing staged_, and keeps their hand-overs in the order
   // the queue decoded them.

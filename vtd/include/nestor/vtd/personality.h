@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "nestor/caches/structure_caches.h"
+#include "nestor/events.h"
 #include "nestor/machine_memory.h"
 #include "nestor/personality.h"
 #include "nestor/vtd/structures.h"
@@ -35,6 +36,9 @@ class VtdPersonality {
   // Null caches: every resolution reads the structures (the uncached engine).
   VtdPersonality(MachineMemory &mem, const Config &cfg, ContextCache *context, PasidCache *pasid)
       : mem_(mem), cfg_(cfg), context_(context), pasid_(pasid) {}
+
+  // Where context and PASID cache fills are reported (kEventCacheFill); the engine sets it.
+  void set_event_hooks(const EventHooks *hooks) { hooks_ = hooks; }
 
   // Root-table address register. 0 or -EINVAL (misaligned or beyond HAW).
   int set_root_table(uint64_t pa);
@@ -65,6 +69,7 @@ class VtdPersonality {
   const Config cfg_;
   ContextCache *const context_;
   PasidCache *const pasid_;
+  const EventHooks *hooks_ = nullptr;
   std::atomic<uint64_t> root_table_{0};
   std::atomic<bool> root_set_{false};
 };

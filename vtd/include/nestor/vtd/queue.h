@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "nestor/events.h"
 #include "nestor/invq/stats.h"
 #include "nestor/vtd/descriptor.h"
 
@@ -31,6 +32,9 @@ enum class QueueFault : uint8_t {
   kTailMisaligned,  // IQT bit 4 set with 256-bit descriptors
   kStatusWrite,     // the sink refused a wait whose status write cannot be done
 };
+
+// What stopped a queue, in words (QueueFault::kDecode: see to_string(DecodeError)).
+const char *to_string(QueueFault fault);
 
 class InvalidationQueue {
  public:
@@ -64,6 +68,10 @@ class InvalidationQueue {
 
   const Stats &stats() const { return stats_; }
 
+  // Where queue events go (kEventQueue: each descriptor decoded, and the error that stops the
+  // queue); null: nowhere. Set before the queue is used.
+  void set_event_hooks(const EventHooks *hooks) { hooks_ = hooks; }
+
   // Moves the tail to `tail_index` and processes [head, tail): each descriptor is read with
   // `fetch(pa, buf, len) -> bool`, decoded, and handed to `sink(const DecodedDescriptor&)` in
   // queue order. On an error, head stays on the offending descriptor, nothing after it reaches
@@ -71,6 +79,7 @@ class InvalidationQueue {
   // `sink` may return bool: false refuses the descriptor (a wait whose status address is not
   // writable memory), which stops the queue with IQE like a decode error, as QEMU's
   // vtd_process_wait_desc does when its status write fails.
+  // `sink` may also take the descriptor's index as a second argument (then it returns bool).
   // `sink` must not call back into this queue.
   template <typename Fetch, typename Sink>
   bool write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink);
@@ -82,6 +91,12 @@ class InvalidationQueue {
  private:
   void stop(QueueFault fault, DecodeError decode_error);
   size_t width_bytes() const { return dw256_ ? 32 : 16; }
+  bool observed() const { return hooks_ && hooks_->wants(kEventQueue); }
+  // `decoded` null: the descriptor failed to decode (the error event follows).
+  void emit_descriptor(const RawDescriptor &raw, const DecodedDescriptor *decoded) const;
+  void emit_stop() const;
+
+  const EventHooks *hooks_ = nullptr;
 
   mutable std::mutex mutex_;
   DecodeOptions options_;
@@ -106,6 +121,7 @@ bool InvalidationQueue::write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink
   }
   tail_ = tail_index;
   if (error_ != QiError::kNone) return false;
+  const bool observed = this->observed();
   const DescriptorWidth width = dw256_ ? DescriptorWidth::k256 : DescriptorWidth::k128;
   // Counted here and added once per tail write: one atomic add per type, not per descriptor.
   std::array<uint64_t, kDescriptorTypeCount> by_type{};
@@ -123,11 +139,19 @@ bool InvalidationQueue::write_tail(size_t tail_index, Fetch &&fetch, Sink &&sink
       return false;
     }
     const DecodeError error = decode_descriptor(raw, width, options_, decoded);
+    if (observed) [[unlikely]]
+      emit_descriptor(raw, error == DecodeError::kNone ? &decoded : nullptr);
     if (error != DecodeError::kNone) {
       stop(QueueFault::kDecode, error);
       return false;
     }
-    if constexpr (std::is_same_v<std::invoke_result_t<Sink &, const DecodedDescriptor &>, bool>) {
+    if constexpr (std::is_invocable_v<Sink &, const DecodedDescriptor &, size_t>) {
+      if (!sink(std::as_const(decoded), head_)) {
+        stop(QueueFault::kStatusWrite, DecodeError::kNone);
+        return false;
+      }
+    } else if constexpr (std::is_same_v<std::invoke_result_t<Sink &, const DecodedDescriptor &>,
+                                        bool>) {
       if (!sink(std::as_const(decoded))) {
         stop(QueueFault::kStatusWrite, DecodeError::kNone);
         return false;

@@ -57,8 +57,8 @@ enum class EventCache : uint8_t {
 };
 inline constexpr size_t kEventCaches = 6;
 constexpr const char *event_cache_name(EventCache c) {
-  constexpr const char *kNames[] = {"context",      "pasid",           "iotlb",
-                                    "psc-first-level", "psc-second-level", "nested-table"};
+  constexpr const char *kNames[] = {"context",          "pasid",       "iotlb", "psc-first-level",
+                                    "psc-second-level", "nested-table"};
   return size_t(c) < kEventCaches ? kNames[size_t(c)] : "unknown";
 }
 
@@ -109,6 +109,8 @@ struct RemovedEntry {
   invq::CacheEntryKey key;
   uint64_t pages = 1;  // 4K pages of input address it translated (0 for structure entries)
   uint8_t level = 0;   // paging-structure caches: level of the cached entry
+  // False for a context entry without a DID (VT-d scalable mode: key.did is then 0).
+  bool has_domain = true;
   // Whether the operation required its removal (invq::covers). False: over-invalidation, an
   // entry the engine removed beyond what the operation named (a widened scope).
   bool required = true;
@@ -132,18 +134,18 @@ enum class QueueEventType : uint8_t {
 
 struct QueueEvent {
   QueueEventType type = QueueEventType::kDescriptor;
-  uint64_t index = 0;                 // descriptor slot in the queue (kDescriptor, kError)
-  std::array<uint64_t, 4> raw{};      // its words as read (qw[2..3] only in 256-bit mode)
-  unsigned descriptor_bits = 128;     // 128 or 256
-  uint8_t type_code = 0;              // the descriptor's type field
-  bool is_wait = false;               // kDescriptor: a wait descriptor (fields below)
-  bool is_op = false;                 // kDescriptor: an invalidation (op below)
-  invq::InvalidationOp op;            // kDescriptor with is_op
-  bool status_write = false;          // waits: SW, its address and data; IF; FN
+  uint64_t index = 0;              // descriptor slot in the queue (kDescriptor, kError)
+  std::array<uint64_t, 4> raw{};   // its words as read (qw[2..3] only in 256-bit mode)
+  unsigned descriptor_bits = 128;  // 128 or 256
+  uint8_t type_code = 0;           // the descriptor's type field
+  bool is_wait = false;            // kDescriptor: a wait descriptor (fields below)
+  bool is_op = false;              // kDescriptor: an invalidation (op below)
+  invq::InvalidationOp op;         // kDescriptor with is_op
+  bool status_write = false;       // waits: SW, its address and data; IF; FN
   uint64_t status_addr = 0;
   uint32_t status_data = 0;
   bool interrupt = false, fence = false;
-  const char *error = nullptr;        // kError: what stopped the queue
+  const char *error = nullptr;  // kError: what stopped the queue
 };
 
 enum class BindEventType : uint8_t {
@@ -157,15 +159,15 @@ enum class BindEventType : uint8_t {
   kUnmapped = 7,
   kDeviceAttached = 8,
   kDeviceDetached = 9,
-  kBound = 10,    // a first-level table bound to (device, PASID): nested translation on
+  kBound = 10,  // a first-level table bound to (device, PASID): nested translation on
   kUnbound = 11,
-  kCacheInvalidate = 12,  // an owner's invalidation forwarded (op: in host terms)
+  kCacheInvalidate = 12,  // an owner's invalidation (op: as the owner gave it)
 };
 constexpr const char *bind_event_name(BindEventType t) {
-  constexpr const char *kNames[] = {"owner-created",  "owner-destroyed", "pasid-allocated",
-                                    "pasid-freed",    "domain-created",  "domain-destroyed",
-                                    "mapped",         "unmapped",        "device-attached",
-                                    "device-detached", "bound",          "unbound",
+  constexpr const char *kNames[] = {"owner-created",   "owner-destroyed", "pasid-allocated",
+                                    "pasid-freed",     "domain-created",  "domain-destroyed",
+                                    "mapped",          "unmapped",        "device-attached",
+                                    "device-detached", "bound",           "unbound",
                                     "cache-invalidate"};
   return size_t(t) < 13 ? kNames[size_t(t)] : "unknown";
 }
@@ -178,7 +180,7 @@ struct BindEvent {
   uint32_t pasid = 0;
   uint16_t domain = 0;
   uint64_t gpa = 0, hpa = 0, size = 0;  // map/unmap; kBound: gpa = first-level root (GPA)
-  invq::InvalidationOp op;             // kCacheInvalidate
+  invq::InvalidationOp op;              // kCacheInvalidate: the owner's op
 };
 
 // What a callback receives: `kind` is one EventKindBits value and names the member that is set.
