@@ -95,18 +95,20 @@ void append_caches(std::string *out, uint8_t caches) {
   if (first) *out += "none";
 }
 
-// The canonical operation as key=value fields (nestor_invalidation, nestor_bind).
-void append_op(std::string *out, const invq::InvalidationOp &op) {
-  *out += " caches=";
+// The canonical operation as key=value fields, each key after `key` ("op." where the line has
+// a source-id and PASID of its own: nestor_bind).
+void append_op(std::string *out, const invq::InvalidationOp &op, const char *key = "") {
+  appendf(out, " %scaches=", key);
   append_caches(out, op.caches);
-  appendf(out, " scope=%s did=0x%x sid=0x%x", scope_name(op.scope), unsigned(op.did),
-          unsigned(op.source_id));
+  appendf(out, " %sscope=%s %sdid=0x%x %ssid=0x%x", key, scope_name(op.scope), key,
+          unsigned(op.did), key, unsigned(op.source_id));
   if (op.pasid == invq::kNoPasid)
-    *out += " pasid=none";
+    appendf(out, " %spasid=none", key);
   else
-    appendf(out, " pasid=0x%" PRIx32, op.pasid);
-  appendf(out, " addr=0x%" PRIx64 " npages=%" PRIu64 " leaf=%d gpa=%d fm=%u", op.addr, op.npages,
-          int(op.leaf), int(op.addr_is_gpa), unsigned(op.function_mask));
+    appendf(out, " %spasid=0x%" PRIx32, key, op.pasid);
+  appendf(out, " %saddr=0x%" PRIx64 " %snpages=%" PRIu64 " %sleaf=%d %sgpa=%d %sfm=%u", key,
+          op.addr, key, op.npages, key, int(op.leaf), key, int(op.addr_is_gpa), key,
+          unsigned(op.function_mask));
 }
 
 // vtd_dmar_translate(uint8_t bus, uint8_t slot, uint8_t func, uint64_t iova, uint64_t gpa,
@@ -357,7 +359,7 @@ void format_bind(const BindEvent &b, const std::string &prefix, std::string *out
           " domain=0x%x gpa=0x%" PRIx64 " hpa=0x%" PRIx64 " size=0x%" PRIx64,
           bind_event_name(b.type), b.result, b.owner, unsigned(b.source_id), b.pasid,
           unsigned(b.domain), b.gpa, b.hpa, b.size);
-  if (b.type == BindEventType::kCacheInvalidate) append_op(out, b.op);
+  if (b.type == BindEventType::kCacheInvalidate) append_op(out, b.op, "op.");
   *out += '\n';
 }
 

@@ -303,6 +303,21 @@ TEST(QemuText, FillAndBindLines) {
   EXPECT_EQ(text_of({.kind = kEventBind, .bind = &b}),
             "nestor_bind type=mapped result=0 owner=7 sid=0x0 pasid=0x0 domain=0x5 "
             "gpa=0x1000 hpa=0x9000 size=0x2000\n");
+  // An owner's invalidation: its op's keys say they are the op's.
+  BindEvent inv{.type = BindEventType::kCacheInvalidate,
+                .owner = 1,
+                .source_id = 0x108,
+                .pasid = 2,
+                .op = make_op(kIotlbPaging, invq::Scope::kRange)};
+  inv.op.source_id = 0x108;
+  inv.op.pasid = 2;
+  inv.op.addr = 0x37000;
+  inv.op.npages = 8;
+  inv.op.leaf = true;
+  EXPECT_EQ(text_of({.kind = kEventBind, .bind = &inv}),
+            "nestor_bind type=cache-invalidate result=0 owner=1 sid=0x108 pasid=0x2 domain=0x0 "
+            "gpa=0x0 hpa=0x0 size=0x0 op.caches=iotlb,paging op.scope=range op.did=0x0 "
+            "op.sid=0x108 op.pasid=0x2 op.addr=0x37000 op.npages=8 op.leaf=1 op.gpa=0 op.fm=0\n");
 }
 
 TEST(QemuText, ParseEventKinds) {
