@@ -109,6 +109,41 @@ void BM_Hit_Request(benchmark::State &state) {
 }
 BENCHMARK(BM_Hit_Request)->Arg(64)->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
 
+// The hit paths with event hooks (nestor/events.h): range(1) 0 none registered, 1 a fault hook
+// (hits never reach it: the same cost as none), 2 a translation hook that counts (every
+// translation takes the observed path and calls it). range(2) 0 handle, 1 request path.
+void BM_Hit_Hooks(benchmark::State &state) {
+  const uint64_t pages = uint64_t(state.range(0));
+  const int64_t hooked = state.range(1);
+  bench::Testbed &b = bed(bench::Mode::kNested, pages);
+  warm(b, pages);
+  std::atomic<uint64_t> events{0};
+  auto count = [](void *user, const Event &) {
+    static_cast<std::atomic<uint64_t> *>(user)->fetch_add(1, std::memory_order_relaxed);
+  };
+  int id = -1;
+  if (hooked == 1) id = b.engine().add_event_hook(kEventFault, count, &events);
+  if (hooked == 2) id = b.engine().add_event_hook(kEventTranslate, count, &events);
+  static constexpr const char *kLabels[] = {"no hooks", "fault hook", "translate hook"};
+  state.SetLabel(std::string(kLabels[hooked]) + (state.range(2) ? ", request" : ", handle"));
+  AddressSpace h = b.engine().open(b.devices()[0].source_id, true, b.devices()[0].pasid);
+  Request req = b.devices()[0].request();
+  const std::vector<uint64_t> iovas = shuffled_iovas(pages);
+  uint64_t i = 0, faults = 0;
+  for (auto _ : state) {
+    req.iova = iovas[i++ & (pages - 1)];
+    const Result r =
+        state.range(2) ? b.engine().translate(req) : h.translate(req.iova, kAccessRead);
+    faults += !r.ok;
+    benchmark::DoNotOptimize(r);
+  }
+  if (id >= 0) b.engine().remove_event_hook(id);
+  if (hooked == 2 && events.load() < uint64_t(state.iterations()))
+    state.SkipWithError("events were lost");
+  rate(state, faults);
+}
+BENCHMARK(BM_Hit_Hooks)->ArgsProduct({{64}, {0, 1, 2}, {0, 1}});
+
 // Batch API vs the single-request loop on a working set far beyond the last-level cache.
 void BM_Hit_HandleLoop_Large(benchmark::State &state) {
   const uint64_t pages = 1u << 19;

@@ -143,29 +143,14 @@ void EngineCore<P>::describe(TranslateEvent *ev, const Resolved &rs, const Pipel
     ev->source = TranslateSource::kIotlb;
 }
 
-// The request path with its outcome reported: resolves without the per-thread memo (which only
-// spares the structure lookups; the resolution and the result are the same) so the event can
-// name the address space.
+// The request path with its outcome reported: the same steps, with an event filled on the way.
 template <Personality P>
 Result EngineCore<P>::translate_observed(const Request &req) {
   TranslateEvent ev;
   ev.request = req;
-  const uint64_t gen = cfg_.caching ? caches_.generation() : kStaleGeneration;
-  const uint64_t stamp = caches_.clock().now();
-  Resolved rs;
-  Result r;
-  bool fpd = false;
-  if (!resolve(stamp, req, &rs, &r, &fpd)) {
-    ev.source = TranslateSource::kStructures;
-    ev.fault_suppressed = fpd;
-  } else {
-    PipelineNotes notes;
-    r = translate_resolved({stamp, gen}, rs, req, &notes);
-    describe(&ev, rs, notes);
-  }
-  ev.result = r;
+  ev.result = translate_request_impl<true>(req, &ev);
   emit_translate(kEventTranslate, ev);
-  return r;
+  return ev.result;
 }
 
 template <Personality P>
@@ -177,6 +162,31 @@ typename EngineCore<P>::RecentResolution &EngineCore<P>::recent_resolution(uint1
 
 template <Personality P>
 Result EngineCore<P>::translate_undrained(const Request &req) {
+  return translate_request_impl<false>(req, nullptr);
+}
+
+template <Personality P>
+template <bool kObserved>
+[[gnu::always_inline]] inline Result EngineCore<P>::translate_request_impl(const Request &req,
+                                                                           TranslateEvent *ev) {
+  // The pipeline, and with kObserved where its answer came from.
+  auto run = [&](const WalkStamp &stamp, const Resolved &rs) {
+    if constexpr (kObserved) {
+      PipelineNotes notes;
+      const Result r = translate_resolved(stamp, rs, req, &notes);
+      describe(ev, rs, notes);
+      return r;
+    } else {
+      return translate_resolved(stamp, rs, req);
+    }
+  };
+  bool fpd = false;
+  auto resolve_failed = [&] {
+    if constexpr (kObserved) {
+      ev->source = TranslateSource::kStructures;
+      ev->fault_suppressed = fpd;
+    }
+  };
   if (cfg_.caching) {
     // Same protocol as translate_in(): the generation is read before resolving, and a walk of a
     // resolution still current stamps itself (walk_stamp); the resolution's stamp is what it
@@ -188,12 +198,13 @@ Result EngineCore<P>::translate_undrained(const Request &req) {
         m.pasid == req.pasid && m.flags == flags) {
       // A copy: an I/O callback reached from the walk may translate on this thread again.
       const Resolved rs = m.rs;
-      return translate_resolved({m.stamp, gen}, rs, req);
+      return run({m.stamp, gen}, rs);
     }
     const uint64_t stamp = caches_.clock().now();
     Result fault;
-    if (!resolve(stamp, req, &m.rs, &fault)) {
+    if (!resolve(stamp, req, &m.rs, &fault, kObserved ? &fpd : nullptr)) {
       m.engine_id = 0;
+      resolve_failed();
       return fault;
     }
     m.engine_id = id_;
@@ -203,15 +214,18 @@ Result EngineCore<P>::translate_undrained(const Request &req) {
     m.pasid = req.pasid;
     m.flags = flags;
     const Resolved rs = m.rs;
-    return translate_resolved({stamp, gen}, rs, req);
+    return run({stamp, gen}, rs);
   }
   // Taken before anything is read: a fill is refused if an invalidation of its key was issued
   // after this point, so a walk racing an invalidation never leaves a stale entry behind.
   const uint64_t stamp = caches_.clock().now();
   Resolved rs;
   Result fault;
-  if (!resolve(stamp, req, &rs, &fault)) return fault;
-  return translate_resolved({stamp}, rs, req);
+  if (!resolve(stamp, req, &rs, &fault, kObserved ? &fpd : nullptr)) {
+    resolve_failed();
+    return fault;
+  }
+  return run({stamp}, rs);
 }
 
 template <Personality P>

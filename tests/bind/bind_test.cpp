@@ -2,6 +2,8 @@
 // the first-level owner's invalidations.
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "bind_fixture.h"
 
 namespace nestor::bindtest {
@@ -66,6 +68,47 @@ TEST_F(BindTest, NestedTranslationThroughTheBoundTable) {
   EXPECT_EQ(pe.fl_root, root);
   EXPECT_EQ(pe.fl_levels, 4);
   EXPECT_EQ(pe.aw, 2);
+}
+
+// Bind-layer changes are reported as they happen, refusals with the errno the call returned,
+// so an embedder can tell which binding a translation went through without asking the layer.
+TEST_F(BindTest, BindEventsReportEachChangeAndItsResult) {
+  std::vector<BindEvent> seen;
+  auto record = [](void *user, const Event &e) {
+    static_cast<std::vector<BindEvent> *>(user)->push_back(*e.bind);
+  };
+  const int id = w.engine().add_event_hook(kEventBind, record, &seen);
+  ASSERT_GE(id, 0);
+  const uint64_t root = guest_table(a, 0x30'0000);
+  ASSERT_EQ(w.layer().bind(a.owner, kSidA, pa, bind_req(root)), 0);
+  // Owner b may not bind a PASID owner a holds (SYSWIDE_PASID): refused, and reported so.
+  EXPECT_EQ(w.layer().bind(b.owner, kSidA, pa, bind_req(root)), -EPERM);
+  invq::InvalidationOp op;
+  op.caches = invq::kCacheIotlb | invq::kCachePaging;
+  op.scope = invq::Scope::kPasid;
+  op.source_id = kSidA;
+  op.pasid = pa;
+  ASSERT_EQ(w.layer().cache_invalidate(a.owner, op), 0);
+  ASSERT_EQ(w.layer().unbind(a.owner, kSidA, pa), 0);
+  ASSERT_EQ(w.engine().remove_event_hook(id), 0);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].type, BindEventType::kBound);
+  EXPECT_EQ(seen[0].result, 0);
+  EXPECT_EQ(seen[0].owner, a.owner);
+  EXPECT_EQ(seen[0].source_id, kSidA);
+  EXPECT_EQ(seen[0].pasid, pa);
+  EXPECT_EQ(seen[0].gpa, root);
+  EXPECT_EQ(seen[1].type, BindEventType::kBound);
+  EXPECT_EQ(seen[1].result, -EPERM);
+  EXPECT_EQ(seen[1].owner, b.owner);
+  EXPECT_EQ(seen[2].type, BindEventType::kCacheInvalidate);
+  EXPECT_EQ(seen[2].op, op);
+  EXPECT_EQ(seen[3].type, BindEventType::kUnbound);
+  EXPECT_EQ(seen[3].result, 0);
+  EXPECT_STREQ(bind_event_name(seen[3].type), "unbound");
+  // Removed: later changes are not reported.
+  ASSERT_EQ(w.layer().bind(a.owner, kSidA, pa, bind_req(root)), 0);
+  EXPECT_EQ(seen.size(), 4u);
 }
 
 TEST_F(BindTest, FlagsReachThePasidEntry) {

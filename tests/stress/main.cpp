@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "nestor/events.h"
 #include "stress.h"
 
 int main(int argc, char **argv) {
@@ -54,6 +55,9 @@ int main(int argc, char **argv) {
   app.add_flag("--gpa-dependencies", o.gpa_dependencies,
                "engine tracks GPA dependencies (NESTOR_GPA_INV_DEPENDENCIES); type 0x2 is then "
                "checked against the nesting contract, not VT-d's domain-wide reach");
+  app.add_option("--events", o.events,
+                 "a checking hook for these event kinds (EventKindBits mask, e.g. 63 for all)")
+      ->check(CLI::Range(0u, unsigned(nestor::kEventAll)));
   app.add_flag("--progress", o.progress, "progress line each second (implied by --soak)");
   app.add_option("--sabotage", sabotage,
                  "break something on purpose: none, skip-invalidation, "

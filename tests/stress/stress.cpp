@@ -1062,8 +1062,42 @@ std::string Run::dump_log() const {
   return os.str();
 }
 
+// Event hooks during a run (--events): every event is checked for what must hold whatever the
+// timing, so the observed translate paths and the emission sites run under the storm's
+// checker (a translation taking the observed path must still be exact) and under TSan.
+struct EventCheck {
+  std::atomic<uint64_t> events{0}, errors{0};
+  static void on_event(void *user, const Event &e) {
+    auto *c = static_cast<EventCheck *>(user);
+    c->events.fetch_add(1, std::memory_order_relaxed);
+    bool ok = true;
+    if (e.translate) {
+      const TranslateEvent &t = *e.translate;
+      // A fault before any walk is a structure fault; an answer has no fault; a fault event
+      // is a failed translation.
+      if (t.source == TranslateSource::kStructures)
+        ok = !t.result.ok && t.result.fault.stage == FaultStage::kStructures;
+      if (t.result.ok) ok = ok && t.result.fault.reason == FaultReason{};
+      if (e.kind == kEventFault) ok = ok && !t.result.ok;
+    } else if (e.invalidation) {
+      const InvalidationEvent &inv = *e.invalidation;
+      uint64_t removed = 0;
+      for (size_t i = 0; i < kEventCaches; ++i) {
+        removed += inv.removed[i];
+        ok = ok && inv.over[i] <= inv.removed[i];
+      }
+      ok = ok && removed == inv.entries.size();
+    }
+    if (!ok) c->errors.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
 Summary Run::go() {
   const unsigned nthreads = unsigned(rings_.size());
+  EventCheck event_check;
+  const int hook =
+      opt_.events ? m_.engine->add_event_hook(opt_.events, EventCheck::on_event, &event_check) : -1;
+  if (opt_.events && hook < 0) throw std::runtime_error("cannot add the event hook");
   std::vector<std::thread> threads;
   threads.reserve(nthreads);
   std::latch start(nthreads + 1);
@@ -1120,8 +1154,15 @@ Summary Run::go() {
     }
   }
   for (std::thread &t : threads) t.join();
+  if (hook >= 0) m_.engine->remove_event_hook(hook);
 
   Summary s;
+  s.events = event_check.events.load();
+  if (const uint64_t bad = event_check.errors.load()) {
+    violations_.fetch_add(bad);
+    std::lock_guard lock(mu_);
+    if (first_violation_.empty()) first_violation_ = std::to_string(bad) + " malformed events";
+  }
   s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   s.translations = total(&Counters::translations);
   s.faults = total(&Counters::faults);
@@ -1163,6 +1204,7 @@ std::string command_line(const Options &o) {
      << (o.contract ? " --contract" : "") << (o.table_edits ? "" : " --no-table-edits")
      << (o.gpa_dependencies ? " --gpa-dependencies" : "");
   if (o.max_translations) os << " --translations " << o.max_translations;
+  if (o.events) os << " --events " << o.events;
   if ((o.granularities & 0x3F) != 0x3F) os << " --granularities " << (o.granularities & 0x3F);
   if ((o.address_spaces & 7) != 7) os << " --address-spaces " << (o.address_spaces & 7);
   if (o.sabotage == Sabotage::kSkipInvalidation) os << " --sabotage skip-invalidation";
@@ -1178,6 +1220,7 @@ void print_summary(std::ostream &os, const Options &opt, const Summary &s) {
      << "/s), expected faults " << s.faults << ", unverifiable " << s.unverifiable << "\n"
      << "  mutations     " << s.mutations << " (table-page edits " << s.table_edits << ")\n"
      << "  waits         " << s.waits << "\n"
+     << "  events        " << s.events << "\n"
      << "  invalidations by granularity (typed / QI):";
   for (unsigned g = 0; g < kGranCount; ++g)
     os << " " << granularity_name(g) << " " << s.typed[g] << "/" << s.qi[g];

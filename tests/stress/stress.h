@@ -55,6 +55,7 @@ struct Options {
   unsigned granularities = 0x3F;  // bit g: invalidations of Granularity g are issued
   unsigned address_spaces = 0x7;  // bit a: address space a is translated and mutated
   Sabotage sabotage = Sabotage::kNone;
+  uint32_t events = 0;  // EventKindBits a hook registers for during the run (0: none)
 };
 
 // Invalidation granularities, counted per front end.
@@ -79,6 +80,7 @@ struct Summary {
   uint64_t waits = 0;                        // completed waits (typed + QI)
   uint64_t unverifiable = 0;  // results whose version history was overwritten (should be ~0)
   uint64_t violations = 0;
+  uint64_t events = 0;  // delivered to the --events hook
   double seconds = 0;
   std::string report;  // first violation: seed, options, log tail
 };

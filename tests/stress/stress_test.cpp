@@ -5,6 +5,7 @@
 
 #include <sstream>
 
+#include "nestor/events.h"
 #include "stress.h"
 
 namespace nestor::stress {
@@ -111,6 +112,16 @@ TEST(Stress, ManyThreads) {
 
 // The checker must be able to fail: invalidators that publish completion without
 // invalidating leave stale IOTLB entries behind, and the run must report them.
+// Every event kind hooked: translations take the observed paths (still checked for exactness
+// by the run) and every emission site runs against the storm; the hook checks each event.
+TEST(Stress, EventHooksOnEveryKind) {
+  Options o;
+  o.seed = 17;
+  o.events = kEventAll;
+  const Summary s = expect_clean(o);
+  EXPECT_GE(s.events, s.translations) << "each translation is at least one event";
+}
+
 TEST(Stress, CatchesSkippedInvalidation) {
   Options o;
   o.table_edits = false;  // edits hold the mutator back: fewer chances to catch it

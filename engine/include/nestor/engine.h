@@ -268,6 +268,9 @@ class EngineCore {
   // drain bracket, then the plain path or the observed one.
   Result translate_gated(const Request &req);
   Result translate_observed(const Request &req);
+  // The request path, written once: kObserved also fills *ev with where the answer came from.
+  template <bool kObserved>
+  Result translate_request_impl(const Request &req, TranslateEvent *ev);
   template <class Handle>
   Result translate_in_gated(Handle &as, const Request &req);
   // The handle path, written once: kObserved also fills *ev with where the answer came from.
