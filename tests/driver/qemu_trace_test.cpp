@@ -5,16 +5,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <map>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "nestor/machine/machine.h"
 #include "nestor/vtd/faults.h"
 #include "qemu_import.h"
 #include "qemu_trace.h"
+#include "sink_workload.h"
 #include "trace.h"
 #include "trace_records.h"
 
@@ -56,16 +54,6 @@ std::string invalidation_text(const invq::InvalidationOp &op, bool details = fal
   e.invalidation = &ie;
   return text_of(e, details);
 }
-
-invq::InvalidationOp make_op(uint8_t caches, invq::Scope scope, uint16_t did = 0) {
-  invq::InvalidationOp op;
-  op.caches = caches;
-  op.scope = scope;
-  op.did = did;
-  return op;
-}
-
-constexpr uint8_t kIotlbPaging = invq::kCacheIotlb | invq::kCachePaging;
 
 // The expected lines below are written by hand from QEMU's hw/i386/trace-events format strings
 // (quoted above each) as its log backend prints them: qemu_log("NAME " FMT "\n", ...).
@@ -395,83 +383,6 @@ TEST(QemuTextSink, TimestampPrefixIsTheLogBackendsOnEveryLine) {
 
 // ---- Round trip: engine -> sink -> import_qemu_log -> replay ----
 
-// Second-level-only devices without PASID (RID_PASID) in three domains, on a caching engine.
-class SinkWorkload {
- public:
-  static constexpr uint64_t kHpa = 0x4000'0000ull;
-
-  SinkWorkload() : m_(layout()) {
-    m_.place_structures();
-    for (uint16_t did : {1, 2, 3}) domains_[did] = &m_.add_domain(did);
-    add_device(0x0010, 1);
-    add_device(0x0018, 1);
-    add_device(0x0100, 2);
-    add_device(0x0208, 3);
-  }
-
-  Engine &engine() { return m_.engine(); }
-
-  void map(uint16_t did, uint64_t iova, uint64_t hpa, unsigned shift = 12,
-           uint8_t perms = kAccessRead | kAccessWrite) {
-    domains_.at(did)->map(iova, hpa, uint64_t{1} << shift, shift, perms);
-  }
-  void unmap(uint16_t did, uint64_t iova) {
-    ASSERT_EQ(domains_.at(did)->tables.unmap(iova, 12), build::Status::kOk);
-  }
-
-  Result translate(uint16_t sid, uint64_t iova, uint8_t access = kAccessRead) {
-    const Request q = machine::request(sid, 0, iova, access, /*has_pasid=*/false);
-    const Result r = engine().translate(q);
-    requests_.push_back(q);
-    results_.push_back(r);
-    return r;
-  }
-  // Through an address-space handle, whose own cache answers repeats.
-  Result translate_handle(AddressSpace &as, uint16_t sid, uint64_t iova) {
-    const Result r = as.translate(iova, kAccessRead);
-    requests_.push_back(machine::request(sid, 0, iova, kAccessRead, false));
-    results_.push_back(r);
-    return r;
-  }
-
-  void invalidate(const invq::InvalidationOp &op) {
-    engine().invalidate(op);
-    engine().invalidate_wait();
-    ++invalidations_;
-  }
-  // What a guest driver sends after changing second-level leaves: a type 0x2 page range.
-  void invalidate_range(uint16_t did, uint64_t iova, uint64_t npages) {
-    invq::InvalidationOp op = make_op(kIotlbPaging, invq::Scope::kRange, did);
-    op.addr = iova;
-    op.npages = npages;
-    op.addr_is_gpa = true;
-    invalidate(op);
-  }
-
-  const std::vector<Request> &requests() const { return requests_; }
-  const std::vector<Result> &results() const { return results_; }
-  uint64_t invalidations() const { return invalidations_; }
-
- private:
-  static machine::RamLayout layout() {
-    return {.ram_size = 256ull << 20, .tables_base = 1ull << 20, .tables_size = 64ull << 20};
-  }
-  void add_device(uint16_t sid, uint16_t did) {
-    machine::DeviceSpec spec;
-    spec.source_id = sid;
-    spec.pasid = 0;
-    spec.mode = machine::Mode::kSecondLevel;
-    spec.domain = domains_.at(did);
-    m_.add_device(spec);
-  }
-
-  machine::Machine m_;
-  std::map<uint16_t, machine::Domain *> domains_;
-  std::vector<Request> requests_;
-  std::vector<Result> results_;
-  uint64_t invalidations_ = 0;
-};
-
 // Runs the workload with the sink attached and returns the text it wrote.
 std::string record_workload(SinkWorkload &w) {
   std::ostringstream text;
@@ -605,47 +516,6 @@ TEST(QemuTextSink, EngineWorkloadRoundTripsThroughImport) {
       // Faults say whether the device wrote; hits and updates do not (the importer reads).
       EXPECT_EQ(recs[i].req.access, requests[i].access);
     }
-  }
-}
-
-// Threads translating at once: each event's lines stay together (a hit or update is followed
-// by its own vtd_dmar_translate) and no event is lost.
-TEST(QemuTextSink, LinesOfOneEventStayTogetherAcrossThreads) {
-  SinkWorkload w;
-  const uint16_t sids[] = {0x0010, 0x0018, 0x0100, 0x0208};
-  const uint16_t dids[] = {1, 1, 2, 3};
-  constexpr uint64_t kPages = 32, kRounds = 20;
-  for (size_t d = 0; d < 4; ++d)
-    for (uint64_t p = 0; p < kPages; ++p)
-      w.map(dids[d], (0x100 + d) << 20 | p << 12, SinkWorkload::kHpa + ((d << 8 | p) << 12));
-  std::ostringstream text;
-  QemuTextSink sink(text);
-  {
-    QemuTextSink::Attachment hook = sink.attach(w.engine());
-    std::vector<std::thread> threads;
-    for (size_t d = 0; d < 4; ++d)
-      threads.emplace_back([&, d] {
-        for (uint64_t i = 0; i < kPages * kRounds; ++i) {
-          const uint64_t iova = (0x100 + d) << 20 | (i % kPages) << 12;
-          const Result r = w.engine().translate(machine::request(sids[d], 0, iova, kAccessRead,
-                                                                 /*has_pasid=*/false));
-          EXPECT_TRUE(r.ok);
-        }
-      });
-    for (std::thread &t : threads) t.join();
-  }
-  std::istringstream in(text.str());
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 2 * 4 * kPages * kRounds);
-  EXPECT_EQ(sink.written(), 4 * kPages * kRounds);
-  for (size_t i = 0; i < lines.size(); i += 2) {
-    ASSERT_EQ(lines[i].rfind("vtd_iotlb_page_", 0), 0u) << lines[i];
-    const unsigned sid = std::stoul(lines[i].substr(lines[i].find(" sid 0x") + 7), nullptr, 16);
-    char dev[64];
-    std::snprintf(dev, sizeof dev, "vtd_dmar_translate dev %02x:%02x.%02x ", sid >> 8,
-                  (sid >> 3) & 0x1f, sid & 7);
-    ASSERT_EQ(lines[i + 1].rfind(dev, 0), 0u) << lines[i] << "\n" << lines[i + 1];
   }
 }
 
