@@ -159,8 +159,8 @@ NESTOR_API void nestor_engine_destroy(nestor_engine *e);
  * and returns the invalidation-queue registers to their power-on values, empties the fault
  * log (and its overflow flag), unsets the root-table pointer and zeroes engine-owned RAM
  * (nestor_mem_add_ram) without unmapping it. Configuration, RAM regions (caller-owned RAM
- * keeps its contents), callbacks and statistics stay. Only while no other thread uses the
- * engine. Returns 0 or -EINVAL. */
+ * keeps its contents), callbacks (I/O and event hooks) and statistics stay. Only while no
+ * other thread uses the engine. Returns 0 or -EINVAL. */
 NESTOR_API int nestor_engine_reset(nestor_engine *e);
 
 NESTOR_API int nestor_mem_add_ram(nestor_engine *e, uint64_t base, uint64_t size); /* zeroed, engine-owned */
@@ -531,6 +531,264 @@ typedef struct nestor_bind_inv {
 
 NESTOR_API int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nestor_bind_inv *inv);
 /* ==== end of Bind layer ==================================================================== */
+
+/* ==== Event hooks (engine/src/c_api_events.cpp; C++: nestor/events.h) ======================
+ * What the engine did, as it happens: an embedder registers a callback with a user pointer for
+ * a set of event kinds, and the engine calls it for every event of those kinds -- each
+ * translation (request, result or fault with reason, stage and level, and where the answer came
+ * from), each entry offered to a cache, each invalidation applied (the canonical operation and
+ * every entry it removed, marked when the operation did not require it), the invalidation
+ * queue's descriptors, completed waits and errors, and the bind layer's changes. A kind no hook
+ * asked for builds no event.
+ *
+ * Where callbacks run: synchronously, on the thread that caused the event. Translation, fault
+ * and fill events come from translating threads -- any number at once, so a callback must be
+ * thread-safe; invalidation events from the thread that applies the operation (the caller of
+ * nestor_inv_wait, nestor_qi_write_tail, a bind-layer call or nestor_engine_reset, a submitting
+ * call that found the queue full, or the NESTOR_CFG_BACKGROUND_INV worker); queue events from
+ * the tail writer or the worker; bind events from the caller of the bind-layer function.
+ *
+ * What a callback may not call: any function on the engine that emitted the event or on its
+ * bind layer (translate, handles, memory access, invalidation and waits, QI registers, hook
+ * add/remove, reset, destroy, nestor_bind_* and the other bind-layer calls). The engine holds
+ * internal locks while it calls hooks (an invalidation event is delivered while its operation
+ * is being applied), so such a call can deadlock, and so can a callback that blocks waiting for
+ * another thread that uses the same engine. It may read the event, copy what it needs, take its
+ * own locks and call the name functions below and nestor_fault_name / nestor_strerror. The
+ * event and everything it points to are valid only during the call.
+ *
+ * Versioning: every event struct starts with `size`, the bytes the library filled (its sizeof).
+ * Fields are only ever appended; code built against a newer nestor.h than the library it runs
+ * with reads a field only if it lies below `size`. */
+
+/* Event kinds, a bit each (C++ EventKindBits). A hook names the kinds it wants; an event has
+ * exactly one kind, which says which member of nestor_event is set. A hook that asks for both
+ * TRANSLATE and FAULT is called twice for a translation that faults, once with each kind. */
+#define NESTOR_EVENT_TRANSLATE 0x01u /* every translation (faults included) */
+#define NESTOR_EVENT_FAULT 0x02u     /* translations that faulted (also NESTOR_EVENT_TRANSLATE) */
+#define NESTOR_EVENT_FILL 0x04u      /* an entry offered to a cache, accepted or refused */
+#define NESTOR_EVENT_INVALIDATION 0x08u /* an operation applied: every entry it removed */
+#define NESTOR_EVENT_QUEUE 0x10u        /* invalidation queue: descriptor, wait completed, error */
+#define NESTOR_EVENT_BIND 0x20u         /* bind layer: owners, PASIDs, domains, devices, binds */
+#define NESTOR_EVENT_ALL 0x3Fu
+
+/* The caches an event names (an index, not a bit; C++ EventCache). */
+#define NESTOR_EVENT_CACHE_CONTEXT 0u
+#define NESTOR_EVENT_CACHE_PASID 1u
+#define NESTOR_EVENT_CACHE_IOTLB 2u
+#define NESTOR_EVENT_CACHE_PSC_FIRST_LEVEL 3u  /* first-level paging-structure entries */
+#define NESTOR_EVENT_CACHE_PSC_SECOND_LEVEL 4u /* second-level paging-structure entries */
+#define NESTOR_EVENT_CACHE_NESTED_TABLE 5u     /* GPA -> HPA of first-level table pages */
+#define NESTOR_EVENT_CACHES 6u                 /* caches named today */
+#define NESTOR_EVENT_CACHE_SLOTS 8u /* per-cache arrays leave room for caches added later */
+
+/* Where a translation's answer came from (C++ TranslateSource). */
+#define NESTOR_TRANSLATE_SOURCE_STRUCTURES 0u   /* faulted resolving root/context/PASID entries */
+#define NESTOR_TRANSLATE_SOURCE_PASS_THROUGH 1u /* the address space passes addresses through */
+#define NESTOR_TRANSLATE_SOURCE_HANDLE_CACHE 2u /* a nestor_handle's own translation cache */
+#define NESTOR_TRANSLATE_SOURCE_IOTLB 3u        /* an IOTLB hit */
+#define NESTOR_TRANSLATE_SOURCE_WALK 4u         /* a page walk */
+
+/* Which stages translate the address space (C++ StageSet). */
+#define NESTOR_STAGES_PASS_THROUGH 0u
+#define NESTOR_STAGES_SECOND_ONLY 1u
+#define NESTOR_STAGES_FIRST_ONLY 2u
+#define NESTOR_STAGES_NESTED 3u
+
+/* nestor_event_op.pasid of an operation without PASID (legacy device-TLB invalidations). */
+#define NESTOR_INV_NO_PASID 0xFFFFFFFFu
+
+/* The canonical invalidation operation every front end decodes to (C++ invq::InvalidationOp):
+ * nestor_inv_op plus what QI descriptors and the uAPI calls can say besides. */
+typedef struct nestor_event_op {
+  uint8_t cache; /* NESTOR_CACHE_* bits */
+  uint8_t scope; /* NESTOR_SCOPE_* */
+  uint16_t did;
+  uint16_t source_id;
+  uint8_t leaf;             /* invalidation hint (IH): paging-structure caches may be kept */
+  uint8_t addr_is_gpa;      /* range: addr is a GPA in did's second level, every PASID (type 0x2) */
+  uint32_t pasid;           /* NESTOR_INV_NO_PASID: none */
+  uint8_t function_mask;    /* context-cache device scope: VT-d FM */
+  uint8_t devtlb_global;    /* PASID-based device-TLB G bit */
+  uint8_t max_invs_pending; /* device-TLB: forwarded, never changes the scope */
+  uint8_t reserved0;
+  uint16_t pfsid; /* device-TLB: physical function source-id */
+  uint16_t reserved1;
+  uint32_t reserved2;
+  uint64_t addr;   /* range: first byte, 4K aligned */
+  uint64_t npages; /* range: 4K pages */
+} nestor_event_op;
+
+/* NESTOR_EVENT_TRANSLATE / NESTOR_EVENT_FAULT. */
+typedef struct nestor_event_translate {
+  uint32_t size;
+  uint8_t source; /* NESTOR_TRANSLATE_SOURCE_* */
+  /* The resolved address space; unset when source is NESTOR_TRANSLATE_SOURCE_STRUCTURES. */
+  uint8_t stages;  /* NESTOR_STAGES_* */
+  uint16_t domain; /* DID */
+  uint32_t space;  /* the PASID the first level is tagged with */
+  /* The address space does not record faults (VT-d FPD): no fault-log entry was made. */
+  uint8_t fault_suppressed;
+  uint8_t reserved0[3];
+  nestor_request request;
+  nestor_result result; /* as nestor_translate returns it: result.fault is the reason (0: none),
+                           result.level the level that faulted */
+  int32_t fault_stage;  /* NESTOR_STAGE_* (NESTOR_STAGE_NONE when result.fault is 0) */
+  uint32_t reserved1;
+  uint64_t fault_address; /* the iova, or the GPA of a second-level or nested-table fault */
+} nestor_event_translate;
+
+/* NESTOR_EVENT_FILL. */
+typedef struct nestor_event_fill {
+  uint32_t size;
+  uint8_t cache; /* NESTOR_EVENT_CACHE_* */
+  /* 0: refused, because an invalidation issued after the walk began covers the entry (the
+     walk's result is still returned, just not kept). */
+  uint8_t accepted;
+  uint8_t level;      /* paging-structure caches: level of the cached non-leaf entry */
+  uint8_t page_shift; /* IOTLB: page size of the entry */
+  uint8_t perms;      /* IOTLB: NESTOR_ACCESS_* the entry grants */
+  uint8_t reserved0;
+  uint16_t source_id; /* context and PASID caches */
+  uint16_t domain;    /* DID (context cache: the entry's DID if it has one, else 0) */
+  uint16_t reserved1;
+  uint32_t pasid; /* PASID cache, first-level PSC, IOTLB (the space tag) */
+  uint32_t reserved2;
+  uint64_t address; /* input address the entry translates (iova or GPA) */
+  uint64_t output;  /* IOTLB: HPA of the page; PSC: next table; nested table: HPA page */
+} nestor_event_fill;
+
+/* One entry an invalidation removed. Step through the array with nestor_event_removed_at,
+ * which uses the library's entry size, so the entry can grow. */
+typedef struct nestor_event_removed {
+  uint8_t cache; /* NESTOR_EVENT_CACHE_* */
+  uint8_t level; /* paging-structure caches: level of the cached entry */
+  /* 0: over-invalidation -- removed beyond what the operation required (a widened scope). */
+  uint8_t required;
+  uint8_t second_level; /* page is a GPA translated by the second level only */
+  uint8_t nested;       /* combined first+second-level entry; gpa_page is the GPA it used */
+  uint8_t has_domain;   /* 0: a context entry without a DID (did is then 0) */
+  uint16_t did;
+  uint16_t source_id;
+  uint16_t reserved1;
+  uint32_t pasid;    /* its space tag */
+  uint64_t page;     /* 4K page number of its input address (iova or GPA) */
+  uint64_t pages;    /* 4K pages of input it translated (0 for structure entries) */
+  uint64_t gpa_page; /* nested: 4K page number of the GPA it depends on */
+} nestor_event_removed;
+
+/* NESTOR_EVENT_INVALIDATION: one operation applied to the caches. removed[] counts exactly the
+ * entries delivered in `entries` (always all of them, unless the library ran out of memory for
+ * the copy: then entry_count is smaller than the sum of removed[]). The list is exact when
+ * nothing else fills or invalidates meanwhile; entries a concurrent fill evicted during the
+ * operation show up as removed. */
+typedef struct nestor_event_invalidation {
+  uint32_t size;
+  uint32_t entry_size;                        /* the library's sizeof(nestor_event_removed) */
+  nestor_event_op op;                         /* as applied (after coalescing) */
+  uint64_t removed[NESTOR_EVENT_CACHE_SLOTS]; /* entries removed, by NESTOR_EVENT_CACHE_* */
+  uint64_t over[NESTOR_EVENT_CACHE_SLOTS];    /* of those, the ones not required */
+  const nestor_event_removed *entries;
+  uint64_t entry_count;
+} nestor_event_invalidation;
+
+static inline const nestor_event_removed *nestor_event_removed_at(
+    const nestor_event_invalidation *inv, uint64_t i) {
+  return (const nestor_event_removed *)(const void *)((const unsigned char *)inv->entries +
+                                                      i * inv->entry_size);
+}
+
+/* NESTOR_EVENT_QUEUE types (C++ QueueEventType). */
+#define NESTOR_QUEUE_EVENT_DESCRIPTOR 0u     /* fetched and decoded (or not: an error follows) */
+#define NESTOR_QUEUE_EVENT_WAIT_COMPLETED 1u /* a wait's batch is applied, status written */
+#define NESTOR_QUEUE_EVENT_ERROR 2u          /* the queue stopped (IQE); head stays on the slot */
+
+typedef struct nestor_event_queue {
+  uint32_t size;
+  uint8_t type;             /* NESTOR_QUEUE_EVENT_* */
+  uint8_t type_code;        /* the descriptor's type field */
+  uint16_t descriptor_bits; /* 128 or 256 */
+  uint8_t is_wait;          /* DESCRIPTOR: a wait descriptor (status and flags below) */
+  uint8_t is_op;            /* DESCRIPTOR: an invalidation (op below) */
+  uint8_t status_write;     /* waits: SW, IF, FN */
+  uint8_t interrupt;
+  uint8_t fence;
+  uint8_t reserved0[3];
+  uint64_t index;  /* descriptor slot (DESCRIPTOR, ERROR) */
+  uint64_t raw[4]; /* its words as read (raw[2..3] in 256-bit mode only) */
+  uint64_t status_addr;
+  uint32_t status_data;
+  uint32_t reserved1;
+  nestor_event_op op; /* DESCRIPTOR with is_op */
+  const char *error;  /* ERROR: what stopped the queue; else NULL */
+} nestor_event_queue;
+
+/* NESTOR_EVENT_BIND types (C++ BindEventType). */
+#define NESTOR_BIND_EVENT_OWNER_CREATED 0u
+#define NESTOR_BIND_EVENT_OWNER_DESTROYED 1u
+#define NESTOR_BIND_EVENT_PASID_ALLOCATED 2u
+#define NESTOR_BIND_EVENT_PASID_FREED 3u
+#define NESTOR_BIND_EVENT_DOMAIN_CREATED 4u
+#define NESTOR_BIND_EVENT_DOMAIN_DESTROYED 5u
+#define NESTOR_BIND_EVENT_MAPPED 6u
+#define NESTOR_BIND_EVENT_UNMAPPED 7u
+#define NESTOR_BIND_EVENT_DEVICE_ATTACHED 8u
+#define NESTOR_BIND_EVENT_DEVICE_DETACHED 9u
+#define NESTOR_BIND_EVENT_BOUND 10u /* a first-level table bound to (device, PASID): nesting on */
+#define NESTOR_BIND_EVENT_UNBOUND 11u
+#define NESTOR_BIND_EVENT_CACHE_INVALIDATE 12u /* an owner's invalidation (op) */
+
+typedef struct nestor_event_bind {
+  uint32_t size;
+  uint8_t type; /* NESTOR_BIND_EVENT_* */
+  uint8_t reserved0;
+  uint16_t source_id;
+  int32_t result; /* 0 or the negative errno the call returned */
+  uint32_t owner;
+  uint32_t pasid;
+  uint16_t domain;
+  uint16_t reserved1;
+  uint64_t gpa; /* MAPPED/UNMAPPED; BOUND: the first-level root (GPA) */
+  uint64_t hpa;
+  uint64_t length; /* MAPPED/UNMAPPED: bytes */
+  /* CACHE_INVALIDATE: the owner's request as made (no DID; the PASID as the owner named it).
+     The host operations it became follow as NESTOR_EVENT_INVALIDATION events. */
+  nestor_event_op op;
+} nestor_event_bind;
+
+/* What a callback receives: `kind` is one NESTOR_EVENT_* bit and names the member set; the
+ * others are NULL. */
+typedef struct nestor_event {
+  uint32_t size;
+  uint32_t kind;
+  const nestor_event_translate *translate; /* TRANSLATE, FAULT */
+  const nestor_event_fill *fill;
+  const nestor_event_invalidation *invalidation;
+  const nestor_event_queue *queue;
+  const nestor_event_bind *bind;
+} nestor_event;
+
+typedef void (*nestor_event_fn)(void *user, const nestor_event *event);
+
+/* Calls fn(user, event) for every event whose kind is in `kinds`. A bind layer created on the
+ * engine reports through the engine's hooks. *hook_id (if non-NULL) receives the id for
+ * nestor_event_hook_remove. Returns 0, -EINVAL (NULL engine or fn; kinds empty or naming a kind
+ * this library does not know) or -ENOSPC (16 hooks already). May be called while other threads
+ * translate; an event caused after it returns is delivered. */
+NESTOR_API int nestor_event_hook_add(nestor_engine *e, uint32_t kinds, nestor_event_fn fn,
+                                     void *user, int *hook_id);
+/* Returns 0 or -ENOENT (-EINVAL for a NULL engine). Once it returns, fn is not running for this
+ * hook and is not called again, so `user` may be freed. Not from a callback of this engine. */
+NESTOR_API int nestor_event_hook_remove(nestor_engine *e, int hook_id);
+
+/* Names for printing ("unknown" for a value the library does not know). */
+NESTOR_API const char *nestor_event_kind_name(uint32_t kind); /* one NESTOR_EVENT_* bit */
+NESTOR_API const char *nestor_event_cache_name(unsigned cache);
+NESTOR_API const char *nestor_translate_source_name(unsigned source);
+NESTOR_API const char *nestor_fault_stage_name(int stage); /* NESTOR_STAGE_* */
+NESTOR_API const char *nestor_queue_event_name(unsigned type);
+NESTOR_API const char *nestor_bind_event_name(unsigned type);
+/* ==== end of Event hooks =================================================================== */
 
 #ifdef __cplusplus
 }

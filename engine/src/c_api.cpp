@@ -157,29 +157,13 @@ nestor::Request to_request(const nestor_request &req) {
   return r;
 }
 
-void to_result(const nestor::Result &out, nestor_result *res) {
-  if (out.ok) {
-    res->fault = 0;
-    res->hpa = out.t.out;
-    res->page_size = uint64_t{1} << out.t.page_shift;
-    res->perms = out.t.perms;
-    res->level = out.t.level;
-  } else {
-    res->fault = int(out.fault.reason);
-    res->hpa = 0;
-    res->page_size = 0;
-    res->perms = 0;
-    res->level = out.fault.level;
-  }
-}
-
 }  // namespace
 
 extern "C" {
 
 int nestor_translate(nestor_engine *e, const nestor_request *req, nestor_result *res) {
   if (!e || !req || !res || !valid_access(req->access)) return -EINVAL;
-  to_result(e->engine.translate(to_request(*req)), res);
+  nestor::capi::to_c_result(e->engine.translate(to_request(*req)), res);
   return 0;
 }
 
@@ -239,7 +223,7 @@ void nestor_handle_close(nestor_handle *h) {
 
 int nestor_handle_translate(nestor_handle *h, uint64_t iova, uint8_t access, nestor_result *res) {
   if (!h || !res || !valid_access(access)) return -EINVAL;
-  to_result(h->as.translate(iova, access), res);
+  nestor::capi::to_c_result(h->as.translate(iova, access), res);
   return 0;
 }
 
@@ -255,7 +239,7 @@ int nestor_translate_batch(nestor_engine *e, const nestor_request *reqs, nestor_
     const size_t m = std::min(kChunk, n - base);
     for (size_t i = 0; i < m; ++i) in[i] = to_request(reqs[base + i]);
     e->engine.translate_batch(in, out, m);
-    for (size_t i = 0; i < m; ++i) to_result(out[i], &res[base + i]);
+    for (size_t i = 0; i < m; ++i) nestor::capi::to_c_result(out[i], &res[base + i]);
   }
   return 0;
 }

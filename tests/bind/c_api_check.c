@@ -1,5 +1,6 @@
-/* Compiled as C99 (-pedantic-errors): proves nestor.h, bind section included, is valid C and
- * drives the whole bind flow through the C ABI. Returns 0, or the line of the failed check. */
+/* Compiled as C99 (-pedantic-errors): proves nestor.h, bind and event-hook sections included, is
+ * valid C and drives the whole bind flow through the C ABI, watched by an event hook. Returns
+ * 0, or the line of the failed check. */
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
@@ -18,6 +19,27 @@ static int write_entry(nestor_engine *e, uint64_t hpa_base, uint64_t table_gpa, 
   return nestor_mem_write(e, hpa_base + table_gpa + index * 8u, &value, sizeof value);
 }
 
+/* What the hook saw: events by kind, the bind-event types, the last fault. */
+typedef struct seen {
+  unsigned by_kind[6];
+  unsigned bind_types; /* bit per NESTOR_BIND_EVENT_* */
+  int last_fault, last_fault_stage;
+  uint64_t iotlb_removed;
+} seen;
+
+static void on_event(void *user, const nestor_event *ev) {
+  seen *s = (seen *)user;
+  unsigned k;
+  for (k = 0; k < 6; ++k)
+    if (ev->kind == (1u << k)) ++s->by_kind[k];
+  if (ev->kind == NESTOR_EVENT_FAULT) {
+    s->last_fault = ev->translate->result.fault;
+    s->last_fault_stage = ev->translate->fault_stage;
+  }
+  if (ev->bind) s->bind_types |= 1u << ev->bind->type;
+  if (ev->invalidation) s->iotlb_removed += ev->invalidation->removed[NESTOR_EVENT_CACHE_IOTLB];
+}
+
 static int run(nestor_engine *e, nestor_bind **out_bind) {
   const uint64_t hpa_base = 4ull << 30, iova = 0x7f0000000000ull, data_gpa = 0x200000ull;
   const uint64_t tables[4] = {0x100000ull, 0x101000ull, 0x102000ull, 0x103000ull};
@@ -31,7 +53,8 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   nestor_bind *b;
   uint32_t owner = 0, pasid = 0, host = 0;
   uint16_t did = 0;
-  int err = 0, level;
+  int err = 0, level, hook = -1;
+  seen s;
 
   CHECK(nestor_mem_add_ram(e, 0, (4ull << 30) + (64ull << 20)) == 0);
   memset(&bc, 0, sizeof bc);
@@ -41,6 +64,8 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   b = nestor_bind_create(e, &bc, &err);
   CHECK(b != NULL && err == 0);
   *out_bind = b;
+  memset(&s, 0, sizeof s);
+  CHECK(nestor_event_hook_add(e, NESTOR_EVENT_ALL, on_event, &s, &hook) == 0 && hook >= 0);
 
   CHECK(nestor_get_nesting_info(b, &info, sizeof info) == 0);
   CHECK(info.format == NESTOR_NESTING_FORMAT_VTD && info.features == NESTOR_NESTING_FEAT_ALL);
@@ -80,6 +105,8 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   req.access = NESTOR_ACCESS_READ;
   CHECK(nestor_translate(e, &req, &res) == 0);
   CHECK(res.fault == 0 && res.hpa == hpa_base + data_gpa + 0x44);
+  CHECK(s.by_kind[0] == 1 && s.by_kind[1] == 0); /* one translation, no fault */
+  CHECK(s.by_kind[2] >= 1);                      /* its walk filled the IOTLB */
 
   memset(&inv, 0, sizeof inv);
   inv.size = sizeof inv;
@@ -97,6 +124,8 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   CHECK(nestor_pasid_free(b, owner, pasid) == -EBUSY);
   CHECK(nestor_unbind_pgtbl(b, owner, 0x0100, pasid) == 0);
   CHECK(nestor_translate(e, &req, &res) == 0 && res.fault != 0);
+  CHECK(s.by_kind[1] == 1 && s.last_fault == res.fault); /* the fault event, as returned */
+  CHECK(s.last_fault_stage == NESTOR_STAGE_STRUCTURES);  /* unbound: the PASID entry is gone */
   CHECK(nestor_pasid_free(b, owner, pasid) == 0);
   CHECK(nestor_pasid_free(b, owner, pasid) == -EALREADY);
   CHECK(nestor_domain_unmap(b, did, 0, 2ull << 20) == 0);
@@ -105,6 +134,11 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   CHECK(nestor_owner_release(b, owner) == 0);
   CHECK(nestor_owner_destroy(b, owner) == 0);
   CHECK(nestor_owner_destroy(NULL, owner) == -EINVAL);
+  /* Every kind of bind-layer change was reported, and the invalidations that came with them. */
+  CHECK((s.bind_types & 0x1FFFu) == 0x1FFFu);
+  CHECK(s.by_kind[3] >= 1 && s.iotlb_removed >= 1);
+  CHECK(nestor_event_hook_remove(e, hook) == 0);
+  CHECK(nestor_event_hook_remove(e, hook) == -ENOENT);
   return 0;
 }
 

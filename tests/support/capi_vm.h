@@ -4,6 +4,7 @@
 // table in guest memory at kCapiFlRoot that maps IOVA 0 to guest page kCapiData.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 
 #include "nestor.h"
@@ -18,6 +19,23 @@ struct CapiVm {
   uint16_t did = 0;
   uint64_t hpa = 0;
 };
+
+// An engine with RAM [0, 2 GiB) and its bind layer, which takes its tables from [1 GiB, +8 MiB):
+// guest RAM can go below 1 GiB. 0, or the negative errno of the first call that failed (then
+// *e and *b are what was made so far, or NULL).
+inline int capi_make_bind_engine(nestor_engine **e, nestor_bind **b) {
+  *b = nullptr;
+  int err = -ENOMEM;
+  *e = nestor_engine_create2(nullptr, &err);
+  if (!*e) return err;
+  if (int rc = nestor_mem_add_ram(*e, 0, 2ull << 30); rc != 0) return rc;
+  nestor_bind_config bc{};
+  bc.size = sizeof bc;
+  bc.table_base = 1ull << 30;
+  bc.table_size = 8ull << 20;
+  *b = nestor_bind_create(*e, &bc, &err);
+  return *b ? 0 : err;
+}
 
 // 0, or the negative errno of the first call that failed.
 inline int capi_make_vm(nestor_engine *e, nestor_bind *b, uint64_t hpa, uint64_t ram,
