@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <fstream>
 #include <limits>
@@ -13,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "qemu_trace.h"
 #include "report.h"
 #include "workload.h"
 
@@ -73,6 +76,44 @@ const CLI::Validator kFinite(
       return "";
     },
     "FINITE");
+
+const CLI::Validator kEventKindList(
+    [](std::string &s) -> std::string {
+      try {
+        trace::parse_event_kinds(s);
+      } catch (const std::invalid_argument &e) {
+        return e.what();
+      }
+      return "";
+    },
+    "KINDS");
+
+// --trace-events: the sink and where it writes, for the whole process (every engine a
+// scenario creates is hooked through DriverOptions::observe_engine).
+struct EventPrinter {
+  std::unique_ptr<std::FILE, int (*)(std::FILE *)> file{nullptr, &std::fclose};
+  std::unique_ptr<trace::QemuTextSink> sink;
+};
+
+// Null when --trace-events is not given; throws std::runtime_error if the file cannot be made.
+std::unique_ptr<EventPrinter> make_event_printer(const std::string &kinds, const std::string &path,
+                                                 uint64_t limit) {
+  if (kinds.empty()) return nullptr;
+  auto p = std::make_unique<EventPrinter>();
+  std::FILE *out = stderr;
+  if (!path.empty()) {
+    p->file.reset(std::fopen(path.c_str(), "w"));
+    if (!p->file)
+      throw std::runtime_error("--trace-events-file " + path + ": " + std::strerror(errno));
+    out = p->file.get();
+  }
+  trace::QemuSinkOptions so;
+  so.kinds = trace::parse_event_kinds(kinds);
+  so.invalidation_details = true;  // what each invalidation removed, next to QEMU's line
+  so.limit_per_second = limit;
+  p->sink = std::make_unique<trace::QemuTextSink>(out, so);
+  return p;
+}
 
 }  // namespace
 
@@ -228,6 +269,24 @@ int main(int argc, char **argv) {
   app.add_flag("--no-progress", no_progress, "no progress bar even on a terminal")->group(io);
   app.add_flag("--print-config", print_config, "print the settings as a config file and exit")
       ->group(io);
+  std::string trace_events, trace_events_file;
+  uint64_t trace_events_limit = 10000;
+  CLI::Option *trace_events_opt =
+      app.add_option("--trace-events", trace_events,
+                     "print engine events while the scenario runs (stderr): a comma list of "
+                     "translate,fault,fill,invalidation,queue,bind,all; QEMU vtd_* lines where "
+                     "QEMU has the event, nestor_<kind> key=value lines otherwise")
+          ->check(kEventKindList)
+          ->group(io);
+  app.add_option("--trace-events-file", trace_events_file,
+                 "write --trace-events to this file instead of stderr")
+      ->needs(trace_events_opt)
+      ->group(io);
+  app.add_option("--trace-events-limit", trace_events_limit,
+                 "--trace-events: events printed per second at most, the rest only counted "
+                 "(a last line gives the count per kind); 0: no limit")
+      ->group(io)
+      ->capture_default_str();
 
   auto *eng = "Engine";
   app.add_option("--iotlb-entries", o.engine.iotlb_entries, "IOTLB capacity")
@@ -273,6 +332,14 @@ int main(int argc, char **argv) {
     o.engine.gpa_invalidation = gpa_invalidation == "dependencies"
                                     ? EngineConfig::GpaInvalidation::kDependencies
                                     : EngineConfig::GpaInvalidation::kArchitectural;
+    const std::unique_ptr<EventPrinter> events =
+        make_event_printer(trace_events, trace_events_file, trace_events_limit);
+    if (events) {
+      trace::QemuTextSink &sink = *events->sink;
+      o.observe_engine = [&sink](Engine &e) -> std::shared_ptr<void> {
+        return std::make_shared<trace::QemuTextSink::Attachment>(sink.attach(e));
+      };
+    }
     std::unique_ptr<ProgressBar> bar;
     if (!no_progress && isatty(STDERR_FILENO)) {
       bar = std::make_unique<ProgressBar>(stderr);
@@ -280,6 +347,7 @@ int main(int argc, char **argv) {
     }
     const ScenarioReport report = run_scenario(o);
     if (bar) bar->finish();
+    if (events) events->sink->write_dropped_summary();
     if (json)
       write_json(report, stdout);
     else

@@ -646,6 +646,9 @@ RunReport run_mix(const DriverOptions &o, bool baseline, int threads, uint64_t p
   EngineConfig ec = o.engine;
   if (baseline) ec.caching = false;  // the baseline caches; its walker must not
   VmMachine m(mc, ec);
+  // Declared after the machine: released before its engine goes.
+  std::shared_ptr<void> observer;
+  if (o.observe_engine && !baseline) observer = o.observe_engine(m.engine());
   std::unique_ptr<trace::Recorder> recorder;
   if (record) recorder = std::make_unique<trace::Recorder>(m.engine());
   m.build();
@@ -770,9 +773,17 @@ ScenarioReport run_walk(const DriverOptions &o) {
       EngineConfig ec = o.engine;
       ec.caching = false;
       std::unique_ptr<trace::Recorder> recorder;
+      // Set while the testbed builds (so its setup is observed), hence declared before it;
+      // `release` below drops it before the testbed's engine is destroyed.
+      std::shared_ptr<void> observer;
       bench::Testbed bed(tc, ec, [&](Engine &e) {
+        if (o.observe_engine) observer = o.observe_engine(e);
         if (record) recorder = std::make_unique<trace::Recorder>(e);
       });
+      const struct Release {
+        std::shared_ptr<void> &p;
+        ~Release() { p.reset(); }
+      } release{observer};
       const auto &dev = bed.devices().front();
       std::vector<uint64_t> order(o.walk_pages);
       for (uint64_t i = 0; i < o.walk_pages; ++i) order[i] = i;
@@ -839,7 +850,15 @@ ScenarioReport run_replay(const DriverOptions &o) {
     trace::ReplayOptions ro;
     ro.caching = caching;
     ro.repeat = o.replay_repeat;
-    const trace::ReplayResult res = trace::replay(reader, ro);
+    trace::ReplayResult res;
+    if (caching && o.observe_engine) {
+      // The engine replay() would build, built here so it can be observed first.
+      Engine engine(trace::replay_setup(reader, ro).engine);
+      const std::shared_ptr<void> observer = o.observe_engine(engine);
+      res = trace::replay(reader, engine, ro);
+    } else {
+      res = trace::replay(reader, ro);
+    }
     RunReport run;
     run.label = caching ? "replay" : "replay uncached";
     run.target = caching ? "nestor" : "uncached";

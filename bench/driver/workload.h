@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -77,6 +78,11 @@ struct DriverOptions {
   uint32_t replay_repeat = 1;
   // Called about 10 times a second from the driving thread: fraction done, translations so far.
   std::function<void(double, uint64_t)> progress;
+  // Called with each engine a nestor run creates (vm-mix/storm/scaling machines, walk testbeds,
+  // the cached replay), before anything is built on it, so setup events are seen too. What it
+  // returns is destroyed before that engine is: nestor-bench --trace-events returns its event
+  // hook there. Not called for the baseline's walker engine or the QEMU importer's engine.
+  std::function<std::shared_ptr<void>(Engine &)> observe_engine;
 };
 
 // Parses "page:50,range:20,..." into weights; throws std::invalid_argument with the reason.

@@ -14,6 +14,7 @@
 
 #include "qemu_import.h"
 #include "trace.h"
+#include "trace_records.h"
 
 namespace nestor::trace {
 namespace {
@@ -59,22 +60,6 @@ std::map<std::string, uint64_t> count_events(const std::string &text) {
     if (rest.rfind("vtd_", 0) == 0) ++n[rest.substr(0, rest.find(' '))];
   }
   return n;
-}
-
-ReplayResult replay_bytes(const std::vector<uint8_t> &bytes, bool caching) {
-  Reader r(bytes);
-  ReplayOptions o;
-  o.caching = caching;
-  return replay(r, o);
-}
-
-std::vector<TranslateRecord> translations(const std::vector<uint8_t> &bytes) {
-  std::vector<TranslateRecord> out;
-  Reader r(bytes);
-  Record rec;
-  while (r.next(&rec))
-    if (rec.tag == Tag::kTranslate) out.push_back(rec.translate);
-  return out;
 }
 
 TEST(QemuImport, RealisticLogReplaysWithoutDivergence) {
