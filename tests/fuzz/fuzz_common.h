@@ -110,4 +110,56 @@ class EnginePool {
   std::map<std::string, std::unique_ptr<T, Deleter>> pool_;
 };
 
+// Event hooks for one input (when `on`): every event of every kind is checked for what holds
+// whatever the input, so the emission sites and the observed translate paths are fuzzed as well
+// (inputs without them keep the plain paths covered). Removed when it goes out of scope.
+class CheckedEvents {
+ public:
+  CheckedEvents(Engine &engine, bool on) : engine_(engine) {
+    if (!on) return;
+    id_ = engine.add_event_hook(kEventAll, check, nullptr);
+    FUZZ_CHECK(id_ >= 0, "add_event_hook: %d", id_);
+  }
+  ~CheckedEvents() {
+    if (id_ >= 0) FUZZ_CHECK(engine_.remove_event_hook(id_) == 0, "remove_event_hook");
+  }
+  CheckedEvents(const CheckedEvents &) = delete;
+  CheckedEvents &operator=(const CheckedEvents &) = delete;
+
+ private:
+  static void check(void *, const Event &e) {
+    if (e.translate) {
+      const TranslateEvent &t = *e.translate;
+      FUZZ_CHECK(!t.result.ok || t.result.fault.reason == FaultReason{}, "answer with a fault");
+      FUZZ_CHECK(t.result.ok || t.result.fault.reason != FaultReason{}, "fault without reason");
+      FUZZ_CHECK(t.source != TranslateSource::kStructures ||
+                     (!t.result.ok && t.result.fault.stage == FaultStage::kStructures),
+                 "structure source but stage %d", int(t.result.fault.stage));
+      FUZZ_CHECK(e.kind != kEventFault || !t.result.ok, "fault event for a translation");
+    } else if (e.invalidation) {
+      const InvalidationEvent &inv = *e.invalidation;
+      uint64_t removed = 0;
+      for (size_t c = 0; c < kEventCaches; ++c) {
+        removed += inv.removed[c];
+        FUZZ_CHECK(inv.over[c] <= inv.removed[c], "over > removed in cache %zu", c);
+      }
+      FUZZ_CHECK(removed == inv.entries.size(), "%llu counted, %zu listed",
+                 (unsigned long long)removed, inv.entries.size());
+      for (const RemovedEntry &r : inv.entries)
+        FUZZ_CHECK(r.required == invq::covers(inv.op, r.key) || r.pages > 1 || !r.has_domain,
+                   "required flag disagrees with covers()");
+    } else if (e.queue) {
+      FUZZ_CHECK(e.queue->descriptor_bits == 128 || e.queue->descriptor_bits == 256, "width %u",
+                 e.queue->descriptor_bits);
+      FUZZ_CHECK(e.queue->type != QueueEventType::kError || e.queue->error != nullptr,
+                 "error without text");
+    } else {
+      FUZZ_CHECK(e.fill || e.bind, "event kind %u with no payload", e.kind);
+    }
+  }
+
+  Engine &engine_;
+  int id_ = -1;
+};
+
 }  // namespace nestor::fuzz

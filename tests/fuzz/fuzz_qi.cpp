@@ -93,6 +93,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned key = 0;
   const EngineConfig cfg = fuzz::small_config(in, &key);
   Engine &e = fuzz::pooled_engine(cfg, key, 1u << 20);
+  // A bit of the first byte, looked at without consuming it, turns the hooks on.
+  fuzz::CheckedEvents events(e, size > 0 && (data[0] & 0x40));
   MachineMemory &mem = e.memory();
   e.set_root_table(in.ConsumeIntegral<uint16_t>() & ~0xFFFu);
   EngineInvalidation &inv = e.invalidation();
