@@ -176,7 +176,7 @@ constexpr const char *bind_event_name(BindEventType t) {
 struct BindEvent {
   BindEventType type = BindEventType::kBound;
   int result = 0;  // 0 or the negative errno the call returned
-  uint32_t owner = 0;
+  uint32_t owner = 0;  // the call's owner (0 for calls that name none: maps, devices)
   uint16_t source_id = 0;
   uint32_t pasid = 0;
   uint16_t domain = 0;
