@@ -142,15 +142,20 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   return 0;
 }
 
-int nestor_bind_c_smoke(void) {
+/* A fresh engine for `body`, torn down whatever it returns. */
+static int with_engine(int (*body)(nestor_engine *, nestor_bind **)) {
   nestor_engine *e = nestor_engine_create(NULL);
   nestor_bind *b = NULL;
   int line;
   if (!e) return __LINE__;
-  line = run(e, &b);
+  line = body(e, &b);
   nestor_bind_destroy(b);
   nestor_engine_destroy(e);
   return line;
+}
+
+int nestor_bind_c_smoke(void) {
+  return with_engine(run);
 }
 
 /* Owner-direct queue through the C ABI: a guest writes 256-bit VT-d descriptors into its own
@@ -239,12 +244,5 @@ static int run_queue(nestor_engine *e, nestor_bind **out_bind) {
 }
 
 int nestor_owner_queue_c_smoke(void) {
-  nestor_engine *e = nestor_engine_create(NULL);
-  nestor_bind *b = NULL;
-  int line;
-  if (!e) return __LINE__;
-  line = run_queue(e, &b);
-  nestor_bind_destroy(b);
-  nestor_engine_destroy(e);
-  return line;
+  return with_engine(run_queue);
 }
