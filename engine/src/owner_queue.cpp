@@ -125,18 +125,20 @@ int BindLayer::queue_ops(uint32_t owner, const invq::InvalidationOp &op,
   guest_pasid_hosts(owner, op.pasid, &hosts);
   if (hosts.empty()) return -ENOENT;
   const size_t first = out->size();
-  for (const auto &[key, b] : bindings_) {
-    if (b.owner != owner || std::find(hosts.begin(), hosts.end(), key.second) == hosts.end())
-      continue;
+  // Named variables, not structured bindings: clang 14 (the fuzz build) cannot capture those.
+  for (const auto &entry : bindings_) {
+    const Binding &b = entry.second;
+    const uint16_t did = b.did;
+    const uint32_t host = entry.first.second;
+    if (b.owner != owner || std::find(hosts.begin(), hosts.end(), host) == hosts.end()) continue;
     // The IOTLB and PASID cache are tagged (DID, PASID), not by device: one op per pair.
-    const bool dup = std::any_of(out->begin() + ptrdiff_t(first), out->end(), [&](const auto &o) {
-      return o.did == b.did && o.pasid == key.second;
-    });
+    const bool dup = std::any_of(out->begin() + ptrdiff_t(first), out->end(),
+                                 [&](const auto &o) { return o.did == did && o.pasid == host; });
     if (dup) continue;
     invq::InvalidationOp fwd = op;
-    fwd.did = b.did;
-    fwd.pasid = key.second;
-    fwd.source_id = key.first;
+    fwd.did = did;
+    fwd.pasid = host;
+    fwd.source_id = entry.first.first;
     out->push_back(fwd);
   }
   return 0;
