@@ -96,6 +96,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint32_t queue = 0;
   unsigned bits = 256;
   uint64_t entries = 128;
+  // Where the guest writes its next descriptor, as a driver does: after the last one. Shaped
+  // descriptors written at arbitrary slots would nearly always sit behind a zero (invalid) slot
+  // and never be reached.
+  uint64_t prod = 0;
   FUZZ_CHECK(b->owner_queue_create(owner_a, did_a, kQueueGpa, entries, bits, &queue) == 0, "queue");
   auto pick_did = [&] {
     const uint16_t dids[] = {did_a, did_b, 0, 1};
@@ -150,13 +154,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             break;
         }
         const uint64_t qw[4] = {qw0, qw1, 0, 0};
-        const uint64_t index = in.ConsumeIntegral<uint8_t>() % entries;
+        const uint64_t index = in.ConsumeIntegralInRange<int>(0, 7) == 0
+                                   ? in.ConsumeIntegral<uint8_t>() % entries
+                                   : prod;
         mem.write(kHpaA + kQueueGpa + index * (bits / 8), qw, bits / 8);
+        if (index == prod) prod = (prod + 1) % entries;
         break;
       }
       case 2: {  // tail write
-        const uint64_t tail = in.ConsumeBool() ? in.ConsumeIntegral<uint8_t>() % entries
-                                               : in.ConsumeIntegral<uint64_t>();
+        const int how = in.ConsumeIntegralInRange<int>(0, 3);
+        const uint64_t tail = how == 0   ? in.ConsumeIntegral<uint8_t>() % entries
+                              : how == 1 ? in.ConsumeIntegral<uint64_t>()
+                                         : prod;
         rc = b->owner_queue_write_tail(queue, tail);
         OwnerQueueState s;
         if (b->owner_queue_state(queue, &s) == 0) {
@@ -167,9 +176,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         break;
       }
-      case 3:
+      case 3: {  // the guest's IQE handler: maybe replace the bad descriptor, then clear
+        OwnerQueueState s;
+        if (in.ConsumeBool() && b->owner_queue_state(queue, &s) == 0) {
+          const uint64_t fence[4] = {0x5 | (1u << 6), 0, 0, 0};  // wait, FN only
+          mem.write(kHpaA + kQueueGpa + s.head * (bits / 8), fence, bits / 8);
+        }
         rc = b->owner_queue_clear_error(queue);
         break;
+      }
       case 4: {  // recreate with arbitrary geometry, in A's domain or B's (refused)
         rc = b->owner_queue_destroy(queue);
         const unsigned nbits = in.ConsumeBool() ? 128 : 256;
@@ -185,12 +200,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (r == 0 && at_queue && nentries * (nbits / 8) <= 0x20000 - kQueueGpa) {
           bits = nbits;  // shaped descriptors keep landing in its ring
           entries = nentries;
+          prod = 0;
         } else {
           if (r == 0) FUZZ_CHECK(b->owner_queue_destroy(queue) == 0, "destroy");
           r = b->owner_queue_create(owner_a, did_a, kQueueGpa, 128, 256, &queue);
           FUZZ_CHECK(r == 0, "default create: %d", r);
           bits = 256;
           entries = 128;
+          prod = 0;
         }
         break;
       }

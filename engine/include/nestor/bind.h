@@ -1,7 +1,8 @@
 // The bind layer: the host side that feeds the engine (DESIGN.md, "Bind"). It owns the root
 // table, the context entries and the PASID directories/tables in machine memory, builds the
 // host's second-level domains, allocates system-wide PASIDs, binds guest first-level tables to
-// PASIDs as nested PASID entries, and forwards first-level owners' cache invalidations.
+// PASIDs as nested PASID entries, and forwards first-level owners' cache invalidations or,
+// with DIRECT_INVLD, consumes the owners' own invalidation queues.
 //
 // Every operation validates everything before it writes anything: a refusal (negative errno)
 // leaves memory, caches and bookkeeping exactly as they were. Every structure change is
