@@ -336,6 +336,42 @@ TEST_F(OwnerQueue, LifetimeAndOwnership) {
   EXPECT_EQ(layer().owner_queue_destroy(q), 0);
 }
 
+// With a background worker a tail write returns before the status is written. The status GPA
+// was translated when the wait was fetched; an unmap of that page waits for the processor
+// (its own invalidation's wait comes after the queued one), so when the unmap returns the
+// status is in the page the owner had, and a later wait aimed at it is IQE.
+TEST(OwnerQueueWorker, StatusLandsBeforeAnUnmapOfItsPageReturns) {
+  EngineConfig ec;
+  ec.background_invalidation = true;
+  BindConfig bc;
+  bc.features = kNestingFeatAll | kNestingFeatDirectInvld;
+  World w(ec, bc, 1);
+  Vm vm = w.make_vm(0);
+  uint32_t q = 0;
+  ASSERT_EQ(w.layer().owner_queue_create(vm.owner, vm.did, kQueueGpa, kEntries, 256, &q), 0);
+  constexpr uint64_t kLateStatus = 0x300000;  // in the 2M chunk [2M, 4M)
+  auto put = [&](size_t index, Desc d) {
+    const uint64_t qw[4] = {d.qw0, d.qw1, 0, 0};
+    ASSERT_EQ(w.mem().write(vm.hpa_base + kQueueGpa + index * 32, qw, sizeof qw), 0);
+  };
+  put(0, test::qi::wait_status(kLateStatus, 0x77));
+  ASSERT_EQ(w.layer().owner_queue_write_tail(q, 1), 0);
+  ASSERT_EQ(w.layer().unmap(vm.did, 2ull << 20, 2ull << 20), 0);
+  uint32_t status = 0;
+  ASSERT_EQ(w.mem().read(vm.hpa_base + kLateStatus, &status, sizeof status), 0);
+  EXPECT_EQ(status, 0x77u);
+  put(1, test::qi::wait_status(kLateStatus, 0x88));
+  EXPECT_EQ(w.layer().owner_queue_write_tail(q, 2), -EBUSY);
+  OwnerQueueState s;
+  ASSERT_EQ(w.layer().owner_queue_state(q, &s), 0);
+  EXPECT_EQ(s.fault, OwnerQueueFault::kStatusAddress);
+  EXPECT_EQ(s.head, 1u);
+  w.engine().invalidation().wait();
+  ASSERT_EQ(w.mem().read(vm.hpa_base + kLateStatus, &status, sizeof status), 0);
+  EXPECT_EQ(status, 0x77u);  // the refused wait wrote nothing
+  EXPECT_EQ(w.layer().owner_queue_destroy(q), 0);
+}
+
 TEST(OwnerQueueFeature, WithoutDirectInvldEveryCallIsRefused) {
   World w;  // default features: the v2 series' three
   Vm vm = w.make_vm(0);
