@@ -31,7 +31,8 @@ echo "=== nestor tests: fuzz"
 cmake -S tests/fuzz -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build build/fuzz -j"$jobs"
 rates=()
-for t in fuzz_qi fuzz_walk fuzz_bind fuzz_bind_churn fuzz_capi fuzz_trace fuzz_differential; do
+for t in fuzz_qi fuzz_walk fuzz_bind fuzz_bind_churn fuzz_capi fuzz_trace fuzz_differential \
+  fuzz_owner_queue; do
   mkdir -p "build/fuzz/corpus/$t"
   dict=()
   [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")

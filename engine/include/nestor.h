@@ -392,7 +392,10 @@ typedef struct nestor_bind nestor_bind;
 #define NESTOR_NESTING_FEAT_SYSWIDE_PASID 0x1u /* allocate/free PASIDs through the engine */
 #define NESTOR_NESTING_FEAT_BIND_PGTBL 0x2u    /* bind first-level tables explicitly */
 #define NESTOR_NESTING_FEAT_CACHE_INVLD 0x4u   /* invalidate explicitly after table changes */
-#define NESTOR_NESTING_FEAT_ALL 0x7u
+/* The owner invalidates through its own direct queue (nestor_owner_queue_*); opt-in, and a
+ * configuration with it has no CACHE_INVLD (nestor_cache_invalidate answers -EOPNOTSUPP). */
+#define NESTOR_NESTING_FEAT_DIRECT_INVLD 0x8u
+#define NESTOR_NESTING_FEAT_ALL 0x7u /* the default set: SYSWIDE_PASID, BIND_PGTBL, CACHE_INVLD */
 #define NESTOR_NESTING_FORMAT_VTD 1u
 
 /* Versioned: set size = sizeof(nestor_bind_config). features == 0 means all features (use
@@ -530,6 +533,61 @@ typedef struct nestor_bind_inv {
 } nestor_bind_inv;
 
 NESTOR_API int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nestor_bind_inv *inv);
+
+/* Owner-direct invalidation queues (DIRECT_INVLD; docs/BIND.md). The host creates a VT-d
+ * invalidation queue for an owner in the owner's memory; the owner (its emulated vIOMMU, or a
+ * guest driver in an emulator) writes VT-d descriptors there and moves the tail, and the engine
+ * consumes them like the host queue (nestor_qi_*): same decoder, batching, coalescing, waits
+ * and IQE rules. Guest PASIDs are translated (nestor_pasid_alloc's guest map, or the guest
+ * PASID of a binding), guest DIDs name nothing on the host, and every descriptor applies to the
+ * owner's own bindings only: domain-selective and global mean all of them. Host-only types
+ * (context cache 0x1, IOTLB 0x2, interrupt entry cache 0x4), a PASID the owner cannot name, a
+ * device outside the owner's domains and a status address not writable in the queue's domain
+ * raise IQE on this queue only. Without NESTOR_NESTING_FEAT_DIRECT_INVLD every call answers
+ * -EOPNOTSUPP.
+ * The queue lives in the owner's memory: base_gpa and every status address are guest
+ * addresses translated through the second-level domain `domain_did`, which the owner owns.
+ * entries * descriptor_bits / 8 must be 2^n 4K pages (n <= 7), each mapped readable now.
+ * -EINVAL geometry, alignment or an unmapped queue page; -ENOENT unknown owner or domain;
+ * -EPERM someone else's domain. The domain and owner cannot be destroyed while it exists. */
+NESTOR_API int nestor_owner_queue_create(nestor_bind *b, uint32_t owner, uint16_t domain_did,
+                                         uint64_t base_gpa, uint64_t entries,
+                                         unsigned descriptor_bits, uint32_t *queue);
+NESTOR_API int nestor_owner_queue_destroy(nestor_bind *b, uint32_t queue);
+/* Fetches, checks and queues [head, tail); without NESTOR_CFG_BACKGROUND_INV it also applies
+ * them, so status writes have landed in the owner's memory on return. 0 or -EBUSY (the queue
+ * stopped on an error: head stays on the bad descriptor, those before it took effect). */
+NESTOR_API int nestor_owner_queue_write_tail(nestor_bind *b, uint32_t queue, uint64_t tail_index);
+/* head_index: next descriptor; error: NESTOR_QI_ERR_*. Either pointer may be NULL. */
+NESTOR_API int nestor_owner_queue_state(nestor_bind *b, uint32_t queue, uint64_t *head_index,
+                                        int *error);
+NESTOR_API int nestor_owner_queue_clear_error(nestor_bind *b, uint32_t queue);
+
+/* Why a direct queue stopped (its architectural error is IQE for every one). */
+#define NESTOR_OWNER_QUEUE_FAULT_NONE 0u
+#define NESTOR_OWNER_QUEUE_FAULT_DECODE 1u         /* the VT-d decoder refused it */
+#define NESTOR_OWNER_QUEUE_FAULT_FETCH 2u          /* descriptor GPA not readable in the domain */
+#define NESTOR_OWNER_QUEUE_FAULT_TAIL 3u           /* tail beyond the queue */
+#define NESTOR_OWNER_QUEUE_FAULT_HOST_ONLY 4u      /* type 0x1, 0x2 or 0x4 */
+#define NESTOR_OWNER_QUEUE_FAULT_NOT_OWNED 5u      /* PASID or device not the owner's */
+#define NESTOR_OWNER_QUEUE_FAULT_STATUS_ADDRESS 6u /* status GPA not writable in the domain */
+
+/* Per-queue counters; versioned: set size, the engine fills min(size, what it knows). */
+typedef struct nestor_owner_queue_stats {
+  uint32_t size;
+  uint32_t fault; /* NESTOR_OWNER_QUEUE_FAULT_* of the current stop (NONE while running) */
+  uint64_t tail_writes;
+  uint64_t descriptors;   /* accepted */
+  uint64_t ops_submitted; /* host operations after tag translation */
+  uint64_t waits;
+  uint64_t errors; /* times the queue stopped */
+  uint64_t refused_host_only;
+  uint64_t refused_not_owned;
+  uint64_t refused_status;
+  uint64_t descriptors_by_type[16]; /* accepted, by VT-d type */
+} nestor_owner_queue_stats;
+NESTOR_API int nestor_owner_queue_get_stats(nestor_bind *b, uint32_t queue,
+                                            nestor_owner_queue_stats *out);
 /* ==== end of Bind layer ==================================================================== */
 
 /* ==== Event hooks (engine/src/c_api_events.cpp; C++: nestor/events.h) ======================

@@ -81,7 +81,7 @@ std::unique_ptr<BindLayer> BindLayer::create(Engine &engine, const BindConfig &c
   *err = -EINVAL;
   if ((cfg.table_base | cfg.table_size) & (kPage - 1) || cfg.table_size < 64 * kPage ||
       add_overflows(cfg.table_base, cfg.table_size) || cfg.max_domain_id == 0 ||
-      (cfg.features & ~kNestingFeatAll) ||
+      (cfg.features & ~kNestingFeatKnown) ||
       !engine.memory().is_ram(cfg.table_base, size_t(cfg.table_size)))
     return nullptr;
   if (!claim_engine(engine)) {
@@ -141,7 +141,8 @@ BindLayer::BindLayer(Key, Engine &engine, const BindConfig &cfg)
       free_dids_(uint32_t(cfg.max_domain_id) + 1) {
   free_dids_.set_all();
   free_dids_.clear(0);
-  // What is reported is what is provided: BIND_PGTBL brings CACHE_INVLD with it.
+  // What is reported is what is provided: BIND_PGTBL brings CACHE_INVLD with it, unless
+  // DIRECT_INVLD replaces it.
   cfg_.features = effective_nesting_features(cfg_.features);
 }
 
@@ -171,6 +172,7 @@ int BindLayer::destroy_owner_unreported(uint32_t owner) {
     if (b.second.owner == owner) return -EBUSY;
   for (const auto &d : domains_)
     if (d.second.owner == owner) return -EBUSY;
+  if (queue_in_use(owner, 0)) return -EBUSY;
   return pasids_.destroy_owner(owner);
 }
 
@@ -275,7 +277,8 @@ int BindLayer::destroy_domain_unreported(uint16_t did) {
   std::lock_guard lock(mu_);
   auto it = domains_.find(did);
   if (it == domains_.end()) return -ENOENT;
-  if (it->second.devices) return -EBUSY;
+  // A direct queue's descriptors and status writes go through the domain's tables.
+  if (it->second.devices || queue_in_use(0, did)) return -EBUSY;
   // Nothing may still hold the tables (paging-structure caches) when they are recycled.
   flush_domain(did);
   sync();
@@ -748,7 +751,7 @@ bool BindLayer::binding(uint16_t sid, uint32_t pasid, BindingInfo *out) {
 // First-level owner's invalidations
 
 int BindLayer::resolve_pasid(uint32_t owner, uint16_t sid, uint32_t pasid, uint32_t flags,
-                             uint32_t *host) {
+                             uint32_t *host) const {
   if (!(flags & kInvGuestPasid)) {
     *host = pasid;
     return 0;
@@ -762,27 +765,10 @@ int BindLayer::resolve_pasid(uint32_t owner, uint16_t sid, uint32_t pasid, uint3
   return -ENOENT;
 }
 
-int BindLayer::cache_invalidate_unreported(uint32_t owner, const invq::InvalidationOp &op,
-                                           uint32_t flags) {
-  if (!feature(kNestingFeatCacheInvld)) return -EOPNOTSUPP;
-  if ((flags & ~uint32_t(kInvGuestPasid)) || op.caches == 0 || (op.caches & ~invq::kAllCaches))
-    return -EINVAL;
-  // The context cache and GPA-indexed operations concern the host's structures and second
-  // level, which a first-level owner has no business flushing.
-  if ((op.caches & invq::kCacheContext) || op.addr_is_gpa) return -EPERM;
+int BindLayer::owner_ops(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags,
+                         std::vector<invq::InvalidationOp> *out) const {
   const bool targeted = op.scope == invq::Scope::kPasid || op.scope == invq::Scope::kRange;
-  if (op.scope == invq::Scope::kRange) {
-    const uint64_t page = op.addr >> invq::kPageShift;
-    if ((op.addr & (invq::kPageSize - 1)) || op.npages == 0 || page > invq::kMaxPageNumber ||
-        op.npages - 1 > invq::kMaxPageNumber - page)
-      return -EINVAL;
-  } else if (!targeted && op.scope != invq::Scope::kDomain && op.scope != invq::Scope::kGlobal &&
-             op.scope != invq::Scope::kDevice) {
-    return -EINVAL;
-  }
-  std::lock_guard lock(mu_);
-  if (!pasids_.has_owner(owner)) return -ENOENT;
-  std::vector<invq::InvalidationOp> ops;
+  auto &ops = *out;
   if (targeted) {
     uint32_t pasid;
     if (int r = resolve_pasid(owner, op.source_id, op.pasid, flags, &pasid); r != 0) return r;
@@ -810,6 +796,31 @@ int BindLayer::cache_invalidate_unreported(uint32_t owner, const invq::Invalidat
       ops.push_back(fwd);
     }
   }
+  return 0;
+}
+
+int BindLayer::cache_invalidate_unreported(uint32_t owner, const invq::InvalidationOp &op,
+                                           uint32_t flags) {
+  if (!feature(kNestingFeatCacheInvld)) return -EOPNOTSUPP;
+  if ((flags & ~uint32_t(kInvGuestPasid)) || op.caches == 0 || (op.caches & ~invq::kAllCaches))
+    return -EINVAL;
+  // The context cache and GPA-indexed operations concern the host's structures and second
+  // level, which a first-level owner has no business flushing.
+  if ((op.caches & invq::kCacheContext) || op.addr_is_gpa) return -EPERM;
+  const bool targeted = op.scope == invq::Scope::kPasid || op.scope == invq::Scope::kRange;
+  if (op.scope == invq::Scope::kRange) {
+    const uint64_t page = op.addr >> invq::kPageShift;
+    if ((op.addr & (invq::kPageSize - 1)) || op.npages == 0 || page > invq::kMaxPageNumber ||
+        op.npages - 1 > invq::kMaxPageNumber - page)
+      return -EINVAL;
+  } else if (!targeted && op.scope != invq::Scope::kDomain && op.scope != invq::Scope::kGlobal &&
+             op.scope != invq::Scope::kDevice) {
+    return -EINVAL;
+  }
+  std::lock_guard lock(mu_);
+  if (!pasids_.has_owner(owner)) return -ENOENT;
+  std::vector<invq::InvalidationOp> ops;
+  if (int r = owner_ops(owner, op, flags, &ops); r != 0) return r;
   for (const auto &o : ops) flush_first_level(o);
   sync();
   return 0;

@@ -26,7 +26,17 @@ static_assert(offsetof(nestor_nesting_info_vtd, ecap_reg) ==
               offsetof(nestor::NestingInfoVtd, ecap_reg));
 static_assert(NESTOR_NESTING_FEAT_SYSWIDE_PASID == nestor::kNestingFeatSyswidePasid &&
               NESTOR_NESTING_FEAT_BIND_PGTBL == nestor::kNestingFeatBindPgtbl &&
-              NESTOR_NESTING_FEAT_CACHE_INVLD == nestor::kNestingFeatCacheInvld);
+              NESTOR_NESTING_FEAT_CACHE_INVLD == nestor::kNestingFeatCacheInvld &&
+              NESTOR_NESTING_FEAT_DIRECT_INVLD == nestor::kNestingFeatDirectInvld &&
+              NESTOR_NESTING_FEAT_ALL == nestor::kNestingFeatAll);
+static_assert(NESTOR_OWNER_QUEUE_FAULT_DECODE == unsigned(nestor::OwnerQueueFault::kDecode) &&
+              NESTOR_OWNER_QUEUE_FAULT_FETCH == unsigned(nestor::OwnerQueueFault::kFetch) &&
+              NESTOR_OWNER_QUEUE_FAULT_TAIL == unsigned(nestor::OwnerQueueFault::kTail) &&
+              NESTOR_OWNER_QUEUE_FAULT_HOST_ONLY == unsigned(nestor::OwnerQueueFault::kHostOnly) &&
+              NESTOR_OWNER_QUEUE_FAULT_NOT_OWNED == unsigned(nestor::OwnerQueueFault::kNotOwned) &&
+              NESTOR_OWNER_QUEUE_FAULT_STATUS_ADDRESS ==
+                  unsigned(nestor::OwnerQueueFault::kStatusAddress));
+static_assert(NESTOR_QI_ERR_IQE == unsigned(nestor::invq::QiError::kInvalidDescriptor));
 static_assert(NESTOR_BIND_SRE == nestor::kBindSre && NESTOR_BIND_WPE == nestor::kBindWpe &&
               NESTOR_BIND_EAFE == nestor::kBindEafe && NESTOR_BIND_PCD == nestor::kBindPcd &&
               NESTOR_BIND_PWT == nestor::kBindPwt);
@@ -215,6 +225,57 @@ int nestor_cache_invalidate(nestor_bind *b, uint32_t owner, const nestor_bind_in
   const uint32_t flags =
       (in.flags & NESTOR_BIND_INV_GUEST_PASID) ? uint32_t(nestor::kInvGuestPasid) : 0u;
   NESTOR_BIND_CALL(b, b->layer->cache_invalidate(owner, op, flags));
+}
+
+int nestor_owner_queue_create(nestor_bind *b, uint32_t owner, uint16_t domain_did,
+                              uint64_t base_gpa, uint64_t entries, unsigned descriptor_bits,
+                              uint32_t *queue) {
+  NESTOR_BIND_CALL(b, b->layer->owner_queue_create(owner, domain_did, base_gpa, entries,
+                                                   descriptor_bits, queue));
+}
+
+int nestor_owner_queue_destroy(nestor_bind *b, uint32_t queue) {
+  NESTOR_BIND_CALL(b, b->layer->owner_queue_destroy(queue));
+}
+
+int nestor_owner_queue_write_tail(nestor_bind *b, uint32_t queue, uint64_t tail_index) {
+  NESTOR_BIND_CALL(b, b->layer->owner_queue_write_tail(queue, tail_index));
+}
+
+int nestor_owner_queue_state(nestor_bind *b, uint32_t queue, uint64_t *head_index, int *error) {
+  if (!b) return -EINVAL;
+  nestor::OwnerQueueState s;
+  if (int r = b->layer->owner_queue_state(queue, &s); r != 0) return r;
+  if (head_index) *head_index = s.head;
+  if (error) *error = int(s.error);
+  return 0;
+}
+
+int nestor_owner_queue_clear_error(nestor_bind *b, uint32_t queue) {
+  NESTOR_BIND_CALL(b, b->layer->owner_queue_clear_error(queue));
+}
+
+int nestor_owner_queue_get_stats(nestor_bind *b, uint32_t queue, nestor_owner_queue_stats *out) {
+  if (!b || !out || out->size < sizeof(uint32_t)) return -EINVAL;
+  nestor::OwnerQueueStats s;
+  nestor::OwnerQueueState st;
+  if (int r = b->layer->owner_queue_stats(queue, &s); r != 0) return r;
+  if (int r = b->layer->owner_queue_state(queue, &st); r != 0) return r;
+  nestor_owner_queue_stats full{};
+  full.fault = unsigned(st.fault);
+  full.tail_writes = s.tail_writes;
+  full.descriptors = s.descriptors;
+  full.ops_submitted = s.ops_submitted;
+  full.waits = s.waits;
+  full.errors = s.errors;
+  full.refused_host_only = s.refused_host_only;
+  full.refused_not_owned = s.refused_not_owned;
+  full.refused_status = s.refused_status;
+  for (size_t t = 0; t < 16; ++t) full.descriptors_by_type[t] = s.descriptors_by_type[t];
+  const size_t n = std::min<size_t>(out->size, sizeof full);
+  full.size = uint32_t(n);
+  std::memcpy(out, &full, n);
+  return 0;
 }
 
 }  // extern "C"

@@ -142,13 +142,107 @@ static int run(nestor_engine *e, nestor_bind **out_bind) {
   return 0;
 }
 
-int nestor_bind_c_smoke(void) {
+/* A fresh engine for `body`, torn down whatever it returns. */
+static int with_engine(int (*body)(nestor_engine *, nestor_bind **)) {
   nestor_engine *e = nestor_engine_create(NULL);
   nestor_bind *b = NULL;
   int line;
   if (!e) return __LINE__;
-  line = run(e, &b);
+  line = body(e, &b);
   nestor_bind_destroy(b);
   nestor_engine_destroy(e);
   return line;
+}
+
+int nestor_bind_c_smoke(void) {
+  return with_engine(run);
+}
+
+/* Owner-direct queue through the C ABI: a guest writes 256-bit VT-d descriptors into its own
+ * memory and moves the tail; the engine answers in the guest's memory. */
+int nestor_owner_queue_c_smoke(void);
+
+static int put_desc(nestor_engine *e, uint64_t hpa, uint64_t qw0, uint64_t qw1) {
+  uint64_t d[4];
+  d[0] = qw0;
+  d[1] = qw1;
+  d[2] = 0;
+  d[3] = 0;
+  return nestor_mem_write(e, hpa, d, sizeof d);
+}
+
+static int run_queue(nestor_engine *e, nestor_bind **out_bind) {
+  const uint64_t hpa_base = 4ull << 30, queue_gpa = 0x300000ull, status_gpa = 0x301000ull;
+  nestor_bind_config bc;
+  nestor_domain_config dc;
+  nestor_nesting_info info;
+  nestor_owner_queue_stats st;
+  nestor_bind *b;
+  uint32_t owner = 0, other = 0, queue = 0, status = 0;
+  uint16_t did = 0, other_did = 0;
+  uint64_t head = 99;
+  int err = 0, qerr = -1;
+
+  CHECK(nestor_mem_add_ram(e, 0, (4ull << 30) + (64ull << 20)) == 0);
+  memset(&bc, 0, sizeof bc);
+  bc.size = sizeof bc;
+  bc.features = NESTOR_NESTING_FEAT_ALL | NESTOR_NESTING_FEAT_DIRECT_INVLD;
+  bc.table_base = 1ull << 30;
+  bc.table_size = 16ull << 20;
+  b = nestor_bind_create(e, &bc, &err);
+  CHECK(b != NULL && err == 0);
+  *out_bind = b;
+  CHECK(nestor_get_nesting_info(b, &info, sizeof info) == 0);
+  /* Direct invalidation replaces CACHE_INVLD: the host forwards nothing any more. */
+  CHECK(info.features == (NESTOR_NESTING_FEAT_SYSWIDE_PASID | NESTOR_NESTING_FEAT_BIND_PGTBL |
+                          NESTOR_NESTING_FEAT_DIRECT_INVLD));
+  CHECK(nestor_owner_create(b, 8, &owner) == 0 && nestor_owner_create(b, 8, &other) == 0);
+  memset(&dc, 0, sizeof dc);
+  dc.size = sizeof dc;
+  dc.levels = 4;
+  dc.flags = NESTOR_DOMAIN_NESTING;
+  dc.owner = owner;
+  CHECK(nestor_domain_create(b, &dc, &did) == 0);
+  dc.owner = other;
+  CHECK(nestor_domain_create(b, &dc, &other_did) == 0);
+  CHECK(nestor_domain_map(b, did, 0, hpa_base, 64ull << 20,
+                          NESTOR_ACCESS_READ | NESTOR_ACCESS_WRITE) == 0);
+  /* Someone else's domain, a geometry IQA cannot express, an unmapped queue page. */
+  CHECK(nestor_owner_queue_create(b, owner, other_did, queue_gpa, 128, 256, &queue) == -EPERM);
+  CHECK(nestor_owner_queue_create(b, owner, did, queue_gpa, 100, 256, &queue) == -EINVAL);
+  CHECK(nestor_owner_queue_create(b, owner, did, 64ull << 20, 128, 256, &queue) == -EINVAL);
+  CHECK(nestor_owner_queue_create(b, owner, did, queue_gpa, 128, 256, &queue) == 0);
+
+  /* Domain-selective PASID-cache invalidation (0x7, G=00b) and a wait with status write
+   * (0x5, SW bit 5, data in 63:32, address in qw1). */
+  CHECK(put_desc(e, hpa_base + queue_gpa, 0x7 | (0x42ull << 16), 0) == 0);
+  CHECK(put_desc(e, hpa_base + queue_gpa + 32, 0x5 | (1u << 5) | (0xC0DEull << 32), status_gpa) ==
+        0);
+  CHECK(nestor_owner_queue_write_tail(b, queue, 2) == 0);
+  CHECK(nestor_mem_read(e, hpa_base + status_gpa, &status, sizeof status) == 0);
+  CHECK(status == 0xC0DE);
+  CHECK(nestor_owner_queue_state(b, queue, &head, &qerr) == 0 && head == 2 &&
+        qerr == NESTOR_QI_ERR_NONE);
+  /* A context-cache invalidation (0x1, global) is the host's: IQE, head stays on it. */
+  CHECK(put_desc(e, hpa_base + queue_gpa + 64, 0x1 | (1u << 4), 0) == 0);
+  CHECK(nestor_owner_queue_write_tail(b, queue, 3) == -EBUSY);
+  CHECK(nestor_owner_queue_state(b, queue, &head, &qerr) == 0 && head == 2 &&
+        qerr == NESTOR_QI_ERR_IQE);
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  CHECK(nestor_owner_queue_get_stats(b, queue, &st) == 0 && st.size == sizeof st);
+  CHECK(st.fault == NESTOR_OWNER_QUEUE_FAULT_HOST_ONLY && st.errors == 1 && st.descriptors == 2 &&
+        st.waits == 1 && st.refused_host_only == 1 && st.descriptors_by_type[7] == 1);
+  CHECK(nestor_owner_queue_clear_error(b, queue) == 0);
+  CHECK(nestor_owner_queue_state(b, queue, NULL, &qerr) == 0 && qerr == NESTOR_QI_ERR_NONE);
+  CHECK(nestor_domain_destroy(b, did) == -EBUSY); /* the queue lives in it */
+  CHECK(nestor_owner_queue_destroy(b, queue) == 0);
+  CHECK(nestor_owner_queue_destroy(b, queue) == -ENOENT);
+  CHECK(nestor_owner_queue_write_tail(b, queue, 0) == -ENOENT);
+  CHECK(nestor_cache_invalidate(b, owner, NULL) == -EINVAL);
+  return 0;
+}
+
+int nestor_owner_queue_c_smoke(void) {
+  return with_engine(run_queue);
 }

@@ -7,11 +7,16 @@
 #include "nestor.h"
 
 extern "C" int nestor_bind_c_smoke(void);
+extern "C" int nestor_owner_queue_c_smoke(void);
 
 namespace {
 
 TEST(BindCApi, C99SmokeFlow) {
   EXPECT_EQ(nestor_bind_c_smoke(), 0) << "failed at c_api_check.c line";
+}
+
+TEST(BindCApi, C99OwnerQueueFlow) {
+  EXPECT_EQ(nestor_owner_queue_c_smoke(), 0) << "failed at c_api_check.c line";
 }
 
 class CApi : public ::testing::Test {

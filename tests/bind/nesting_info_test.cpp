@@ -158,6 +158,22 @@ TEST(NestingInfo, LayerReportsExactlyItsFeatures) {
   }
 }
 
+// DIRECT_INVLD (nestor's bit 3): the owner invalidates through its own queue, so the duty
+// CACHE_INVLD names is gone and the bit is not reported, asked for or not.
+TEST(NestingInfo, DirectInvalidationReplacesCacheInvld) {
+  for (uint32_t f = 0; f <= kNestingFeatAll; ++f) {
+    BindConfig bc;
+    bc.features = f | kNestingFeatDirectInvld;
+    bindtest::World w({}, bc, 1);
+    const uint32_t want = (f & ~uint32_t(kNestingFeatCacheInvld)) | kNestingFeatDirectInvld;
+    EXPECT_EQ(w.layer().nesting_info().features, want) << f;
+  }
+  // Unknown bits are still refused.
+  BindConfig bad;
+  bad.features = kNestingFeatKnown | (1u << 4);
+  EXPECT_THROW(bindtest::World w({}, bad, 1), std::runtime_error);
+}
+
 TEST(NestingInfo, SmallerCallerGetsThePrefixOnly) {
   const NestingInfo info = make_nesting_info(EngineConfig{}, kNestingFeatAll);
   uint8_t buf[64];

@@ -1,7 +1,8 @@
 // The bind layer: the host side that feeds the engine (DESIGN.md, "Bind"). It owns the root
 // table, the context entries and the PASID directories/tables in machine memory, builds the
 // host's second-level domains, allocates system-wide PASIDs, binds guest first-level tables to
-// PASIDs as nested PASID entries, and forwards first-level owners' cache invalidations.
+// PASIDs as nested PASID entries, and forwards first-level owners' cache invalidations or,
+// with DIRECT_INVLD, consumes the owners' own invalidation queues.
 //
 // Every operation validates everything before it writes anything: a refusal (negative errno)
 // leaves memory, caches and bookkeeping exactly as they were. Every structure change is
@@ -15,10 +16,12 @@
 // Engine::translate may run concurrently with all of them.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <utility>
 #include <vector>
 
@@ -27,6 +30,8 @@
 #include "nestor/machine_memory.h"
 #include "nestor/nesting_info.h"
 #include "nestor/pasid_allocator.h"
+#include "nestor/vtd/descriptor.h"
+#include "nestor/vtd/queue.h"
 #include "nestor/vtd/structures_writer.h"
 
 namespace nestor {
@@ -71,6 +76,35 @@ struct BindRequest {
 // cache_invalidate() flags.
 enum CacheInvalidateFlags : uint32_t {
   kInvGuestPasid = 1u << 0,  // op.pasid is the owner's guest PASID, translated here
+};
+
+// Why an owner's direct invalidation queue stopped (its architectural error is IQE for all of
+// them). Values are part of the C ABI (NESTOR_OWNER_QUEUE_FAULT_*).
+enum class OwnerQueueFault : uint8_t {
+  kNone = 0,
+  kDecode = 1,         // the VT-d decoder refused the descriptor (see decode_error)
+  kFetch = 2,          // the descriptor's GPA is not mapped readable in the queue's domain
+  kTail = 3,           // tail index beyond the queue
+  kHostOnly = 4,       // context cache (0x1), IOTLB (0x2) or interrupt entry cache (0x4)
+  kNotOwned = 5,       // a PASID the owner cannot name, or a device outside its domains
+  kStatusAddress = 6,  // a wait's status address is not mapped writable in the queue's domain
+};
+
+struct OwnerQueueState {
+  uint64_t head = 0, tail = 0;  // descriptor indexes
+  invq::QiError error = invq::QiError::kNone;
+  OwnerQueueFault fault = OwnerQueueFault::kNone;
+  invq::DecodeError decode_error = invq::DecodeError::kNone;
+};
+
+struct OwnerQueueStats {
+  uint64_t tail_writes = 0;
+  uint64_t descriptors = 0;    // accepted: decoded, checked and handed on
+  uint64_t ops_submitted = 0;  // host operations after tag translation (one descriptor: 0..n)
+  uint64_t waits = 0;
+  uint64_t errors = 0;  // times the queue stopped
+  uint64_t refused_host_only = 0, refused_not_owned = 0, refused_status = 0;
+  std::array<uint64_t, 16> descriptors_by_type{};  // accepted, by VT-d type 0x0..0xF
 };
 
 struct DomainInfo {
@@ -184,7 +218,30 @@ class NESTOR_CXX_API BindLayer {
   // ops, or a PASID the owner does not hold; -ENOENT unknown owner or (device, PASID) not bound.
   int cache_invalidate(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags = 0);
 
+  // --- Owner-direct invalidation queues (DIRECT_INVLD; docs/BIND.md) ---
+  // The host gives `owner` a VT-d invalidation queue (IQA semantics: `entries` descriptors of
+  // `descriptor_bits` 128 or 256, entries * size a power-of-two number of 4K pages, at most
+  // 128) at `base_gpa` in the second-level domain `domain_did`, which the owner owns. Every
+  // queue page must be mapped readable there now. -EOPNOTSUPP feature off; -EINVAL bad
+  // geometry or alignment, or a queue page not mapped; -ENOENT unknown owner or domain;
+  // -EPERM the domain belongs to someone else; -ENOMEM.
+  int owner_queue_create(uint32_t owner, uint16_t domain_did, uint64_t base_gpa, uint64_t entries,
+                         unsigned descriptor_bits, uint32_t *queue);
+  // -EOPNOTSUPP, -ENOENT. Descriptors already handed on still take effect.
+  int owner_queue_destroy(uint32_t queue);
+  // The owner moved the tail: [head, tail) are fetched through the domain, decoded by the host
+  // queue's decoder, checked, their tags translated, and queued on the engine's invalidation
+  // processor like the host queue's; without a background worker they are applied (and wait
+  // status written into the owner's memory) before the call returns. Descriptors before a bad
+  // one take effect; the queue stops on the bad one (IQE, head on it) until
+  // owner_queue_clear_error and the next tail write. 0, -EBUSY (stopped), -EOPNOTSUPP, -ENOENT.
+  int owner_queue_write_tail(uint32_t queue, uint64_t tail_index);
+  int owner_queue_state(uint32_t queue, OwnerQueueState *out);
+  int owner_queue_clear_error(uint32_t queue);
+  int owner_queue_stats(uint32_t queue, OwnerQueueStats *out);
+
  private:
+  struct OwnerQueue;  // engine/src/owner_queue.cpp
   // `count` leaves of 2^shift bytes, consecutive in GPA and HPA, mapped by one map() call.
   // A 2M map split into 4K leaves is one run, not 512 tree nodes.
   struct Run {
@@ -255,7 +312,21 @@ class NESTOR_CXX_API BindLayer {
   void unbind_finish(uint16_t source_id, uint32_t pasid, std::vector<uint64_t> *unlinked);
   void free_structure_pages(const std::vector<uint64_t> &pages, bool wait);
   int resolve_pasid(uint32_t owner, uint16_t source_id, uint32_t pasid, uint32_t flags,
-                    uint32_t *host_pasid);
+                    uint32_t *host_pasid) const;
+  // cache_invalidate's mapping of an owner's op onto host tags, confined to the owner's
+  // bindings, without flushing or waiting; the caller holds mu_ (shared is enough) and has
+  // validated the op's shape. Appends to *out. 0, -ENOENT, -EPERM, -EINVAL.
+  int owner_ops(uint32_t owner, const invq::InvalidationOp &op, uint32_t flags,
+                std::vector<invq::InvalidationOp> *out) const;
+  // A direct queue's descriptor op (guest DID and PASID, no device for PASID-tagged caches)
+  // as host ops; same contract as owner_ops.
+  int queue_ops(uint32_t owner, const invq::InvalidationOp &op,
+                std::vector<invq::InvalidationOp> *out) const;
+  // Host PASIDs the owner's guest PASID names (see queue_ops); empty: none.
+  void guest_pasid_hosts(uint32_t owner, uint32_t guest_pasid, std::vector<uint32_t> *out) const;
+  std::shared_ptr<OwnerQueue> find_queue(uint32_t queue);
+  // Whether a direct queue belongs to `owner` or lives in domain `did`; the caller holds mu_.
+  bool queue_in_use(uint32_t owner, uint16_t did) const;
 
   Engine &engine_;
   MachineMemory &mem_;
@@ -266,12 +337,16 @@ class NESTOR_CXX_API BindLayer {
   StructuresWriter structures_;
   PasidAllocator pasids_;
 
-  std::mutex mu_;
+  // Shared by direct-queue tail writes (they only read the bindings and domains, so owners'
+  // queues are processed in parallel); exclusive for everything that changes them.
+  std::shared_mutex mu_;
   HierarchicalBitmap free_dids_;  // 1 = free
   uint32_t did_cursor_ = 1;
   std::map<uint16_t, Domain> domains_;
   std::map<uint16_t, uint16_t> devices_;                       // source-id -> DID
   std::map<std::pair<uint16_t, uint32_t>, Binding> bindings_;  // (source-id, PASID)
+  std::map<uint32_t, std::shared_ptr<OwnerQueue>> queues_;
+  uint32_t next_queue_ = 1;
 };
 
 }  // namespace nestor

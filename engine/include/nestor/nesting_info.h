@@ -10,7 +10,9 @@
 // data[]; here the widths are common fields and the VT-d data holds the registers only.
 //
 // The struct is versioned by `size`: get_nesting_info() copies only the prefix a caller knows
-// and zeroes any tail the engine does not know, so old and new callers both work.
+// and zeroes any tail the engine does not know, so old and new callers both work. Feature bits
+// are added without a layout change: a caller that does not know a bit never sees it set
+// unless the host configured it, and a configuration without a bit refuses its calls.
 #pragma once
 
 #include <cstddef>
@@ -39,13 +41,26 @@ enum NestingFeature : uint32_t {
   // nesting-capable IOMMU: a bound table's owner has no other way to invalidate, so it is
   // reported (and provided) whenever kNestingFeatBindPgtbl is.
   kNestingFeatCacheInvld = 1u << 2,
+  // nestor's own bit (not in the v2 series): the owner of a first-level table invalidates
+  // through a VT-d-format invalidation queue in its own memory that the engine consumes
+  // directly (BindLayer::owner_queue_*), with guest DIDs and PASIDs translated and confined to
+  // the owner's bindings; the host no longer forwards anything. This is the "vendor [that]
+  // allow[s] the owner of [the] 1st-level page table to directly invalidate cache w/o going
+  // through [the] host IOMMU driver" the series kept CACHE_INVLD separate for, so a
+  // configuration with it reports (and provides) no CACHE_INVLD.
+  kNestingFeatDirectInvld = 1u << 3,
 };
+// The features a default configuration offers: the v2 series' three. Direct invalidation is
+// opt-in because it takes CACHE_INVLD away, which existing hosts rely on.
 inline constexpr uint32_t kNestingFeatAll =
     kNestingFeatSyswidePasid | kNestingFeatBindPgtbl | kNestingFeatCacheInvld;
+// Every bit a configuration may ask for.
+inline constexpr uint32_t kNestingFeatKnown = kNestingFeatAll | kNestingFeatDirectInvld;
 
 // The features a configuration asking for `requested` really has.
 constexpr uint32_t effective_nesting_features(uint32_t requested) {
-  const uint32_t f = requested & kNestingFeatAll;
+  const uint32_t f = requested & kNestingFeatKnown;
+  if (f & kNestingFeatDirectInvld) return f & ~uint32_t(kNestingFeatCacheInvld);
   return (f & kNestingFeatBindPgtbl) ? (f | kNestingFeatCacheInvld) : f;
 }
 
