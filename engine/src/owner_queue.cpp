@@ -166,6 +166,8 @@ int BindLayer::owner_queue_create(uint32_t owner, uint16_t did, uint64_t base_gp
   auto q = std::make_shared<OwnerQueue>();
   q->owner = owner;
   q->did = did;
+  // Its descriptors and the error that stops it are queue events, as the host queue's are.
+  q->queue.set_event_hooks(&engine_.event_hooks());
   q->queue.write_iqa(base_gpa | (bits == 256 ? invq::InvalidationQueue::kIqaDw256 : 0) | qs);
   uint32_t id = next_queue_;
   while (id == 0 || queues_.count(id)) ++id;

@@ -303,6 +303,34 @@ TEST_F(OwnerQueue, QueueErrorsOfTheQueueItself) {
   EXPECT_EQ(state(0).head, 1u);
 }
 
+// An owner's queue reports through the engine's queue events like the host queue: each
+// descriptor decoded (with its index and the op as decoded, in the guest's tags), then the
+// error that stopped it at the bad descriptor's index.
+TEST_F(OwnerQueue, ReportsQueueEvents) {
+  std::vector<QueueEvent> seen;
+  auto record = [](void *user, const Event &e) {
+    static_cast<std::vector<QueueEvent> *>(user)->push_back(*e.queue);
+  };
+  const int id = cached().add_event_hook(kEventQueue, record, &seen);
+  ASSERT_GE(id, 0);
+  put(0, 0, piotlb_pasid(1, 1));
+  put(0, 1, {piotlb_pasid(1, 1).qw0 | (1u << 8), 0});  // reserved bit 8 of type 0x6: IQE
+  EXPECT_EQ(layer().owner_queue_write_tail(queue[0], 2), -EBUSY);
+  ASSERT_EQ(cached().remove_event_hook(id), 0);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].type, QueueEventType::kDescriptor);
+  EXPECT_EQ(seen[0].index, 0u);
+  EXPECT_TRUE(seen[0].is_op);
+  EXPECT_EQ(seen[0].type_code, 0x6);
+  EXPECT_EQ(seen[0].descriptor_bits, 256u);
+  EXPECT_EQ(seen[1].type, QueueEventType::kDescriptor);
+  EXPECT_EQ(seen[1].index, 1u);
+  EXPECT_FALSE(seen[1].is_op) << "did not decode";
+  EXPECT_EQ(seen[2].type, QueueEventType::kError);
+  EXPECT_EQ(seen[2].index, 1u);
+  EXPECT_NE(seen[2].error, nullptr);
+}
+
 TEST_F(OwnerQueue, LifetimeAndOwnership) {
   uint32_t q;
   // Another owner's domain, unknown owner or domain.
