@@ -159,6 +159,11 @@ int main(int argc, char **argv) {
       ->check(CLI::IsMember({3, 4, 5}))
       ->group(machine)
       ->capture_default_str();
+  app.add_flag("--direct-queues", o.machine.direct_queues,
+               "guests invalidate through owner-direct queues in their own RAM (DIRECT_INVLD): "
+               "remaps, and the storm's page/range/pasid operations; the report gives each "
+               "VM's queue throughput")
+      ->group(machine);
 
   auto *load = "Load";
   app.add_option("--threads", o.threads, "translating threads (scaling: the largest count)")
@@ -295,6 +300,9 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   app.add_flag("--drain", drain, "drain in-flight translations on invalidation waits")->group(eng);
   app.add_flag("--no-coalesce", no_coalesce, "do not coalesce queued invalidations")->group(eng);
+  app.add_flag("--background", o.engine.background_invalidation,
+               "a worker thread applies queued invalidations (waits block until it has)")
+      ->group(eng);
   std::string gpa_invalidation = "architectural";
   app.add_option("--gpa-invalidation", gpa_invalidation,
                  "what a type 0x2 (GPA) invalidation removes: architectural (every first-level "

@@ -69,6 +69,19 @@ void print_group(std::FILE *out, const RunReport &run, bool targeted) {
   std::fprintf(out, "\n");
 }
 
+// Per VM with --direct-queues: what its guest driver pushed through its own queue.
+void print_owner_queues(std::FILE *out, const RunReport &run) {
+  if (run.owner_queues.empty()) return;
+  std::fprintf(out, "  %-26s %4s %6s %12s %12s %12s %10s %7s\n", "owner-direct queues", "vm",
+               "queue", "descriptors", "desc/s", "tail writes", "waits", "errors");
+  for (const auto &q : run.owner_queues)
+    std::fprintf(out,
+                 "  %-26s %4d %6u %12" PRIu64 " %12.0f %12" PRIu64 " %10" PRIu64 " %7" PRIu64 "\n",
+                 "", q.vm, q.queue, q.stats.descriptors,
+                 run.seconds > 0 ? double(q.stats.descriptors) / run.seconds : 0.0,
+                 q.stats.tail_writes, q.stats.waits, q.stats.errors);
+}
+
 // The storm's figures side by side, one row per run: hit rate of the spaces its invalidations
 // can reach and of the others, and the latency of an invalidation batch (submit to wait).
 void print_storm_table(const ScenarioReport &r, std::FILE *out) {
@@ -155,6 +168,21 @@ Json json_run(const ScenarioReport &r, const RunReport &run) {
   j["invalidations"] = std::move(inv);
   j["translation_latency_ns"] = json_latency(run.translate_ns);
   j["invalidation_batch_latency_ns"] = json_latency(run.invalidate_ns);
+  if (!run.owner_queues.empty()) {
+    Json queues = Json::array();
+    for (const auto &q : run.owner_queues)
+      queues.push_back({{"vm", q.vm},
+                        {"owner", q.owner},
+                        {"queue", q.queue},
+                        {"tail_writes", q.stats.tail_writes},
+                        {"descriptors", q.stats.descriptors},
+                        {"descriptors_per_second",
+                         run.seconds > 0 ? double(q.stats.descriptors) / run.seconds : 0.0},
+                        {"ops_submitted", q.stats.ops_submitted},
+                        {"waits", q.stats.waits},
+                        {"errors", q.stats.errors}});
+    j["owner_queues"] = std::move(queues);
+  }
   if (r.scenario == "storm" && !run.spaces.empty())
     j["space_groups"] = {{"targeted", json_group(space_group(run, true))},
                          {"untargeted", json_group(space_group(run, false))}};
@@ -235,6 +263,7 @@ void print_table(const ScenarioReport &r, std::FILE *out) {
         print_group(out, run, false);
       }
       if (run.remaps) std::fprintf(out, "  %-26s %" PRIu64 "\n", "guest remaps", run.remaps);
+      print_owner_queues(out, run);
       if (run.unverified)
         std::fprintf(out, "  %-26s %" PRIu64 " (address spaces shared between threads)\n",
                      "unverified translations", run.unverified);

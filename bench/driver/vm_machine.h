@@ -5,6 +5,7 @@
 // invalidations CACHE_INVLD requires.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,6 +25,16 @@ struct MachineConfig {
   int fl_levels = 4;      // guest first level: 4 or 5
   int sl_levels = 4;      // host second level: 3, 4 or 5
   uint64_t guest_ram = 256ull << 20;
+  // DIRECT_INVLD: each VM gets an owner-direct invalidation queue in its own RAM, and guest
+  // remaps write VT-d descriptors there instead of calling BindLayer::cache_invalidate.
+  bool direct_queues = false;
+};
+
+// One VM's owner-direct queue as its guest driver sees it, and the bind layer's counters.
+struct OwnerQueueReport {
+  int vm = 0;
+  uint32_t owner = 0, queue = 0;
+  OwnerQueueStats stats;
 };
 
 inline constexpr uint64_t kIovaBase = 0x10'0000'0000ull;
@@ -66,9 +77,27 @@ class VmMachine {
   // The guest driver of `as` moves `npages` pages from `first` to fresh guest pages: clears
   // the PTEs, invalidates the range through the bind layer (CACHE_INVLD), then maps the new
   // pages. Call only from the thread that owns `as`. Returns the op it had the engine apply.
+  // With direct queues the guest writes PASID-based IOTLB (0x6) and device-TLB (0x8)
+  // descriptors for the range, and a wait, into its VM's queue (guest_descriptors).
   invq::InvalidationOp remap(GuestAddressSpace &as, uint64_t first, uint64_t npages);
 
+  // Every VM's queue counters (empty without direct queues).
+  std::vector<OwnerQueueReport> owner_queues();
+  bool direct_queues() const { return cfg_.direct_queues; }
+
+  // With direct queues: the 256-bit descriptors a guest driver writes for `op` of `as` (first-
+  // level kRange: page-selective-within-PASID 0x6s for the fewest naturally aligned blocks
+  // making up the range; kPasid: a PASID-selective 0x6; kCacheDevTlb in op.caches adds the
+  // matching 0x8s), appended to `out`. Other scopes are the host's: throws std::logic_error.
+  using GuestDescriptor = std::array<uint64_t, 4>;
+  static void guest_descriptors(const GuestAddressSpace &as, const invq::InvalidationOp &op,
+                                std::vector<GuestDescriptor> *out);
+  // Writes `descs` into the VM's queue, each run of them followed by a wait, moves the tail and
+  // returns once every wait's status is in the guest's memory. Thread-safe (per-VM lock).
+  void submit_to_queue(int vm, const std::vector<GuestDescriptor> &descs);
+
  private:
+  struct GuestQueue;  // vm_machine.cpp
   void build_vm(int vm);
   static machine::Machine declare_ram(const MachineConfig &cfg, const EngineConfig &ecfg);
 
@@ -77,6 +106,7 @@ class VmMachine {
   machine::Machine machine_;
   std::vector<machine::GuestFl *> fl_;  // per address space
   std::vector<GuestAddressSpace> spaces_;
+  std::vector<std::unique_ptr<GuestQueue>> queues_;  // per VM, with direct queues
 };
 
 }  // namespace nestor::driver

@@ -145,6 +145,8 @@ struct RunReport {
   // Per address space of the machine, in its order; empty when the target cannot count per
   // space (nestor's request path has no handle to count in).
   std::vector<SpaceCounts> spaces;
+  // Per VM with --direct-queues: its queue's counters over the run.
+  std::vector<OwnerQueueReport> owner_queues;
   double rate() const { return seconds > 0 ? double(translations) / seconds : 0.0; }
 };
 

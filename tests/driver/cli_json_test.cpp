@@ -112,6 +112,29 @@ TEST(CliJson, StormSplitsHitRatesByTargetGroup) {
   }
 }
 
+// Issue 17: --direct-queues (with the engine's worker, so the guest polls its status) reports
+// one queue per VM; the storm's target VM pushed its page operations through it.
+TEST(CliJson, DirectQueuesReportEveryOwnersQueue) {
+  const json doc =
+      run_json({"--scenario", "storm", "--direct-queues", "--background", "--mix", "page:1",
+                "--inv-spaces", "1", "--ops", "3000", "--pages", "128", "--vms", "3", "--json"});
+  const json &run = doc.at("runs").at(0);
+  EXPECT_EQ(run.at("mismatches").get<uint64_t>(), 0u);
+  const json &queues = run.at("owner_queues");
+  ASSERT_EQ(queues.size(), 3u);
+  for (size_t vm = 0; vm < 3; ++vm) {
+    EXPECT_EQ(queues[vm].at("vm").get<size_t>(), vm);
+    EXPECT_EQ(queues[vm].at("errors").get<uint64_t>(), 0u);
+  }
+  const uint64_t pages = run.at("invalidations").at("page").get<uint64_t>();
+  const uint64_t remaps = run.at("remaps").get<uint64_t>();
+  EXPECT_GT(pages, remaps);
+  // VM 0 holds the one targeted space: a 0x6 per storm page operation, plus its remaps' ones.
+  EXPECT_GE(queues[0].at("descriptors").get<uint64_t>(), pages - remaps);
+  EXPECT_GT(queues[0].at("descriptors_per_second").get<double>(), 0.0);
+  EXPECT_GT(queues[0].at("waits").get<uint64_t>(), 0u);
+}
+
 // Issue 13 item 12: a storm run ends near its duration. 8 invalidators with 100000-op
 // batches and a 0.01 s run used to finish every batch (>= 800000 operations); counted, not
 // timed: the batches are now cut short once the run is over.

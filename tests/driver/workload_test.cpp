@@ -119,6 +119,95 @@ TEST(VmMix, GuestRemapsNeverYieldStaleTranslations) {
   EXPECT_GT(run.translate_ns.count(), 0u);
 }
 
+// DIRECT_INVLD (issue 17): guests write their invalidations into their own queues. A guest
+// that lost or misplaced a descriptor would leave the old page in the IOTLB, and the next
+// translation of it would disagree with the guest's table (a mismatch).
+TEST(VmMix, GuestsInvalidatingThroughTheirOwnQueuesStayExact) {
+  for (bool background : {false, true}) {
+    SCOPED_TRACE(background ? "background worker" : "applied in the tail write");
+    DriverOptions o = small("vm-mix");
+    o.machine.direct_queues = true;
+    o.engine.background_invalidation = background;
+    o.remap_every = 256;  // remaps are checked every 256 translations
+    o.remap_pages = 5;    // unaligned ranges: several aligned blocks per remap
+    const ScenarioReport r = run_scenario(o);
+    ASSERT_EQ(r.runs.size(), 1u);
+    const RunReport &run = r.runs[0];
+    EXPECT_FALSE(r.failed);
+    EXPECT_EQ(run.mismatches, 0u);
+    EXPECT_EQ(run.faults, 0u);
+    ASSERT_GE(run.remaps, 2u * (o.ops / o.remap_every) - 2);
+    ASSERT_EQ(run.owner_queues.size(), size_t(o.machine.vms));
+    uint64_t waits = 0, piotlb = 0;
+    for (const auto &q : run.owner_queues) {
+      EXPECT_EQ(q.stats.errors, 0u) << "vm " << q.vm;
+      EXPECT_GT(q.stats.waits, 0u) << "every VM's spaces remap";
+      // Each 0x6 block has its device-TLB twin.
+      EXPECT_EQ(q.stats.descriptors_by_type[0x6], q.stats.descriptors_by_type[0x8]);
+      EXPECT_EQ(q.stats.descriptors_by_type[0x5], q.stats.waits);
+      waits += q.stats.waits;
+      piotlb += q.stats.descriptors_by_type[0x6];
+    }
+    EXPECT_EQ(waits, run.remaps) << "one wait per remap";
+    EXPECT_GE(piotlb, run.remaps);
+    EXPECT_GE(run.stats.iotlb.inv_range + run.stats.iotlb.inv_page, run.remaps);
+  }
+}
+
+// The guest's 0x6/0x8 descriptors for a range, read back with the specification's field
+// positions (VT-d 6.5.2.4, 6.5.2.6): each 0x6 block is 2^AM pages at an ADDR aligned to it, the
+// blocks tile the range exactly, and each 0x8 names the same block through S and ADDR's
+// trailing ones.
+TEST(VmMix, GuestDescriptorsTileTheRangeWithAlignedBlocks) {
+  GuestAddressSpace as;
+  as.did = 7;
+  as.source_id = 0x0208;
+  as.pasid = 0x1234;
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 2000; ++i) {
+    invq::InvalidationOp op;
+    op.caches = invq::kCacheIotlb | invq::kCachePaging | invq::kCacheDevTlb;
+    op.scope = invq::Scope::kRange;
+    op.leaf = true;
+    const uint64_t first = rng() % (1u << 20);
+    op.npages = 1 + rng() % (i % 2 ? 8 : 5000);
+    op.addr = first << 12;
+    std::vector<VmMachine::GuestDescriptor> d;
+    VmMachine::guest_descriptors(as, op, &d);
+    ASSERT_EQ(d.size() % 2, 0u);
+    unsigned log2n = 0;
+    while ((uint64_t{1} << log2n) <= op.npages) ++log2n;
+    EXPECT_LE(d.size() / 2, 2u * log2n) << "fewest blocks";
+    uint64_t next = first;
+    for (size_t k = 0; k < d.size(); k += 2) {
+      const auto &p = d[k], &t = d[k + 1];
+      ASSERT_EQ(p[0] & 0xF, 0x6u);
+      EXPECT_EQ((p[0] >> 4) & 3, 3u) << "page-selective-within-PASID";
+      EXPECT_EQ((p[0] >> 16) & 0xFFFF, as.did);
+      EXPECT_EQ((p[0] >> 32) & 0xFFFFF, as.pasid);
+      EXPECT_NE(p[1] & (1u << 6), 0u) << "IH: only leaves changed";
+      const unsigned am = unsigned(p[1] & 0x3F);
+      const uint64_t page = p[1] >> 12;
+      EXPECT_EQ(page, next) << "blocks are consecutive";
+      EXPECT_EQ(page & ((uint64_t{1} << am) - 1), 0u) << "ADDR aligned to 2^AM pages";
+      ASSERT_EQ(t[0] & 0xF, 0x8u);
+      EXPECT_EQ((t[0] >> 16) & 0xFFFF, as.source_id);
+      EXPECT_EQ((t[0] >> 32) & 0xFFFFF, as.pasid);
+      // S=1: the lowest clear bit of ADDR[63:12] at k means 2^(k+1) pages; S=0 one page.
+      uint64_t tpages = 1;
+      if (t[1] & (1u << 11)) {
+        unsigned k = 0;
+        while ((t[1] >> (12 + k)) & 1) ++k;
+        tpages = uint64_t{2} << k;
+      }
+      EXPECT_EQ(tpages, uint64_t{1} << am);
+      EXPECT_EQ((t[1] >> 12) >> am, page >> am) << "the same block";
+      next = page + (uint64_t{1} << am);
+    }
+    EXPECT_EQ(next, first + op.npages) << "covers the range and no more";
+  }
+}
+
 TEST(VmMix, RequestAndBatchPathsAgreeWithTheGuest) {
   for (Path p : {Path::kRequest, Path::kBatch}) {
     DriverOptions o = small("vm-mix");
@@ -207,6 +296,29 @@ TEST(Storm, EveryGranularityUnderTranslationLoadKeepsResultsExact) {
   const auto &io = run.stats.iotlb;
   EXPECT_GT(io.inv_global + io.inv_domain + io.inv_pasid + io.inv_page + io.inv_range + io.inv_gpa,
             0u);
+}
+
+// The storm's page, range and PASID operations go through the addressed VM's queue; the
+// host's (domain, global, context) stay typed operations. Results stay exact throughout.
+TEST(Storm, GuestOperationsThroughDirectQueuesKeepResultsExact) {
+  DriverOptions o = small("storm");
+  o.machine.direct_queues = true;
+  o.invalidators = 2;
+  o.mix = parse_mix("page:30,range:30,pasid:20,domain:10,global:5,context:5");
+  o.inv_batch = 6;
+  const ScenarioReport r = run_scenario(o);
+  ASSERT_EQ(r.runs.size(), 1u);
+  const RunReport &run = r.runs[0];
+  EXPECT_EQ(run.mismatches, 0u);
+  EXPECT_EQ(run.faults, 0u);
+  ASSERT_EQ(run.owner_queues.size(), 2u);
+  // The storm addresses the first half of the spaces: VM 0's (2 devices per VM).
+  const OwnerQueueStats &vm0 = run.owner_queues[0].stats;
+  EXPECT_EQ(vm0.errors, 0u);
+  EXPECT_GE(vm0.descriptors_by_type[0x6], run.invalidations[kPage] + run.invalidations[kRange] +
+                                              run.invalidations[kPasidScope] - run.remaps)
+      << "every guest operation became at least one 0x6";
+  EXPECT_GT(run.stats.iotlb.inv_pasid, 0u);
 }
 
 std::vector<GuestAddressSpace> fake_spaces(int vms, int devices, int pasids) {
