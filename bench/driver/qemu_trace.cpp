@@ -304,7 +304,37 @@ const char *qemu_descriptor_name(uint8_t type) {
   }
 }
 
+// An owner-direct queue (issue 17) has no QEMU counterpart, and its descriptors carry the
+// guest's tags and addresses: QEMU's lines would read as the host's queue to an importer, so
+// its events are nestor_queue lines naming the queue.
+void format_owner_queue(const QueueEvent &q, const std::string &prefix, std::string *out) {
+  *out += prefix;
+  appendf(out, "nestor_queue owner_queue=%u", q.owner_queue);
+  switch (q.type) {
+    case QueueEventType::kDescriptor:
+      appendf(out, " type=descriptor index=%" PRIu64 " code=0x%x", q.index, unsigned(q.type_code));
+      for (unsigned i = 0; i < q.descriptor_bits / 64 && i < 4; ++i)
+        appendf(out, " qw%u=0x%" PRIx64, i, q.raw[i]);
+      if (q.is_op) append_op(out, q.op);
+      break;
+    case QueueEventType::kWaitCompleted:
+      appendf(out, " type=wait-completed index=%" PRIu64 " sw=%d", q.index, int(q.status_write));
+      if (q.status_write)
+        appendf(out, " status_gpa=0x%" PRIx64 " data=0x%" PRIx32, q.status_addr, q.status_data);
+      appendf(out, " if=%d fn=%d", int(q.interrupt), int(q.fence));
+      break;
+    case QueueEventType::kError:
+      appendf(out, " type=error index=%" PRIu64 " error=\"%s\"", q.index, q.error ? q.error : "");
+      break;
+  }
+  *out += '\n';
+}
+
 void format_queue(const QueueEvent &q, const std::string &prefix, std::string *out) {
+  if (q.owner_queue != 0) {
+    format_owner_queue(q, prefix, out);
+    return;
+  }
   if (q.type == QueueEventType::kDescriptor) {
     if (const char *name = qemu_descriptor_name(q.type_code)) {
       // vtd_inv_desc(const char *type, uint64_t hi, uint64_t lo): hi is qw1, lo qw0.

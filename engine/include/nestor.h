@@ -776,7 +776,9 @@ typedef struct nestor_event_queue {
   uint64_t raw[4]; /* its words as read (raw[2..3] in 256-bit mode only) */
   uint64_t status_addr;
   uint32_t status_data;
-  uint32_t reserved1;
+  /* 0: the host's queue; else the owner-direct queue's id (nestor_owner_queue_create), whose
+     status addresses and tags are the owner's (guest) ones. */
+  uint32_t owner_queue;
   nestor_event_op op; /* DESCRIPTOR with is_op */
   const char *error;  /* ERROR: what stopped the queue; else NULL */
 } nestor_event_queue;

@@ -193,6 +193,7 @@ nestor_event_queue to_c(const nestor::QueueEvent &q) {
   for (size_t i = 0; i < q.raw.size(); ++i) c.raw[i] = q.raw[i];
   c.status_addr = q.status_addr;
   c.status_data = q.status_data;
+  c.owner_queue = q.owner_queue;
   if (q.is_op) c.op = to_c_op(q.op);
   c.error = q.error;
   return c;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <functional>
 
 #include "nestor/bind.h"
 #include "nestor/invalidation.h"
@@ -13,8 +14,9 @@
 namespace nestor {
 
 struct BindLayer::OwnerQueue {
-  uint32_t owner = 0;
+  uint32_t owner = 0, id = 0;
   uint16_t did = 0;
+  unsigned bits = 256;  // descriptor width
   invq::InvalidationQueue queue;
   // One tail write at a time per queue: they share `staged` and `scratch`, and their ops must
   // reach the processor in the order the queue decoded them.
@@ -62,6 +64,30 @@ class PageTranslator {
   uint64_t page_ = ~uint64_t{0};
   uint64_t hpa_page_ = 0;
 };
+// Reports a wait's completion (run where the processor completes it, after the status write)
+// in the owner's terms: the status address as the guest wrote it, and the queue's id.
+std::function<void()> wait_completed_reporter(const EventHooks &hooks, uint32_t queue,
+                                              unsigned bits, const invq::WaitOp &wait,
+                                              size_t index) {
+  QueueEvent ev;
+  ev.type = QueueEventType::kWaitCompleted;
+  ev.owner_queue = queue;
+  ev.index = index;
+  ev.descriptor_bits = bits;
+  ev.type_code = 0x5;  // VT-d Invalidation Wait Descriptor
+  ev.is_wait = true;
+  ev.status_write = wait.status_write;
+  ev.status_addr = wait.status_addr;
+  ev.status_data = wait.status_data;
+  ev.interrupt = wait.interrupt;
+  ev.fence = wait.fence;
+  return [&hooks, ev] {
+    Event e;
+    e.kind = kEventQueue;
+    e.queue = &ev;
+    hooks.emit(e);
+  };
+}
 }  // namespace
 
 std::shared_ptr<BindLayer::OwnerQueue> BindLayer::find_queue(uint32_t queue) {
@@ -166,12 +192,15 @@ int BindLayer::owner_queue_create(uint32_t owner, uint16_t did, uint64_t base_gp
   auto q = std::make_shared<OwnerQueue>();
   q->owner = owner;
   q->did = did;
-  // Its descriptors and the error that stops it are queue events, as the host queue's are.
-  q->queue.set_event_hooks(&engine_.event_hooks());
+  q->bits = bits;
   q->queue.write_iqa(base_gpa | (bits == 256 ? invq::InvalidationQueue::kIqaDw256 : 0) | qs);
   uint32_t id = next_queue_;
   while (id == 0 || queues_.count(id)) ++id;
   next_queue_ = id + 1;
+  q->id = id;
+  // Its descriptors, completed waits and the error that stops it are queue events, as the
+  // host queue's are, named by its id.
+  q->queue.set_event_hooks(&engine_.event_hooks(), id);
   queues_[id] = std::move(q);
   *queue = id;
   return 0;
@@ -202,6 +231,7 @@ int BindLayer::owner_queue_write_tail(uint32_t queue, uint64_t tail_index) {
     if (q->destroyed) return -ENOENT;
     bump(q->tail_writes);
     const sl::Config slc = sl_config(domains_.at(q->did));
+    const EventHooks &hooks = engine_.event_hooks();
     PageTranslator fetch_tr(mem_, slc, kAccessRead), status_tr(mem_, slc, kAccessWrite);
     auto refuse = [&](OwnerQueueFault why, std::atomic<uint64_t> &counter) {
       q->refusal.store(why, std::memory_order_relaxed);
@@ -214,10 +244,12 @@ int BindLayer::owner_queue_write_tail(uint32_t queue, uint64_t tail_index) {
           uint64_t hpa;
           return fetch_tr.translate(gpa, &hpa) && mem_.read(hpa, buf, len) == 0;
         },
-        [&](const invq::DecodedDescriptor &d) -> bool {
+        [&](const invq::DecodedDescriptor &d, size_t index) -> bool {
           switch (d.kind) {
             case invq::DecodedKind::kWait: {
               invq::WaitOp w = d.wait;
+              if (hooks.wants(kEventQueue)) [[unlikely]]
+                w.callback = wait_completed_reporter(hooks, q->id, q->bits, d.wait, index);
               if (w.status_write) {
                 // The status address is the owner's GPA: it lands in the owner's memory or
                 // nowhere (VT-d 6.5.2.8's status write is a DMA write by the queue's owner).

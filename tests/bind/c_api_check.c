@@ -171,6 +171,21 @@ static int put_desc(nestor_engine *e, uint64_t hpa, uint64_t qw0, uint64_t qw1) 
   return nestor_mem_write(e, hpa, d, sizeof d);
 }
 
+/* Queue events of one owner queue: what a C embedder's hook sees of the wait completing. */
+struct queue_seen {
+  uint32_t completions, owner_queue, status_data;
+  uint64_t status_addr;
+};
+
+static void on_queue_event(void *user, const nestor_event *ev) {
+  struct queue_seen *s = (struct queue_seen *)user;
+  if (ev->queue->type != NESTOR_QUEUE_EVENT_WAIT_COMPLETED) return;
+  ++s->completions;
+  s->owner_queue = ev->queue->owner_queue;
+  s->status_addr = ev->queue->status_addr;
+  s->status_data = ev->queue->status_data;
+}
+
 static int run_queue(nestor_engine *e, nestor_bind **out_bind) {
   const uint64_t hpa_base = 4ull << 30, queue_gpa = 0x300000ull, status_gpa = 0x301000ull;
   nestor_bind_config bc;
@@ -181,7 +196,8 @@ static int run_queue(nestor_engine *e, nestor_bind **out_bind) {
   uint32_t owner = 0, other = 0, queue = 0, status = 0;
   uint16_t did = 0, other_did = 0;
   uint64_t head = 99;
-  int err = 0, qerr = -1;
+  int err = 0, qerr = -1, hook = -1;
+  struct queue_seen seen;
 
   CHECK(nestor_mem_add_ram(e, 0, (4ull << 30) + (64ull << 20)) == 0);
   memset(&bc, 0, sizeof bc);
@@ -218,9 +234,15 @@ static int run_queue(nestor_engine *e, nestor_bind **out_bind) {
   CHECK(put_desc(e, hpa_base + queue_gpa, 0x7 | (0x42ull << 16), 0) == 0);
   CHECK(put_desc(e, hpa_base + queue_gpa + 32, 0x5 | (1u << 5) | (0xC0DEull << 32), status_gpa) ==
         0);
+  memset(&seen, 0, sizeof seen);
+  CHECK(nestor_event_hook_add(e, NESTOR_EVENT_QUEUE, on_queue_event, &seen, &hook) == 0);
   CHECK(nestor_owner_queue_write_tail(b, queue, 2) == 0);
+  CHECK(nestor_event_hook_remove(e, hook) == 0);
   CHECK(nestor_mem_read(e, hpa_base + status_gpa, &status, sizeof status) == 0);
   CHECK(status == 0xC0DE);
+  /* The completion names the owner's queue and the guest's status address. */
+  CHECK(seen.completions == 1 && seen.owner_queue == queue && seen.status_addr == status_gpa &&
+        seen.status_data == 0xC0DE);
   CHECK(nestor_owner_queue_state(b, queue, &head, &qerr) == 0 && head == 2 &&
         qerr == NESTOR_QI_ERR_NONE);
   /* A context-cache invalidation (0x1, global) is the host's: IQE, head stays on it. */

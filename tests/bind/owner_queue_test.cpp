@@ -318,6 +318,7 @@ TEST_F(OwnerQueue, ReportsQueueEvents) {
   EXPECT_EQ(layer().owner_queue_write_tail(queue[0], 2), -EBUSY);
   ASSERT_EQ(cached().remove_event_hook(id), 0);
   ASSERT_EQ(seen.size(), 3u);
+  for (const QueueEvent &q : seen) EXPECT_EQ(q.owner_queue, queue[0]) << "names its queue";
   EXPECT_EQ(seen[0].type, QueueEventType::kDescriptor);
   EXPECT_EQ(seen[0].index, 0u);
   EXPECT_TRUE(seen[0].is_op);
@@ -329,6 +330,50 @@ TEST_F(OwnerQueue, ReportsQueueEvents) {
   EXPECT_EQ(seen[2].type, QueueEventType::kError);
   EXPECT_EQ(seen[2].index, 1u);
   EXPECT_NE(seen[2].error, nullptr);
+}
+
+// A wait's completion is reported once its status is in the guest's memory (VT-d 6.5.2.8:
+// the status write lands after the descriptors before it completed), in the guest's terms:
+// the status GPA it wrote, the slot, and the queue's id; the other VM's queue reports its own.
+TEST_F(OwnerQueue, ReportsWaitCompletionAfterTheStatusLands) {
+  struct Seen {
+    MachineMemory *mem;
+    uint32_t queue0;
+    uint64_t status_hpa[2];
+    std::vector<QueueEvent> events;
+    std::vector<uint32_t> status_then;  // the guest's status dword when the event arrived
+  } seen{&cached().memory(),
+         queue[0],
+         {vms[0].hpa_base + kStatusGpa, vms[1].hpa_base + kStatusGpa},
+         {},
+         {}};
+  auto record = [](void *user, const Event &e) {
+    auto *s = static_cast<Seen *>(user);
+    if (e.queue->type != QueueEventType::kWaitCompleted) return;
+    s->events.push_back(*e.queue);
+    uint32_t v = 0;
+    s->mem->read(s->status_hpa[e.queue->owner_queue == s->queue0 ? 0 : 1], &v, sizeof v);
+    s->status_then.push_back(v);
+  };
+  const int id = cached().add_event_hook(kEventQueue, record, &seen);
+  ASSERT_GE(id, 0);
+  put(0, 0, piotlb_pasid(1, 1));
+  put(0, 1, test::qi::wait_status(kStatusGpa, 0xA1));
+  put(1, 0, test::qi::wait_status(kStatusGpa, 0xB1));
+  EXPECT_EQ(layer().owner_queue_write_tail(queue[0], 2), 0);
+  EXPECT_EQ(layer().owner_queue_write_tail(queue[1], 1), 0);
+  ASSERT_EQ(cached().remove_event_hook(id), 0);
+  ASSERT_EQ(seen.events.size(), 2u);
+  EXPECT_EQ(seen.events[0].owner_queue, queue[0]);
+  EXPECT_EQ(seen.events[0].index, 1u);
+  EXPECT_TRUE(seen.events[0].status_write);
+  EXPECT_EQ(seen.events[0].status_addr, kStatusGpa) << "the guest's address, not the host's";
+  EXPECT_EQ(seen.events[0].status_data, 0xA1u);
+  EXPECT_EQ(seen.status_then[0], 0xA1u) << "reported after the status write";
+  EXPECT_EQ(seen.events[1].owner_queue, queue[1]);
+  EXPECT_EQ(seen.events[1].index, 0u);
+  EXPECT_EQ(seen.events[1].status_data, 0xB1u);
+  EXPECT_EQ(seen.status_then[1], 0xB1u);
 }
 
 TEST_F(OwnerQueue, LifetimeAndOwnership) {

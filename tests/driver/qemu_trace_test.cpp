@@ -266,6 +266,28 @@ TEST(QemuText, QueueLinesMatchQemuFormatStrings) {
   err.error = "reserved bit set";
   e.queue = &err;
   EXPECT_EQ(text_of(e), "nestor_queue type=error index=9 code=0x2 error=\"reserved bit set\"\n");
+  // An owner-direct queue's events never take QEMU's lines: an importer would replay them as
+  // the host's queue, with guest tags.
+  q.owner_queue = 3;
+  q.type_code = 0x6;
+  q.raw = {0x0000000100010036ull, 0x1000ull, 0, 0};
+  q.index = 5;
+  e.queue = &q;
+  EXPECT_EQ(text_of(e),
+            "nestor_queue owner_queue=3 type=descriptor index=5 code=0x6 qw0=0x100010036 "
+            "qw1=0x1000 qw2=0x0 qw3=0x0\n");
+  w.owner_queue = 3;
+  w.status_write = true;
+  w.interrupt = false;
+  w.index = 6;
+  e.queue = &w;
+  EXPECT_EQ(text_of(e),
+            "nestor_queue owner_queue=3 type=wait-completed index=6 sw=1 "
+            "status_gpa=0x7ff000 data=0xcafe if=0 fn=0\n");
+  err.owner_queue = 3;
+  e.queue = &err;
+  EXPECT_EQ(text_of(e),
+            "nestor_queue owner_queue=3 type=error index=9 error=\"reserved bit set\"\n");
 }
 
 TEST(QemuText, FillAndBindLines) {

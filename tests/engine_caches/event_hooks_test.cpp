@@ -291,6 +291,7 @@ TEST(EventHooks, QueueEventsFollowTheDescriptors) {
   ASSERT_NE(rec.queue[3].error, nullptr);
   EXPECT_EQ(rec.queue[4].type, QueueEventType::kWaitCompleted);
   EXPECT_EQ(rec.queue[4].index, 1u);
+  for (const QueueEvent &q : rec.queue) EXPECT_EQ(q.owner_queue, 0u) << "the host's queue";
   uint32_t written = 0;
   ASSERT_EQ(mem.read(status, &written, 4), 0);
   EXPECT_EQ(written, 0x600DDA7Au) << "the completion event came after the status write";

@@ -107,6 +107,7 @@ void InvalidationQueue::emit_descriptor(const RawDescriptor &raw,
                                         const DecodedDescriptor *decoded) const {
   QueueEvent ev;
   ev.type = QueueEventType::kDescriptor;
+  ev.owner_queue = owner_queue_;
   ev.index = head_;
   ev.raw = raw.qw;
   ev.descriptor_bits = dw256_ ? 256 : 128;
@@ -134,6 +135,7 @@ void InvalidationQueue::emit_descriptor(const RawDescriptor &raw,
 void InvalidationQueue::emit_stop() const {
   QueueEvent ev;
   ev.type = QueueEventType::kError;
+  ev.owner_queue = owner_queue_;
   ev.index = head_;
   ev.descriptor_bits = dw256_ ? 256 : 128;
   ev.error = fault_ == QueueFault::kDecode ? to_string(decode_error_) : to_string(fault_);

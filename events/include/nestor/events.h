@@ -134,6 +134,9 @@ enum class QueueEventType : uint8_t {
 
 struct QueueEvent {
   QueueEventType type = QueueEventType::kDescriptor;
+  // Which queue: 0 the host's (the engine's QI registers), else an owner-direct queue's id
+  // (BindLayer::owner_queue_create). An owner queue's addresses and tags are the guest's.
+  uint32_t owner_queue = 0;
   uint64_t index = 0;              // descriptor slot in the queue (kDescriptor, kError)
   std::array<uint64_t, 4> raw{};   // its words as read (qw[2..3] only in 256-bit mode)
   unsigned descriptor_bits = 128;  // 128 or 256
@@ -175,7 +178,7 @@ constexpr const char *bind_event_name(BindEventType t) {
 
 struct BindEvent {
   BindEventType type = BindEventType::kBound;
-  int result = 0;  // 0 or the negative errno the call returned
+  int result = 0;      // 0 or the negative errno the call returned
   uint32_t owner = 0;  // the call's owner (0 for calls that name none: maps, devices)
   uint16_t source_id = 0;
   uint32_t pasid = 0;

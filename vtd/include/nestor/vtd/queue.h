@@ -69,8 +69,12 @@ class InvalidationQueue {
   const Stats &stats() const { return stats_; }
 
   // Where queue events go (kEventQueue: each descriptor decoded, and the error that stops the
-  // queue); null: nowhere. Set before the queue is used.
-  void set_event_hooks(const EventHooks *hooks) { hooks_ = hooks; }
+  // queue); null: nowhere. `owner_queue` names the queue in them (QueueEvent::owner_queue; 0
+  // for the host's). Set before the queue is used.
+  void set_event_hooks(const EventHooks *hooks, uint32_t owner_queue = 0) {
+    hooks_ = hooks;
+    owner_queue_ = owner_queue;
+  }
 
   // Moves the tail to `tail_index` and processes [head, tail): each descriptor is read with
   // `fetch(pa, buf, len) -> bool`, decoded, and handed to `sink(const DecodedDescriptor&)` in
@@ -97,6 +101,7 @@ class InvalidationQueue {
   void emit_stop() const;
 
   const EventHooks *hooks_ = nullptr;
+  uint32_t owner_queue_ = 0;
 
   mutable std::mutex mutex_;
   DecodeOptions options_;
