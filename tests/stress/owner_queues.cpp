@@ -64,6 +64,7 @@ constexpr unsigned kVersionBits = 4;
 constexpr uint64_t kSlots = uint64_t{1} << kVersionBits;
 static_assert(kSlots > kMaxLead + 1, "a fresh translation's candidate versions must not alias");
 constexpr unsigned kRingEntries = 64;
+constexpr auto kStatusGrace = std::chrono::seconds(5);
 
 uint64_t target_gpa(uint64_t p, uint64_t v) {
   return kDataGpa + (p * kSlots + v % kSlots) * 4096;
@@ -172,6 +173,7 @@ class OwnerRun {
   void mutator(unsigned slot, unsigned owner, unsigned index);
   void owner_invalidator(unsigned slot, unsigned owner);
   bool hostile(unsigned slot, Owner &o, unsigned oi, Rng &rng, uint64_t &tail, uint32_t &seq);
+  bool await_status(unsigned slot, const Owner &o, unsigned oi, uint32_t want);
   void host_invalidator(unsigned slot, unsigned index);
 
   static machine::RamLayout layout() {
@@ -558,20 +560,7 @@ void OwnerRun::owner_invalidator(unsigned slot, unsigned oi) {
       return;
     }
     log(slot, {0, LogKind::kTail, uint8_t(oi), 0, tail, seq, 0, 0});
-    // Without a worker the status lands before write_tail returns; with one, the guest polls
-    // its status dword as a driver does.
-    for (unsigned spins = 0;; ++spins) {
-      uint32_t status = 0;
-      mem.read(o.status_hpa, &status, sizeof status);
-      if (status == seq) break;
-      if (!opt_.background) {
-        violation(slot, "owner " + std::to_string(oi) +
-                            ": wait status not written when write_tail returned");
-        return;
-      }
-      if (stopping() && spins > (1u << 20)) return;  // the run is over; the worker may be too
-      if (spins % 16 == 15) std::this_thread::yield();
-    }
+    if (!await_status(slot, o, oi, seq)) return;
     OwnerQueueState st;
     if (layer_->owner_queue_state(o.queue, &st) != 0 || st.error != invq::QiError::kNone ||
         st.head != tail) {
@@ -587,12 +576,43 @@ void OwnerRun::owner_invalidator(unsigned slot, unsigned oi) {
   }
 }
 
+// Without a worker the status lands before write_tail returns; with one, the guest polls its
+// status dword as a driver does. A status that never lands is a violation too: after the run's
+// end the worker still runs, so it gets kStatusGrace more to write it.
+bool OwnerRun::await_status(unsigned slot, const Owner &o, unsigned oi, uint32_t want) {
+  MachineMemory &mem = engine_->memory();
+  std::optional<Clock::time_point> give_up;
+  for (unsigned spins = 0;; ++spins) {
+    uint32_t status = 0;
+    mem.read(o.status_hpa, &status, sizeof status);
+    if (status == want) return true;
+    if (!opt_.background) {
+      violation(slot, "owner " + std::to_string(oi) + ": wait status " + std::to_string(want) +
+                          " not written when write_tail returned (status " +
+                          std::to_string(status) + ")");
+      return false;
+    }
+    if (spins % 16 == 15) {
+      if (stopping()) {
+        const auto now = Clock::now();
+        if (!give_up) give_up = now + kStatusGrace;
+        if (now > *give_up) {
+          violation(slot, "owner " + std::to_string(oi) + ": wait status " + std::to_string(want) +
+                              " never written by the background worker");
+          return false;
+        }
+      }
+      std::this_thread::yield();
+    }
+  }
+}
+
 // A descriptor the owner must not be able to issue: a PASID it has no name for (another VM's
 // host PASID, or one nobody holds) or a host-only IOTLB invalidation naming another VM's host
-// DID. The queue must stop with IQE on it, with the right fault, head on it, and nothing after
-// it processed (a wait behind it must not write its status). The guest then recovers as Linux's
-// qi_check_fault does: it overwrites the bad descriptor with a copy of the wait, clears the
-// error and writes the tail again.
+// DID (its own when it is alone). The queue must stop with IQE on it, with the right fault, head on
+// it, and nothing after it processed (a wait behind it must not write its status). The guest then
+// recovers as Linux's qi_check_fault does: it overwrites the bad descriptor with a copy of the
+// wait, clears the error and writes the tail again.
 bool OwnerRun::hostile(unsigned slot, Owner &o, unsigned oi, Rng &rng, uint64_t &tail,
                        uint32_t &seq) {
   MachineMemory &mem = engine_->memory();
@@ -631,14 +651,10 @@ bool OwnerRun::hostile(unsigned slot, Owner &o, unsigned oi, Rng &rng, uint64_t 
     why << "something was processed: host ops " << before.ops_submitted << " -> "
         << after.ops_submitted << ", status " << status_before << " -> " << status_after;
   if (!why.str().empty()) {
-    violation(
-        slot, "owner " + std::to_string(oi) + ": hostile descriptor 0x" +
-                  [&] {
-                    std::ostringstream h;
-                    h << std::hex << bad.qw0;
-                    return h.str();
-                  }() +
-                  " not stopped as required: " + why.str());
+    std::ostringstream msg;
+    msg << "owner " << oi << ": hostile descriptor qw0=0x" << std::hex << bad.qw0 << std::dec
+        << " not stopped as required: " << why.str();
+    violation(slot, msg.str());
     return false;
   }
   const uint64_t qw[4] = {wait.qw0, wait.qw1, 0, 0};
@@ -648,16 +664,7 @@ bool OwnerRun::hostile(unsigned slot, Owner &o, unsigned oi, Rng &rng, uint64_t 
     violation(slot, "owner " + std::to_string(oi) + ": queue did not resume after clear_error");
     return false;
   }
-  for (unsigned spins = 0;; ++spins) {
-    mem.read(o.status_hpa, &status_after, sizeof status_after);
-    if (status_after == next) break;
-    if (!opt_.background) {
-      violation(slot, "owner " + std::to_string(oi) + ": wait after recovery did not complete");
-      return false;
-    }
-    if (stopping() && spins > (1u << 20)) return false;
-    if (spins % 16 == 15) std::this_thread::yield();
-  }
+  if (!await_status(slot, o, oi, next)) return false;
   layer_->owner_queue_stats(o.queue, &after);
   if (after.ops_submitted != before.ops_submitted) {
     violation(slot, "owner " + std::to_string(oi) + ": the replaced descriptor still took effect");
@@ -764,9 +771,9 @@ std::string OwnerRun::dump_log() const {
         break;
       case LogKind::kDescriptor:
         std::snprintf(buf, sizeof buf,
-                      "owner %u descriptor %s qw0=0x%llx qw1=0x%llx (covers %llu pages)%s", e.owner,
+                      "owner %u descriptor %s qw0=0x%llx qw1=0x%llx (covers %llu pages)", e.owner,
                       owner_granularity_name(unsigned(e.a)), (unsigned long long)e.b,
-                      (unsigned long long)e.c, (unsigned long long)e.d, "");
+                      (unsigned long long)e.c, (unsigned long long)e.d);
         break;
       case LogKind::kTail:
         std::snprintf(buf, sizeof buf, "owner %u tail -> %llu (wait status %llu)", e.owner,
