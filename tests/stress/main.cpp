@@ -58,12 +58,18 @@ int main(int argc, char **argv) {
   app.add_option("--events", o.events,
                  "a checking hook for these event kinds (EventKindBits mask, e.g. 63 for all)")
       ->check(CLI::Range(0u, unsigned(nestor::kEventAll)));
+  app.add_option("--owner-queues", o.owner_queues,
+                 "the owner-queue world instead: this many VMs built through the bind layer, "
+                 "each invalidating its own first-level table through its own direct queue "
+                 "(--mutators per VM; --invalidators host threads of typed invalidations)")
+      ->check(CLI::Range(0, 8));
   app.add_flag("--progress", o.progress, "progress line each second (implied by --soak)");
   app.add_option("--sabotage", sabotage,
                  "break something on purpose: none, skip-invalidation, "
-                 "drain-check-without-drain, narrow-gpa-invalidation")
-      ->check(CLI::IsMember(
-          {"none", "skip-invalidation", "drain-check-without-drain", "narrow-gpa-invalidation"}));
+                 "drain-check-without-drain, narrow-gpa-invalidation, skip-owner-invalidation "
+                 "(with --owner-queues)")
+      ->check(CLI::IsMember({"none", "skip-invalidation", "drain-check-without-drain",
+                             "narrow-gpa-invalidation", "skip-owner-invalidation"}));
   app.add_flag("--expect-violation", expect_violation, "succeed only if a violation is found");
   CLI11_PARSE(app, argc, argv);
   o.qi = !no_qi;
@@ -77,7 +83,8 @@ int main(int argc, char **argv) {
       {"none", Sabotage::kNone},
       {"skip-invalidation", Sabotage::kSkipInvalidation},
       {"drain-check-without-drain", Sabotage::kDrainCheckWithoutDrain},
-      {"narrow-gpa-invalidation", Sabotage::kNarrowGpaInvalidation}};
+      {"narrow-gpa-invalidation", Sabotage::kNarrowGpaInvalidation},
+      {"skip-owner-invalidation", Sabotage::kSkipOwnerInvalidation}};
   o.sabotage = kSabotage.at(sabotage);
   try {
     const nestor::stress::Summary s = nestor::stress::run(o);

@@ -44,11 +44,10 @@
 #include "nestor/invq/op.h"
 #include "nestor/machine/machine.h"
 #include "nestor/vtd/descriptor.h"
+#include "stress_internal.h"
 
 namespace nestor::stress {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr unsigned kAsCount = 3;
 enum AsKind : uint8_t { kFl = 0, kNested = 1, kSl = 2 };
@@ -79,11 +78,7 @@ constexpr uint64_t kHostTablesSize = 32ull << 20;
 constexpr uint64_t kGuestTablesHpa = 64ull << 20;  // guest GPA [0, 16 MiB) lives here
 constexpr uint64_t kGuestTablesSize = 16ull << 20;
 
-constexpr unsigned kHist = 256;        // versions remembered per page
-constexpr uint64_t kMaxLead = 4;       // versions a page may run ahead of its completion
 constexpr unsigned kRingEntries = 64;  // operation log per thread
-
-enum State : uint8_t { kUnmapped = 0, kReadOnly = 1, kReadWrite = 2 };
 
 uint64_t page_target(unsigned as, uint64_t p, uint64_t v) {
   return kAs[as].data | (p << 28) | ((v & 0xFFFF) << 12);
@@ -94,34 +89,6 @@ uint64_t chunk_gpa(uint64_t c) {
 uint64_t chunk_hpa(uint64_t c, uint64_t w) {
   return kNData | (c << 40) | ((w & 0x3FF) << 30);
 }
-
-struct alignas(64) Versioned {
-  std::atomic<uint64_t> written{1};
-  std::atomic<uint64_t> completed{1};
-  std::atomic<uint64_t> hist[kHist];  // [v % kHist] = v << 2 | State
-};
-
-void fetch_max(std::atomic<uint64_t> &a, uint64_t v) {
-  uint64_t cur = a.load(std::memory_order_relaxed);
-  while (cur < v &&
-         !a.compare_exchange_weak(cur, v, std::memory_order_release, std::memory_order_relaxed)) {
-  }
-}
-
-// Fast, seedable, thread-local: xorshift64*.
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {
-    if (!s) s = 1;
-  }
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  uint64_t below(uint64_t n) { return next() % n; }
-};
 
 // --- operation log -----------------------------------------------------------------------
 enum class LogKind : uint8_t {
@@ -1211,10 +1178,45 @@ std::string command_line(const Options &o) {
   if (o.sabotage == Sabotage::kDrainCheckWithoutDrain)
     os << " --sabotage drain-check-without-drain";
   if (o.sabotage == Sabotage::kNarrowGpaInvalidation) os << " --sabotage narrow-gpa-invalidation";
+  if (o.owner_queues) os << " --owner-queues " << o.owner_queues;
+  if (o.sabotage == Sabotage::kSkipOwnerInvalidation) os << " --sabotage skip-owner-invalidation";
   return os.str();
 }
 
+namespace {
+
+// The owner-queue world's summary: the shared lines, then what the owners' queues did.
+void print_owner_summary(std::ostream &os, const Options &opt, const Summary &s) {
+  os << "nestor-stress summary (owner queues: " << opt.owner_queues << " VMs): seed " << opt.seed
+     << ", " << s.seconds << " s\n"
+     << "  translations  " << s.translations << " (" << uint64_t(double(s.translations) / s.seconds)
+     << "/s), expected faults " << s.faults << ", unverifiable " << s.unverifiable << "\n"
+     << "  mutations     " << s.mutations << " (guest first-level leaves)\n"
+     << "  waits         " << s.waits << " (owner queues + host typed)\n"
+     << "  owner descriptors by kind:";
+  for (unsigned g = 0; g < kOwnerGranCount; ++g)
+    os << " " << owner_granularity_name(g) << " " << s.owner[g];
+  os << "\n  host typed invalidations:";
+  for (unsigned g = 0; g < kGranGpa; ++g) os << " " << granularity_name(g) << " " << s.typed[g];
+  os << "\n  hostile descriptors refused with IQE " << s.hostile << "\n";
+  for (size_t i = 0; i < s.owner_queues.size(); ++i) {
+    const OwnerQueueSummary &q = s.owner_queues[i];
+    os << "  owner " << i << " queue: tail writes " << q.tail_writes << ", descriptors "
+       << q.descriptors << ", host ops " << q.ops_submitted << ", waits " << q.waits << ", errors "
+       << q.errors << " (not owned " << q.refused_not_owned << ", host-only " << q.refused_host_only
+       << ")\n";
+  }
+  os << "  violations    " << s.violations << "\n";
+  if (!s.report.empty()) os << s.report;
+}
+
+}  // namespace
+
 void print_summary(std::ostream &os, const Options &opt, const Summary &s) {
+  if (opt.owner_queues) {
+    print_owner_summary(os, opt, s);
+    return;
+  }
   os << "nestor-stress summary: seed " << opt.seed << ", " << s.seconds << " s\n"
      << "  translations  " << s.translations << " (" << uint64_t(double(s.translations) / s.seconds)
      << "/s), expected faults " << s.faults << ", unverifiable " << s.unverifiable << "\n"
@@ -1235,6 +1237,20 @@ Summary run(const Options &opt) {
   if (opt.mutators == 0) throw std::invalid_argument("need at least one mutator");
   if (!(opt.granularities & 0x3F) || !(opt.address_spaces & 7))
     throw std::invalid_argument("empty granularity or address-space selection");
+  if (opt.owner_queues > 8) throw std::invalid_argument("owner-queues must be in [0, 8]");
+  if (opt.owner_queues) {
+    // The owner-queue world has its own address spaces and invalidation kinds; options that
+    // select among the host-built world's would silently mean nothing there.
+    if (opt.contract || opt.gpa_dependencies || opt.events || (opt.granularities & 0x3F) != 0x3F ||
+        (opt.address_spaces & 7) != 7 ||
+        (opt.sabotage != Sabotage::kNone && opt.sabotage != Sabotage::kSkipOwnerInvalidation))
+      throw std::invalid_argument(
+          "--contract, --gpa-dependencies, --events, --granularities, --address-spaces and "
+          "the host-world sabotages do not apply with --owner-queues");
+    return run_owner_queues(opt);
+  }
+  if (opt.sabotage == Sabotage::kSkipOwnerInvalidation)
+    throw std::invalid_argument("skip-owner-invalidation needs --owner-queues");
   Run r(opt);
   return r.go();
 }

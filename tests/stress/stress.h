@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 namespace nestor::stress {
 
@@ -23,6 +24,9 @@ enum class Sabotage : uint8_t {
   // The engine gets GPA invalidations narrowed to the final GPA's dependents (the pre-fix
   // reading of type 0x2) while the checker keeps the architecture's rule.
   kNarrowGpaInvalidation,
+  // Owner-queue world: each owner's invalidator writes only the wait descriptor (none of its
+  // invalidation descriptors) and still publishes completion.
+  kSkipOwnerInvalidation,
 };
 
 struct Options {
@@ -56,6 +60,11 @@ struct Options {
   unsigned address_spaces = 0x7;  // bit a: address space a is translated and mutated
   Sabotage sabotage = Sabotage::kNone;
   uint32_t events = 0;  // EventKindBits a hook registers for during the run (0: none)
+  // 1..8: the owner-queue world instead (docs/STRESS.md, "Owner-direct queues"): this many VMs
+  // built through the bind layer, each invalidating its own guest first-level table through
+  // its own direct queue. `mutators` is then per VM, `invalidators` counts host threads issuing
+  // typed invalidations of the VMs' bindings, and the host QI thread does not run.
+  unsigned owner_queues = 0;
 };
 
 // Invalidation granularities, counted per front end.
@@ -70,6 +79,25 @@ enum Granularity : unsigned {
 };
 const char *granularity_name(unsigned g);
 
+// What an owner writes into its direct queue, counted per kind (owner-queue world).
+enum OwnerGranularity : unsigned {
+  kOwnerPage,      // 0x6 page-selective-within-PASID (G=11b), AM=0
+  kOwnerRange,     // 0x6 page-selective-within-PASID (G=11b), AM>0
+  kOwnerPasid,     // 0x6 PASID-selective (G=10b)
+  kOwnerPcPasid,   // 0x7 PASID cache, PASID-selective (G=01b)
+  kOwnerPcDomain,  // 0x7 PASID cache, domain-selective (G=00b): all the owner's bindings
+  kOwnerPcGlobal,  // 0x7 PASID cache, global (G=11b): all the owner's bindings
+  kOwnerDevTlb,    // 0x8 PASID-based device TLB
+  kOwnerGranCount
+};
+const char *owner_granularity_name(unsigned g);
+
+// One owner's direct queue at the end of a run (BindLayer::owner_queue_stats).
+struct OwnerQueueSummary {
+  uint64_t tail_writes = 0, descriptors = 0, ops_submitted = 0, waits = 0, errors = 0;
+  uint64_t refused_not_owned = 0, refused_host_only = 0;
+};
+
 struct Summary {
   uint64_t translations = 0;
   uint64_t faults = 0;  // expected faults (unmapped pages, writes to read-only pages)
@@ -81,6 +109,10 @@ struct Summary {
   uint64_t unverifiable = 0;  // results whose version history was overwritten (should be ~0)
   uint64_t violations = 0;
   uint64_t events = 0;  // delivered to the --events hook
+  // Owner-queue world only.
+  std::array<uint64_t, kOwnerGranCount> owner{};  // descriptors owners wrote, by kind
+  uint64_t hostile = 0;  // refused descriptors (another's PASID, host-only type): IQE as expected
+  std::vector<OwnerQueueSummary> owner_queues;  // per owner
   double seconds = 0;
   std::string report;  // first violation: seed, options, log tail
 };

@@ -166,5 +166,45 @@ TEST(Stress, CatchesNarrowGpaInvalidation) {
   EXPECT_NE(s.report.find("invariant 1"), std::string::npos) << s.report;
 }
 
+// The owner-queue world: VMs built through the bind layer invalidate their own first-level
+// tables through their own direct queues (docs/STRESS.md, "Owner-direct queues"). Clean, with
+// and without the background worker, and every descriptor kind, the hostile ones and every
+// owner's queue must have done work.
+TEST(Stress, OwnerQueues) {
+  for (const bool background : {false, true}) {
+    Options o;
+    o.seed = 41 + background;
+    o.owner_queues = 3;
+    o.background = background;
+    o.drain = background;
+    const Summary s = expect_clean(o);
+    std::ostringstream os;
+    print_summary(os, o, s);
+    for (unsigned g = 0; g < kOwnerGranCount; ++g)
+      EXPECT_GT(s.owner[g], 0u) << owner_granularity_name(g) << "\n" << os.str();
+    EXPECT_GT(s.hostile, 0u) << os.str();
+    ASSERT_EQ(s.owner_queues.size(), 3u);
+    for (const OwnerQueueSummary &q : s.owner_queues) {
+      EXPECT_GT(q.waits, 0u) << os.str();
+      // Every stop was one of the hostile descriptors, refused for the reason it was built for.
+      EXPECT_EQ(q.errors, q.refused_not_owned + q.refused_host_only) << os.str();
+    }
+  }
+}
+
+// Owners that write only the wait and still publish completion leave stale entries behind.
+TEST(Stress, CatchesSkippedOwnerInvalidation) {
+  Options o;
+  o.seed = 43;
+  o.owner_queues = 2;
+  o.invalidators = 0;  // the host's typed invalidations would remove some stale entries
+  o.sabotage = Sabotage::kSkipOwnerInvalidation;
+  o.seconds = kSabotageSeconds;
+  const Summary s = run(o);
+  ASSERT_GT(s.violations, 0u) << "owners that never invalidated passed the checker";
+  EXPECT_NE(s.report.find("invariant 1"), std::string::npos) << s.report;
+  EXPECT_NE(s.report.find("--owner-queues 2"), std::string::npos) << s.report;
+}
+
 }  // namespace
 }  // namespace nestor::stress
