@@ -182,5 +182,38 @@ TEST_F(PscTest, FillRefusedAfterInvalidation) {
   EXPECT_EQ(psc.nested_table_stats().refused_fills, 1u);
 }
 
+// One batch of ops shares a RemovalMemo (CacheSet::apply_batch, inside one clock interval).
+// VT-d 6.5.2.6: a PASID-based IOTLB invalidation with IH=0 removes the paging-structure entries
+// of its (DID, PASID) that translate the range; the memo may skip only a key it already
+// removed, so a second PASID, DID or region sharing a prefix still loses its entries.
+TEST_F(PscTest, RemovalMemoSkipsOnlyKeysAlreadyRemovedInTheInterval) {
+  const uint64_t a = 4 * k1G + 3 * k2M, b = a + k2M;  // same level 3-5 prefixes, other 2M
+  fill_fl_levels(1, 1, a);
+  fill_fl_levels(1, 2, a);
+  fill_fl_levels(2, 1, a);
+  fill_fl_levels(1, 1, b);
+  const uint64_t stale = clock.now();  // a walk that began before the batch
+  InvalidationClock::Interval interval(clock);
+  PagingStructureCaches::RemovalMemo memo;
+  psc.invalidate_range(1, 1, a, 1, false, &memo);
+  psc.invalidate_range(1, 2, a, 1, false, &memo);        // same prefixes, other PASID
+  psc.invalidate_range(2, 1, a, 1, false, &memo);        // other DID
+  psc.invalidate_range(1, 1, a + k4K, 1, false, &memo);  // every key seen: nothing to lock
+  for (unsigned l = 2; l <= 4; ++l) {
+    EXPECT_FALSE(fl(1, 1, l, a)) << l;
+    EXPECT_FALSE(fl(1, 2, l, a)) << l;
+    EXPECT_FALSE(fl(2, 1, l, a)) << l;
+  }
+  // The level-2 entry of the other 2M region survived the first three ops, which did not
+  // cover it; its upper levels went with region a's.
+  EXPECT_TRUE(fl(1, 1, 2, b));
+  psc.invalidate_range(1, 1, b, 1, false, &memo);
+  EXPECT_FALSE(fl(1, 1, 2, b));
+  // The skipped repeats are safe: a fill from a walk stamped before the batch (or inside the
+  // interval) is refused by the time the first removal left on the set.
+  EXPECT_FALSE(psc.fill_fl(stale, 1, 1, 2, a, PscEntry{}));
+  EXPECT_FALSE(psc.fill_fl(clock.now(), 1, 2, 3, a, PscEntry{}));
+}
+
 }  // namespace
 }  // namespace nestor::caches

@@ -92,11 +92,12 @@ class CacheSet {
     if (ops.empty()) return;
     const bool observed = hooks_ && hooks_->wants(kEventInvalidation);
     caches::InvalidationClock::Interval interval(*clock_);
+    caches::PagingStructureCaches::RemovalMemo memo;  // valid while `interval` is open
     for (const invq::InvalidationOp &op : ops) {
       if (observed) [[unlikely]]
-        apply_observed(op);
+        apply_observed(op, memo);
       else
-        apply_one(op);
+        apply_one(op, memo);
     }
     // Inside the interval, after the removals: a walk stamped after the interval closes (a
     // stamp newer than the operation) then sees the new generations, and a handle that still
@@ -121,8 +122,8 @@ class CacheSet {
            (op.scope == Scope::kDomain || op.scope == Scope::kPasid || op.scope == Scope::kRange);
   }
 
-  // Runs inside an open Interval (apply, apply_batch).
-  void apply_one(const invq::InvalidationOp &op) {
+  // Runs inside an open Interval (apply, apply_batch); `memo` belongs to that interval.
+  void apply_one(const invq::InvalidationOp &op, caches::PagingStructureCaches::RemovalMemo &memo) {
     using invq::Scope;
     // Second-level changes and global ops touch the table-page filter: its check and the
     // removals it decides must not interleave with a clear.
@@ -145,7 +146,7 @@ class CacheSet {
     if (op.caches & invq::kCachePasid) apply_pasid(op);
     // Paging-structure caches go with IOTLB invalidations (VT-d); within a range the leaf hint
     // lets them keep their entries, which the range calls decide from op.leaf.
-    if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) apply_paging(op);
+    if (op.caches & (invq::kCachePaging | invq::kCacheIotlb)) apply_paging(op, memo);
     // Decided after the second-level and nested-table entries of the range are gone: a walk
     // marks a table page before it reads the page's translation, from memory or from the
     // nested-table cache, so either the walk misses the cached translation and sees the host's
@@ -162,9 +163,10 @@ class CacheSet {
   // apply_one with an invalidation event: what it removed is told apart by listing every live
   // entry before and after (diagnostics cost: every set of every cache is read twice, which is
   // why it only happens while a hook asks for these events).
-  void apply_observed(const invq::InvalidationOp &op) {
+  void apply_observed(const invq::InvalidationOp &op,
+                      caches::PagingStructureCaches::RemovalMemo &memo) {
     std::vector<RemovedEntry> before = live_entries();
-    apply_one(op);
+    apply_one(op, memo);
     std::vector<RemovedEntry> after = live_entries();
     auto identity = [](const RemovedEntry &e) {
       const invq::CacheEntryKey &k = e.key;
@@ -329,13 +331,14 @@ class CacheSet {
     }
   }
 
-  void apply_paging(const invq::InvalidationOp &op) {
+  void apply_paging(const invq::InvalidationOp &op,
+                    caches::PagingStructureCaches::RemovalMemo &memo) {
     by_scope(*psc_, op, [&] {
       if (op.addr_is_gpa)
         psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
                                    /*first_level_of_domain=*/false);
       else
-        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf);
+        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf, &memo);
     });
   }
 

@@ -6,6 +6,7 @@
 // L5: 256 TiB). Its key holds address >> that shift.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -48,6 +49,37 @@ constexpr unsigned psc_level_shift(unsigned level) {
 class PagingStructureCaches {
  public:
   static constexpr unsigned kWays = 4;
+
+  // First-level keys already removed inside one open InvalidationClock::Interval (one
+  // CacheSet::apply_batch). Removing such a key again removes nothing: a walk stamped inside
+  // the interval is stamped no later than the first removal's time, which the key's set
+  // recorded, so its fill is refused; a walk stamped after the interval closed read the tables
+  // as they were when the batch was queued. A storm batch of page invalidations shares its
+  // upper-level prefixes (and its 2 MiB ones in runs), so each op locks ~0 sets instead of 4.
+  // Remembers the last key per level; a forgotten key is only removed twice.
+  class RemovalMemo {
+   public:
+    // True the first time (level, prefix, pasid, did) is seen since the last different key of
+    // that level; records it.
+    bool first(unsigned level, uint64_t prefix, uint32_t pasid, uint16_t did) {
+      if (seen(level, prefix, pasid, did)) return false;
+      last_[level] = Key{prefix, pasid, did, true};
+      return true;
+    }
+    bool seen(unsigned level, uint64_t prefix, uint32_t pasid, uint16_t did) const {
+      const Key &k = last_[level];
+      return k.valid && k.prefix == prefix && k.pasid == pasid && k.did == did;
+    }
+
+   private:
+    struct Key {
+      uint64_t prefix = 0;
+      uint32_t pasid = 0;
+      uint16_t did = 0;
+      bool valid = false;
+    };
+    std::array<Key, kPscMaxLevel + 1> last_{};
+  };
 
   explicit PagingStructureCaches(InvalidationClock &clock, const PscConfig &cfg = {})
       : clock_(clock),
@@ -146,23 +178,32 @@ class PagingStructureCaches {
 
   // PASID-based page/range invalidation of the first level. With the leaf hint (VT-d IH) only
   // leaf entries changed, so non-leaf entries are kept, as the architecture allows.
+  // `memo` (optional): keys removed earlier in the same interval, skipped (RemovalMemo).
   void invalidate_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages,
-                        bool leaf_hint) {
+                        bool leaf_hint, RemovalMemo *memo = nullptr) {
     if (npages == 0) return;
     fl_stats_.add(npages == 1 ? Counter::kInvPage : Counter::kInvRange);
     if (leaf_hint) return;
     addr &= ~uint64_t{0xFFF};
-    const uint64_t t = clock_.advance();
     if (npages > cfg_.promote_threshold_pages) {
-      pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
+      pasid_times_.raise(detail::did_pasid_key(did, pasid), clock_.advance());
       fl_stats_.add(Counter::kInvPromoted);
       fl_stats_.add(Counter::kOverInvalidations);
       return;
     }
     const uint64_t last = last_byte(addr, npages);
     // for_each_prefix names every (level, prefix) an entry overlapping the range can have.
-    FlCache::KeyRemover remover(fl_, t);
+    // With every one of them removed already, neither the clock nor a remover is needed.
+    if (memo) {
+      bool fresh = false;
+      for_each_prefix(addr, last, [&](unsigned level, uint64_t prefix) {
+        fresh = fresh || !memo->seen(level, prefix, pasid, did);
+      });
+      if (!fresh) return;
+    }
+    FlCache::KeyRemover remover(fl_, clock_.advance());
     for_each_prefix(addr, last, [&](unsigned level, uint64_t prefix) {
+      if (memo && !memo->first(level, prefix, pasid, did)) return;
       remover.add(FlKey{prefix, pasid, did, uint8_t(level), 0});
     });
     const size_t removed = remover.removed();
