@@ -1,6 +1,7 @@
 #include "nestor/invq/batch.h"
 
 #include <algorithm>
+#include <bit>
 #include <unordered_map>
 
 namespace nestor::invq {
@@ -95,6 +96,43 @@ OrderKey order_key(const InvalidationOp &op) {
   };
 }
 
+uint64_t hash_key(const OrderKey &k) {
+  // Multiply-xorshift over the words; only the table index depends on it.
+  uint64_t h = k.group_hi * 0x9E3779B97F4A7C15ull;
+  h ^= (k.group_lo + (h >> 29)) * 0xBF58476D1CE4E5B9ull;
+  h ^= (k.addr + (h >> 31)) * 0x94D049BB133111EBull;
+  h ^= (k.npages_desc ^ uint64_t(k.leaf)) + (h >> 27);
+  return h ^ (h >> 32);
+}
+
+// The keyed ops to sort. A storm repeats a few scope descriptors many times over (511
+// PASID-selective descriptors naming 64 PASIDs, round robin): dropping the repeats through a
+// hash table first leaves a short array to sort, where sorting all of them was a third of
+// such a batch's time. Small batches sort as they are.
+void keys_without_repeats(const std::vector<InvalidationOp> &ops,
+                          std::vector<std::pair<OrderKey, uint32_t>> &keyed) {
+  constexpr size_t kSmall = 32;
+  const size_t n = ops.size();
+  keyed.reserve(n);
+  if (n <= kSmall) {
+    for (uint32_t i = 0; i < n; ++i) keyed.emplace_back(order_key(ops[i]), i);
+    return;
+  }
+  const size_t mask = std::bit_ceil(2 * n) - 1;
+  std::vector<uint32_t> slots(mask + 1, 0);  // 1 + index into keyed; 0 empty
+  for (uint32_t i = 0; i < n; ++i) {
+    const OrderKey key = order_key(ops[i]);
+    for (size_t h = hash_key(key) & mask;; h = (h + 1) & mask) {
+      if (slots[h] == 0) {
+        keyed.emplace_back(key, i);
+        slots[h] = uint32_t(keyed.size());
+        break;
+      }
+      if (keyed[slots[h] - 1].first == key) break;  // a repeat: equal keys are equal ops
+    }
+  }
+}
+
 // Keys are built once per op, not twice per comparison, and every field of an op is in its
 // key, so equal keys are equal ops.
 void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
@@ -112,11 +150,11 @@ void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
   if (ascending) return;
   // Local arrays, not per-thread ones: the processor's destructor may coalesce at exit, after
   // the exiting thread's thread_local objects are gone (fuzz_capi caught it).
-  std::vector<std::pair<OrderKey, uint32_t>> keyed(ops.size());
-  for (uint32_t i = 0; i < ops.size(); ++i) keyed[i] = {order_key(ops[i]), i};
+  std::vector<std::pair<OrderKey, uint32_t>> keyed;
+  keys_without_repeats(ops, keyed);
   std::sort(keyed.begin(), keyed.end());
   std::vector<InvalidationOp> sorted;
-  sorted.reserve(ops.size());
+  sorted.reserve(keyed.size());
   for (size_t k = 0; k < keyed.size(); ++k) {
     if (k > 0 && keyed[k].first == keyed[k - 1].first) continue;
     sorted.push_back(ops[keyed[k].second]);
@@ -132,11 +170,15 @@ void sort_and_dedupe(std::vector<InvalidationOp> &ops) {
 // pass over every wider op: a batch of 511 device-selective context ops spent three quarters
 // of its time in the pairwise version. CoalesceProperty checks the result against covers().
 void absorb(std::vector<InvalidationOp> &ops) {
-  // Most batches of a storm are all ranges: then there is nothing wider to fold, and the maps
-  // below are not even built.
-  if (std::all_of(ops.begin(), ops.end(),
-                  [](const InvalidationOp &op) { return op.scope == Scope::kRange; }))
-    return;
+  // An op is stripped only by a strictly wider one (below: global strips ranks < 4, domain and
+  // device ranks < 3, PASID rank 1). Most batches of a storm are all one rank (all ranges, all
+  // device-selective context flushes): then the maps below are not even built.
+  int low = 4, high = 0;
+  for (const InvalidationOp &op : ops) {
+    low = std::min(low, scope_rank(op.scope));
+    high = std::max(high, scope_rank(op.scope));
+  }
+  if (low == high) return;
   uint8_t global = 0;
   std::unordered_map<uint16_t, uint8_t> by_domain;     // did
   std::unordered_map<uint32_t, uint8_t> by_device[4];  // [fm] sid with fm bits cleared
@@ -214,7 +256,11 @@ void merge_ranges(std::vector<InvalidationOp> &ops) {
     const uint64_t current_end = range_end_page(current);
     const uint64_t next_start = next.addr >> kPageShift;
     const uint64_t next_end = range_end_page(next);
-    if (next_start > current_end) {
+    // absorb() may have stripped cache bits since the sort, moving a range into a group it was
+    // not sorted with: one that starts below `current` is kept apart, not merged as if it
+    // followed it (merging it lost its pages below current's start: a domain op with the
+    // IOTLB bit, a range with IOTLB and device-TLB bits, and a device-TLB range above it).
+    if (next_start > current_end || next_start < (current.addr >> kPageShift)) {
       ops[out++] = next;
       continue;
     }

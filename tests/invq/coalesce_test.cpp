@@ -108,6 +108,28 @@ TEST(Coalesce, OverlappingAndAdjacentRangesMerge) {
   EXPECT_EQ(out[1], range(kTlb, 1, 1, 30, 1));
 }
 
+// Found by CoalesceProperty.LargeBatchesWithRepeatsRemoveExactlyTheSame: the domain op takes
+// the IOTLB bit off the low range, which leaves it with the high range's cache bits after the
+// sort had ordered the two by those bits (high range first). Merging them as if in address
+// order dropped the low range's device-TLB pages.
+TEST(Coalesce, RangeRegroupedByAbsorbKeepsItsPages) {
+  constexpr uint8_t kDevTlbAndPaging = kCacheDevTlb | kCachePaging | kCachePasid;
+  InvalidationOp low = range(kCacheIotlb | kDevTlbAndPaging, 3, kNoPasid, 2, 8, true);
+  InvalidationOp high = range(kDevTlbAndPaging, 3, kNoPasid, 48, 16);
+  low.source_id = high.source_id = 0x10;
+  const std::vector<InvalidationOp> ops = {domain(kCacheContext | kCacheIotlb, 3), low, high};
+  CacheEntryKey e;
+  e.cache = kCacheDevTlb;
+  e.did = 3;
+  e.source_id = 0x10;
+  e.pasid = kNoPasid;
+  e.page = 3;
+  ASSERT_TRUE(covers(low, e));
+  bool removed = false;
+  for (const InvalidationOp &op : coalesce(ops, no_promotion())) removed = removed || covers(op, e);
+  EXPECT_TRUE(removed) << "the low range's device-TLB entry must still go";
+}
+
 TEST(Coalesce, MergedLeafFlagIsTheAnd) {
   // Without paging-structure caches the leaf flag is free to merge.
   auto out = coalesce(std::vector<InvalidationOp>{range(kCacheIotlb, 1, 1, 0, 2, true),
@@ -288,6 +310,30 @@ TEST(CoalesceProperty, RemovesSupersetAndOnlyPromotionsAddMore) {
   // The generator must actually exercise both paths, or the test proves nothing.
   EXPECT_GT(total_promotions, 0u);
   EXPECT_GT(total_shrunk, 400u);
+}
+
+// Batches past the size where coalescing drops repeats through a hash table before sorting
+// (a storm's round-robin PASID flushes): what they remove is still exactly what the ops
+// remove one by one (covers(), the reference semantics), and the repeats are gone.
+TEST(CoalesceProperty, LargeBatchesWithRepeatsRemoveExactlyTheSame) {
+  std::mt19937_64 rng(0xBA7C4);
+  for (int iteration = 0; iteration < 600; ++iteration) {
+    const auto entries = random_entries(rng, 400);
+    std::vector<InvalidationOp> pool;
+    // Few distinct ops, so that most of them are the only one removing some entry: a repeat
+    // dropped wrongly then shows. The all-random batches stay just past the hashing size.
+    const size_t distinct = 2 + rng() % 9;
+    for (size_t i = 0; i < distinct; ++i) pool.push_back(random_op(rng));
+    std::vector<InvalidationOp> ops;
+    const size_t count = iteration % 3 == 0 ? 33 + rng() % 16 : 33 + rng() % 300;
+    for (size_t i = 0; i < count; ++i)
+      ops.push_back(iteration % 3 == 0 ? random_op(rng) : pool[rng() % pool.size()]);
+    const auto exact = coalesce(ops, no_promotion());
+    ASSERT_EQ(removed_by(exact, entries), removed_by(ops, entries)) << "iteration " << iteration;
+    if (iteration % 3 != 0) {
+      ASSERT_LE(exact.size(), distinct) << "repeats survived";
+    }
+  }
 }
 
 }  // namespace

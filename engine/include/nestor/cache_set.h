@@ -92,7 +92,7 @@ class CacheSet {
     if (ops.empty()) return;
     const bool observed = hooks_ && hooks_->wants(kEventInvalidation);
     caches::InvalidationClock::Interval interval(*clock_);
-    caches::PagingStructureCaches::RemovalMemo memo;  // valid while `interval` is open
+    Memo memo;  // valid while `interval` is open
     for (const invq::InvalidationOp &op : ops) {
       if (observed) [[unlikely]]
         apply_observed(op, memo);
@@ -114,6 +114,12 @@ class CacheSet {
   }
 
  private:
+  // What one batch's removals already did (the caches' RemovalMemo), valid in its interval.
+  struct Memo {
+    caches::PagingStructureCaches::RemovalMemo psc;
+    caches::Iotlb::RemovalMemo iotlb;
+  };
+
   // An op that removes nothing but IOTLB and paging-structure entries of its DID: no
   // resolution depends on those, and only translations of that domain do.
   static bool confined_to_domain(const invq::InvalidationOp &op) {
@@ -123,7 +129,7 @@ class CacheSet {
   }
 
   // Runs inside an open Interval (apply, apply_batch); `memo` belongs to that interval.
-  void apply_one(const invq::InvalidationOp &op, caches::PagingStructureCaches::RemovalMemo &memo) {
+  void apply_one(const invq::InvalidationOp &op, Memo &memo) {
     using invq::Scope;
     // Second-level changes and global ops touch the table-page filter: its check and the
     // removals it decides must not interleave with a clear.
@@ -157,14 +163,13 @@ class CacheSet {
       reach = caches::GpaReach::kFinalGpaDependents;
     if (gpa_op && reach == caches::GpaReach::kFirstLevelOfDomain)
       psc_->invalidate_first_level_of_domain(op.did);
-    if (op.caches & invq::kCacheIotlb) apply_iotlb(op, reach);
+    if (op.caches & invq::kCacheIotlb) apply_iotlb(op, reach, memo);
   }
 
   // apply_one with an invalidation event: what it removed is told apart by listing every live
   // entry before and after (diagnostics cost: every set of every cache is read twice, which is
   // why it only happens while a hook asks for these events).
-  void apply_observed(const invq::InvalidationOp &op,
-                      caches::PagingStructureCaches::RemovalMemo &memo) {
+  void apply_observed(const invq::InvalidationOp &op, Memo &memo) {
     std::vector<RemovedEntry> before = live_entries();
     apply_one(op, memo);
     std::vector<RemovedEntry> after = live_entries();
@@ -331,23 +336,22 @@ class CacheSet {
     }
   }
 
-  void apply_paging(const invq::InvalidationOp &op,
-                    caches::PagingStructureCaches::RemovalMemo &memo) {
+  void apply_paging(const invq::InvalidationOp &op, Memo &memo) {
     by_scope(*psc_, op, [&] {
       if (op.addr_is_gpa)
         psc_->invalidate_gpa_range(op.did, op.addr, op.npages, op.leaf,
                                    /*first_level_of_domain=*/false);
       else
-        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf, &memo);
+        psc_->invalidate_range(op.did, op.pasid, op.addr, op.npages, op.leaf, &memo.psc);
     });
   }
 
-  void apply_iotlb(const invq::InvalidationOp &op, caches::GpaReach reach) {
+  void apply_iotlb(const invq::InvalidationOp &op, caches::GpaReach reach, Memo &memo) {
     by_scope(*iotlb_, op, [&] {
       if (op.addr_is_gpa)
         iotlb_->invalidate_gpa_range(op.did, op.addr, op.npages, reach);
       else
-        iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages);
+        iotlb_->invalidate_range(op.did, op.pasid, op.addr, op.npages, &memo.iotlb);
     });
   }
 

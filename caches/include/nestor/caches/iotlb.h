@@ -151,12 +151,40 @@ class Iotlb {
     stats_.add(Counter::kInvPasid);
   }
 
+  // 2M and 1G keys already probed inside one open InvalidationClock::Interval (one
+  // CacheSet::apply_batch). Probing one again finds nothing a walk could still fill: the first
+  // probe followed its range's RangeLog entry, which refuses the fill of any entry overlapping
+  // that range from a walk stamped before the interval closed (fill_checked), and a walk
+  // stamped after it read the tables as they were when the batch was queued. A batch of page
+  // invalidations mostly shares them, so a page costs one probe instead of three. Remembers
+  // the last key per size class; a forgotten key is only probed twice.
+  class RemovalMemo {
+   public:
+    bool first(uint16_t did, uint32_t pasid, unsigned size, uint64_t page) {
+      Last &l = last_[size];
+      if (l.valid && l.page == page && l.pasid == pasid && l.did == did) return false;
+      l = Last{page, pasid, did, true};
+      return true;
+    }
+
+   private:
+    struct Last {
+      uint64_t page = 0;
+      uint32_t pasid = 0;
+      uint16_t did = 0;
+      bool valid = false;
+    };
+    std::array<Last, 3> last_{};
+  };
+
   // Removes every entry of (did, pasid), any size class, overlapping the npages 4K pages
   // starting with the page that contains addr (offset bits are ignored, as in VT-d).
-  void invalidate_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages) {
+  // `memo` (optional): large-page keys probed earlier in the same interval, skipped.
+  void invalidate_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages,
+                        RemovalMemo *memo = nullptr) {
     if (npages == 0) return;
     stats_.add(npages == 1 ? Counter::kInvPage : Counter::kInvRange);
-    remove_range(did, pasid, addr, npages, clock_.advance());
+    remove_range(did, pasid, addr, npages, clock_.advance(), memo);
   }
 
   // Same signature as the paging-structure caches' so invalidation code can treat every cache
@@ -283,7 +311,8 @@ class Iotlb {
   };
   Valid valid_fn() const { return Valid{this}; }
 
-  void remove_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages, uint64_t t) {
+  void remove_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages, uint64_t t,
+                    RemovalMemo *memo = nullptr) {
     addr &= ~((uint64_t{1} << kPageShift4K) - 1);
     if (npages > cfg_.promote_threshold_pages) {
       detail::raise_to(any_scope_time_, t);
@@ -304,7 +333,9 @@ class Iotlb {
       const unsigned shift = page_shift_of(PageSize(s));
       const uint64_t first_page = addr >> shift, last_page = last >> shift;
       for (uint64_t p = first_page;; ++p) {
-        remover.add(make_key(did, pasid, p, PageSize(s)));
+        // 4K keys are each op's own (the batch's ranges were merged); larger ones repeat.
+        if (s == 0 || !memo || memo->first(did, pasid, s, p))
+          remover.add(make_key(did, pasid, p, PageSize(s)));
         if (p == last_page) break;
       }
     }
