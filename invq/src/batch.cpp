@@ -246,10 +246,13 @@ void merge_ranges(std::vector<InvalidationOp> &ops) {
                           [](const InvalidationOp &op) { return op.scope == Scope::kRange; }) -
              ops.begin());
   const size_t first_range = out;
+  OrderKey current_key{};  // of ops[out - 1]; merging never changes its group
   for (size_t i = first_range; i < ops.size(); ++i) {
     const InvalidationOp next = ops[i];
-    if (out == first_range || !order_key(ops[out - 1]).same_group(order_key(next))) {
+    const OrderKey next_key = order_key(next);
+    if (out == first_range || !current_key.same_group(next_key)) {
       ops[out++] = next;
+      current_key = next_key;
       continue;
     }
     InvalidationOp &current = ops[out - 1];

@@ -41,7 +41,8 @@ void InvalidationProcessor::submit(const InvalidationOp &op) {
   enqueue(std::span<Entry>(&entry, 1), 1, 0);
 }
 
-void InvalidationProcessor::enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits) {
+void InvalidationProcessor::enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits,
+                                    std::vector<Entry> *whole) {
   const size_t limit = options_.max_pending ? options_.max_pending : 1;
   while (!entries.empty()) {
     bool process_here;
@@ -54,7 +55,13 @@ void InvalidationProcessor::enqueue(std::span<Entry> entries, uint64_t ops, uint
           lock, [&] { return pending_.size() < limit || !worker_running_ || stopping_; });
       const size_t room = pending_.size() < limit ? limit - pending_.size() : 1;
       const size_t n = std::min(room, entries.size());
-      for (size_t i = 0; i < n; ++i) pending_.push_back(std::move(entries[i]));
+      if (whole && pending_.empty() && n == whole->size()) {
+        // A tail write's whole staging vector, into an empty queue: its storage becomes the
+        // queue (and the queue's, empty, the stager's), instead of 511 entries moved one by one.
+        pending_.swap(*whole);
+      } else {
+        for (size_t i = 0; i < n; ++i) pending_.push_back(std::move(entries[i]));
+      }
       entries = entries.subspan(n);
       stats_.count_ops_submitted(ops);
       stats_.count_waits_submitted(waits);
@@ -94,7 +101,8 @@ WaitTicket InvalidationProcessor::submit_wait(WaitOp wait) {
 void InvalidationProcessor::submit(Submission &staged) {
   size_t waits = 0;
   for (const Entry &e : staged.entries_) waits += e.wait != nullptr;
-  enqueue(std::span<Entry>(staged.entries_), staged.entries_.size() - waits, waits);
+  enqueue(std::span<Entry>(staged.entries_), staged.entries_.size() - waits, waits,
+          &staged.entries_);
   staged.entries_.clear();
 }
 

@@ -122,7 +122,9 @@ class InvalidationProcessor {
   using Entry = detail::Entry;
 
   // `ops` and `waits` are what `entries` hold, counted under the submission lock.
-  void enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits);
+  // `whole`: the vector `entries` spans, which may be swapped in whole when the queue is empty.
+  void enqueue(std::span<Entry> entries, uint64_t ops, uint64_t waits,
+               std::vector<Entry> *whole = nullptr);
   void worker_loop();
   // Takes everything pending and processes it; the caller holds process_mutex_.
   // `fence_waits` (0 or 1) is a wait the caller completes itself right after.
