@@ -288,10 +288,13 @@ class Iotlb {
   // a lambda so member functions defined above can use it.
   struct Valid {
     const Iotlb *self;
+    // Filled after the newest scope invalidation of any kind, so no scope table can reject
+    // it. Scope invalidations are rare next to hits, so this is the usual case.
+    bool live_by_stamp(uint64_t stamp) const {
+      return stamp > self->any_scope_time_.load(std::memory_order_acquire);
+    }
     bool operator()(uint64_t stamp, const Key &k, const IotlbEntry &v) const {
-      // Fast path: filled after the newest scope invalidation of any kind, so no scope table
-      // can reject it. Scope invalidations are rare next to hits, so this is the usual case.
-      if (stamp > self->any_scope_time_.load(std::memory_order_acquire)) return true;
+      if (live_by_stamp(stamp)) return true;
       if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
       if (stamp <= self->did_times_.get(k.did)) return false;
       if (stamp <= self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid))) return false;
