@@ -86,9 +86,13 @@ class Iotlb {
   const IotlbConfig &config() const { return cfg_; }
   size_t capacity() const { return cache_.capacity(); }
 
-  // Probes 4K, then 2M, then 1G: small pages dominate, so the common hit costs one set.
+  // Probes 4K, then 2M, then 1G: small pages dominate, so the common hit costs one set. Size
+  // classes never filled are skipped: a miss in a 4K-only engine costs one probe, not three. A
+  // lookup that skips a class whose first entry is being filled just misses (and walks).
   bool lookup(uint16_t did, uint32_t pasid, uint64_t iova, IotlbEntry *out) const {
+    const unsigned sizes = sizes_filled_.load(std::memory_order_relaxed);
     for (unsigned s = 0; s < 3; ++s) {
+      if (!(sizes & (1u << s))) continue;
       const Key key = make_key(did, pasid, iova >> page_shift_of(PageSize(s)), PageSize(s));
       if (cache_.lookup(key, out, valid_fn())) {
         stats_.add(Counter::kHits);
@@ -119,6 +123,8 @@ class Iotlb {
       return false;
     }
     const Key key = make_key(did, pasid, iova >> e.page_shift, size);
+    if (!(sizes_filled_.load(std::memory_order_relaxed) & (1u << unsigned(size))))
+      sizes_filled_.fetch_or(uint8_t(1u << unsigned(size)), std::memory_order_relaxed);
     const FillResult r =
         cache_.fill_checked(stamp, key, e, valid_fn(), [this](uint64_t st, const Key &k) {
           const unsigned shift = page_shift_of(PageSize(k.size));
@@ -360,6 +366,9 @@ class Iotlb {
   Cache cache_;
   // Newest time raised in any scope table below (a max over all of them).
   alignas(64) std::atomic<uint64_t> any_scope_time_{0};
+  // Bit s: an entry of PageSize s was filled at some time (never cleared). 4K is always
+  // probed. Its own line: read on every lookup, written at most twice.
+  alignas(64) std::atomic<uint8_t> sizes_filled_{1};
   std::atomic<uint64_t> global_time_{0};
   detail::ScopeTable did_times_;
   detail::ScopeTable pasid_times_;
