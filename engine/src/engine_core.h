@@ -323,10 +323,20 @@ void EngineCore<P>::translate_batch_in(Handle &as, const uint64_t *iovas, uint8_
     out[0] = translate_in(as, req);
   }
   const uint32_t key_space = iotlb_space(as.resolved_);
-  constexpr size_t kAhead = 4;
+  // Request i + kTagsAhead gets its set's tag line requested, request i + kSlotAhead (whose tag
+  // line has had kTagsAhead - kSlotAhead translations' time to arrive) its slot: on an IOTLB
+  // far beyond the last-level cache both of a lookup's lines are then in flight early.
+  constexpr size_t kTagsAhead = 32, kSlotAhead = 8;
+  const bool prefetch = cfg_.caching && as.generation_ != kStaleGeneration;
+  const uint16_t did = as.resolved_.domain;
+  if (prefetch)
+    for (size_t j = 1; j < n && j <= kTagsAhead; ++j)
+      caches_.iotlb().prefetch_tags(did, key_space, iovas[j]);
   for (size_t i = cfg_.caching ? 1 : 0; i < n; ++i) {
-    if (i + kAhead < n && as.generation_ != kStaleGeneration)
-      caches_.iotlb().prefetch(as.resolved_.domain, key_space, iovas[i + kAhead]);
+    if (prefetch) {
+      if (i + kTagsAhead < n) caches_.iotlb().prefetch_tags(did, key_space, iovas[i + kTagsAhead]);
+      if (i + kSlotAhead < n) caches_.iotlb().prefetch_slot(did, key_space, iovas[i + kSlotAhead]);
+    }
     req.iova = iovas[i];
     out[i] = translate_in(as, req);
   }

@@ -107,6 +107,13 @@ class Iotlb {
   void prefetch(uint16_t did, uint32_t pasid, uint64_t iova) const {
     cache_.prefetch(make_key(did, pasid, iova >> kPageShift4K, PageSize::k4K));
   }
+  // The two stages of SetAssocCache::prefetch_tags / prefetch_slot for a 4K lookup of iova.
+  void prefetch_tags(uint16_t did, uint32_t pasid, uint64_t iova) const {
+    cache_.prefetch_tags(make_key(did, pasid, iova >> kPageShift4K, PageSize::k4K));
+  }
+  void prefetch_slot(uint16_t did, uint32_t pasid, uint64_t iova) const {
+    cache_.prefetch_slot(make_key(did, pasid, iova >> kPageShift4K, PageSize::k4K));
+  }
 
   // stamp: clock().now() read before the walk began. Returns false (refused) if any
   // invalidation that applies to this entry was issued at or after the stamp.

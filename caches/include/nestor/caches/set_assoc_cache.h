@@ -97,6 +97,21 @@ class SetAssocCache {
     for (size_t off = 0; off < sizeof(Set); off += 64) __builtin_prefetch(p + off);
   }
 
+  // Two-stage prefetch for batches over a cache far larger than the CPU's: first the line with
+  // the key's set header and tags, then, once that line has arrived, the one slot whose tag
+  // matches. Prefetching a whole set (prefetch() above) asks for seven lines of which a lookup
+  // reads two, and a batch's outstanding misses then queue behind each other.
+  void prefetch_tags(const Key &key) const { __builtin_prefetch(&set_for(hash_key(key))); }
+  void prefetch_slot(const Key &key) const {
+    const uint64_t h = hash_key(key);
+    const Set &set = set_for(h);
+    for_each_tag_candidate(set, h, [&](unsigned w) {
+      const char *p = reinterpret_cast<const char *>(&set.slots[w]);
+      __builtin_prefetch(p);
+      __builtin_prefetch(p + sizeof(Slot) - 1);  // a slot may straddle two lines
+    });
+  }
+
   // Copies the value out and returns true if the key is present and valid() accepts it.
   template <class Valid>
   bool lookup(const Key &key, Value *out, Valid &&valid) const {
