@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <functional>
 
 #include "nestor/bind.h"
 #include "nestor/invalidation.h"
@@ -64,30 +63,6 @@ class PageTranslator {
   uint64_t page_ = ~uint64_t{0};
   uint64_t hpa_page_ = 0;
 };
-// Reports a wait's completion (run where the processor completes it, after the status write)
-// in the owner's terms: the status address as the guest wrote it, and the queue's id.
-std::function<void()> wait_completed_reporter(const EventHooks &hooks, uint32_t queue,
-                                              unsigned bits, const invq::WaitOp &wait,
-                                              size_t index) {
-  QueueEvent ev;
-  ev.type = QueueEventType::kWaitCompleted;
-  ev.owner_queue = queue;
-  ev.index = index;
-  ev.descriptor_bits = bits;
-  ev.type_code = 0x5;  // VT-d Invalidation Wait Descriptor
-  ev.is_wait = true;
-  ev.status_write = wait.status_write;
-  ev.status_addr = wait.status_addr;
-  ev.status_data = wait.status_data;
-  ev.interrupt = wait.interrupt;
-  ev.fence = wait.fence;
-  return [&hooks, ev] {
-    Event e;
-    e.kind = kEventQueue;
-    e.queue = &ev;
-    hooks.emit(e);
-  };
-}
 }  // namespace
 
 std::shared_ptr<BindLayer::OwnerQueue> BindLayer::find_queue(uint32_t queue) {
@@ -249,7 +224,8 @@ int BindLayer::owner_queue_write_tail(uint32_t queue, uint64_t tail_index) {
             case invq::DecodedKind::kWait: {
               invq::WaitOp w = d.wait;
               if (hooks.wants(kEventQueue)) [[unlikely]]
-                w.callback = wait_completed_reporter(hooks, q->id, q->bits, d.wait, index);
+                // Reported in the owner's terms: the status GPA it wrote, and its queue.
+                w.callback = invq::wait_completion_reporter(hooks, d.wait, index, q->bits, q->id);
               if (w.status_write) {
                 // The status address is the owner's GPA: it lands in the owner's memory or
                 // nowhere (VT-d 6.5.2.8's status write is a DMA write by the queue's owner).

@@ -24,23 +24,8 @@ int InvalidationFrontEnd::qi_configure(uint64_t base_pa, uint64_t entries,
 // The wait with a completion callback that reports it (run where the processor completes it).
 invq::WaitOp InvalidationFrontEnd::reporting_completion(const invq::WaitOp &wait, size_t index) {
   invq::WaitOp w = wait;
-  QueueEvent ev;
-  ev.type = QueueEventType::kWaitCompleted;
-  ev.index = index;
-  ev.descriptor_bits = descriptor_bits_.load(std::memory_order_relaxed);
-  ev.type_code = 0x5;  // VT-d Invalidation Wait Descriptor
-  ev.is_wait = true;
-  ev.status_write = wait.status_write;
-  ev.status_addr = wait.status_addr;
-  ev.status_data = wait.status_data;
-  ev.interrupt = wait.interrupt;
-  ev.fence = wait.fence;
-  w.callback = [hooks = hooks_, ev] {
-    Event e;
-    e.kind = kEventQueue;
-    e.queue = &ev;
-    hooks->emit(e);
-  };
+  w.callback = invq::wait_completion_reporter(*hooks_, wait, index,
+                                              descriptor_bits_.load(std::memory_order_relaxed));
   return w;
 }
 

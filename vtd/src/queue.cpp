@@ -131,6 +131,28 @@ void InvalidationQueue::emit_descriptor(const RawDescriptor &raw,
   hooks_->emit(e);
 }
 
+std::function<void()> wait_completion_reporter(const EventHooks &hooks, const WaitOp &wait,
+                                               size_t index, unsigned bits, uint32_t owner_queue) {
+  QueueEvent ev;
+  ev.type = QueueEventType::kWaitCompleted;
+  ev.owner_queue = owner_queue;
+  ev.index = index;
+  ev.descriptor_bits = bits;
+  ev.type_code = 0x5;  // VT-d Invalidation Wait Descriptor
+  ev.is_wait = true;
+  ev.status_write = wait.status_write;
+  ev.status_addr = wait.status_addr;
+  ev.status_data = wait.status_data;
+  ev.interrupt = wait.interrupt;
+  ev.fence = wait.fence;
+  return [&hooks, ev] {
+    Event e;
+    e.kind = kEventQueue;
+    e.queue = &ev;
+    hooks.emit(e);
+  };
+}
+
 // Called with the queue's lock held, from stop(): head_ is the descriptor that stopped it.
 void InvalidationQueue::emit_stop() const {
   QueueEvent ev;

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -35,6 +36,14 @@ enum class QueueFault : uint8_t {
 
 // What stopped a queue, in words (QueueFault::kDecode: see to_string(DecodeError)).
 const char *to_string(QueueFault fault);
+
+// A wait's completion callback that reports it as a kWaitCompleted queue event through
+// `hooks` (descriptor `index` of a queue of `bits`-bit descriptors; `owner_queue` as in
+// QueueEvent). It runs where the processor completes the wait, after the status write. The
+// host queue's front end and the owners' direct queues both report this way.
+std::function<void()> wait_completion_reporter(const EventHooks &hooks, const WaitOp &wait,
+                                               size_t index, unsigned bits,
+                                               uint32_t owner_queue = 0);
 
 class InvalidationQueue {
  public:
