@@ -405,8 +405,12 @@ void OwnerRun::translator(unsigned slot, unsigned index) {
       const bool writable = (r.t.perms & kAccessWrite) != 0;
       if (st == kUnmapped || writable != (st == kReadWrite) ||
           ((access & kAccessWrite) && st != kReadWrite)) {
+        // The address carries only the version's low bits: a stale result (invariant 1) from
+        // an older version with the same low bits decodes as version v, so this is either a
+        // permission bug or a stale translation; the message names both.
         why << "permissions of version " << v << " (state " << int(st) << ") but result perms "
-            << int(r.t.perms);
+            << int(r.t.perms) << ", or a stale result of an older version with the same low "
+            << "bits returned after its invalidation's wait completed (invariant 1)";
         where();
         violation(slot, why.str());
         break;
