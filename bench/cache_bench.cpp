@@ -89,7 +89,15 @@ void BM_Hit_Handle(benchmark::State &state) {
   }
   rate(state, faults);
 }
-BENCHMARK(BM_Hit_Handle)->Arg(64)->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_Hit_Handle)
+    ->Arg(64)
+    ->Arg(512)
+    ->Arg(1024)
+    ->Arg(2048)
+    ->Arg(4096)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
 
 // IOTLB hits through the C++ request path (context + PASID cache + IOTLB lookups).
 void BM_Hit_Request(benchmark::State &state) {

@@ -292,22 +292,34 @@ template <bool kObserved, class Handle>
     }
     return r;
   }
-  // A walk stamps itself while the resolution is still current (EngineCore::walk_stamp).
   PipelineNotes notes;
-  Result r = translate_resolved({as.stamp_, gen}, as.resolved_, req, &notes);
-  if constexpr (kObserved) describe(ev, as.resolved_, notes);
-  if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
-    ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
-  if (r.ok) {
-    // Tagged with the generations read before the lookup: an invalidation applied meanwhile has
-    // moved one of them on, so this entry can never outlive it.
+  Result r;
+  // Tagged with the generations read before the lookup: an invalidation applied meanwhile has
+  // moved one of them on, so this entry can never outlive it.
+  auto remember = [&] {
     m.page = page;
     m.out_page = r.t.out & ~uint64_t{0xFFF};
     m.generation = tag;
     m.page_shift = r.t.page_shift;
     m.perms = r.t.perms;
     m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
+  };
+  // The IOTLB asked here rather than through translate_resolved: on a hit that saves the
+  // pipeline's frame and fault plumbing, about a third of a hit's instructions.
+  if (!kObserved && as.resolved_.stages != StageSet::kPassThrough) {
+    if (iotlb_answer(as.resolved_, req, &r, &notes)) {
+      ++as.stats_.iotlb_hits;
+      remember();
+      return r;
+    }
+    notes.iotlb_probed = true;
   }
+  // A walk stamps itself while the resolution is still current (EngineCore::walk_stamp).
+  r = translate_resolved({as.stamp_, gen}, as.resolved_, req, &notes);
+  if constexpr (kObserved) describe(ev, as.resolved_, notes);
+  if (notes.iotlb != PipelineNotes::Iotlb::kNotLookedUp)
+    ++(notes.iotlb == PipelineNotes::Iotlb::kHit ? as.stats_.iotlb_hits : as.stats_.iotlb_misses);
+  if (r.ok) remember();
   return r;
 }
 

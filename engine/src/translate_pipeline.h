@@ -159,6 +159,29 @@ class PipelineTables {
 };
 
 template <Personality P>
+[[gnu::always_inline]] inline bool EngineCore<P>::iotlb_answer(const WalkContext &c,
+                                                               const Request &req, Result *r,
+                                                               PipelineNotes *notes) {
+  using pipeline_detail::hit_perms;
+  using pipeline_detail::level_of_shift;
+  caches::IotlbEntry hit;
+  const bool found = caches_.iotlb().lookup(c.domain, iotlb_space(c), req.iova, &hit);
+  if (notes) notes->iotlb = found ? PipelineNotes::Iotlb::kHit : PipelineNotes::Iotlb::kMiss;
+  if (!found) return false;
+  const uint8_t perms = hit_perms(hit, c);
+  const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
+  // A denied or first-write access walks again: the walk decides the fault or sets D.
+  if ((req.access & ~perms) != 0 || needs_dirty) return false;
+  if (notes) notes->write_ready = hit.flags & caches::kIotlbDirty;
+  r->ok = true;
+  r->t.out = hit.hpa_base | (req.iova & ~page_mask(hit.page_shift));
+  r->t.page_shift = hit.page_shift;
+  r->t.perms = perms;
+  r->t.level = level_of_shift(hit.page_shift);
+  return true;
+}
+
+template <Personality P>
 template <bool kCaching>
 Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const WalkContext &c,
                                     const Request &req, PipelineNotes *notes) {
@@ -179,23 +202,7 @@ Result EngineCore<P>::walk_pipeline(const WalkStamp &walk_stamp_source, const Wa
   }
   const uint32_t key_space = iotlb_space(c);
   if constexpr (kCaching) {
-    caches::IotlbEntry hit;
-    const bool found = caches_.iotlb().lookup(c.domain, key_space, req.iova, &hit);
-    if (notes) notes->iotlb = found ? PipelineNotes::Iotlb::kHit : PipelineNotes::Iotlb::kMiss;
-    if (found) {
-      const uint8_t perms = hit_perms(hit, c);
-      const bool needs_dirty = (req.access & kAccessWrite) && !(hit.flags & caches::kIotlbDirty);
-      // A denied or first-write access walks again: the walk decides the fault or sets D.
-      if ((req.access & ~perms) == 0 && !needs_dirty) {
-        if (notes) notes->write_ready = hit.flags & caches::kIotlbDirty;
-        r.ok = true;
-        r.t.out = hit.hpa_base | (req.iova & ~page_mask(hit.page_shift));
-        r.t.page_shift = hit.page_shift;
-        r.t.perms = perms;
-        r.t.level = level_of_shift(hit.page_shift);
-        return r;
-      }
-    }
+    if (!(notes && notes->iotlb_probed) && iotlb_answer(c, req, &r, notes)) return r;
   }
 
   if (notes) notes->walked = true;

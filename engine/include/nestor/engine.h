@@ -245,7 +245,14 @@ class EngineCore {
     bool write_ready = false;  // a later write may reuse this result without a walk
     enum class Iotlb : uint8_t { kNotLookedUp, kHit, kMiss } iotlb = Iotlb::kNotLookedUp;
     bool walked = false;  // the answer (or fault) came from a walk
+    // In: the caller has already asked the IOTLB (iotlb_answer) and had no usable answer, so
+    // the pipeline goes straight to the walk instead of probing the same set again.
+    bool iotlb_probed = false;
   };
+  // The IOTLB's answer to req, if it has one that needs no walk (present, permitted, and not a
+  // first write to a clean entry). Inlined into the handle path's micro-TLB miss and into
+  // walk_pipeline, so an IOTLB hit through a handle costs one call (the set lookup).
+  bool iotlb_answer(const WalkContext &c, const Request &req, Result *r, PipelineNotes *notes);
   // What a walk's fills are stamped with. A resolution's stamp ages with every invalidation
   // after it, and fills judged by an old stamp are refused by any overlapping one since; a
   // walk of a resolution still valid at `generation` stamps itself when it starts instead

@@ -281,7 +281,10 @@ class Iotlb {
   using Cache = SetAssocCache<Key, IotlbEntry, kWays>;
 
   static Key make_key(uint16_t did, uint32_t pasid, uint64_t page, PageSize s) {
-    return Key{page, pasid, did, static_cast<uint8_t>(s), 0};
+    static_assert(offsetof(Key, pasid) == 8 && offsetof(Key, did) == 12 &&
+                  offsetof(Key, size) == 14);
+    return key_from_words<Key>(
+        page, uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(static_cast<uint8_t>(s)) << 48));
   }
 
   static uint64_t gpa_page_key(uint16_t did, PageSize s, uint64_t page) {

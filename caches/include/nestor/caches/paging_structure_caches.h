@@ -204,7 +204,8 @@ class PagingStructureCaches {
     FlCache::KeyRemover remover(fl_, clock_.advance());
     for_each_prefix(addr, last, [&](unsigned level, uint64_t prefix) {
       if (memo && !memo->first(level, prefix, pasid, did)) return;
-      remover.add(FlKey{prefix, pasid, did, uint8_t(level), 0});
+      remover.add(key_from_words<FlKey>(
+          prefix, uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(level & 0xFF) << 48)));
     });
     const size_t removed = remover.removed();
     if (removed) fl_stats_.add(Counter::kEntriesRemoved, removed);
@@ -237,14 +238,14 @@ class PagingStructureCaches {
     if (!leaf_hint) {
       SlCache::KeyRemover remover(sl_, t);
       for_each_prefix(gpa, last, [&](unsigned level, uint64_t prefix) {
-        remover.add(SlKey{prefix, did, uint8_t(level), {}});
+        remover.add(sl_key_at(did, unsigned(level), prefix));
       });
       const size_t removed = remover.removed();
       if (removed) sl_stats_.add(Counter::kEntriesRemoved, removed);
     }
     NtCache::KeyRemover remover(nt_, t);
     for (uint64_t p = gpa >> 12;; ++p) {
-      remover.add(NtKey{p, did, {}});
+      remover.add(key_from_words<NtKey>(p, uint64_t(did)));
       if (p == (last >> 12)) break;
     }
     const size_t removed = remover.removed();
@@ -316,13 +317,25 @@ class PagingStructureCaches {
 
   static bool level_ok(unsigned level) { return level >= kPscMinLevel && level <= kPscMaxLevel; }
 
+  // Word by word (key_from_words): the field layouts are pinned here.
   static FlKey fl_key(uint16_t did, uint32_t pasid, unsigned level, uint64_t iova) {
-    return FlKey{iova >> psc_level_shift(level), pasid, did, static_cast<uint8_t>(level), 0};
+    static_assert(offsetof(FlKey, pasid) == 8 && offsetof(FlKey, did) == 12 &&
+                  offsetof(FlKey, level) == 14 && sizeof(FlKey) == 16);
+    return key_from_words<FlKey>(
+        iova >> psc_level_shift(level),
+        uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(level & 0xFF) << 48));
   }
   static SlKey sl_key(uint16_t did, unsigned level, uint64_t gpa) {
-    return SlKey{gpa >> psc_level_shift(level), did, static_cast<uint8_t>(level), {}};
+    static_assert(offsetof(SlKey, did) == 8 && offsetof(SlKey, level) == 10 && sizeof(SlKey) == 16);
+    return sl_key_at(did, level, gpa >> psc_level_shift(level));
   }
-  static NtKey nt_key(uint16_t did, uint64_t gpa) { return NtKey{gpa >> 12, did, {}}; }
+  static SlKey sl_key_at(uint16_t did, unsigned level, uint64_t prefix) {
+    return key_from_words<SlKey>(prefix, uint64_t(did) | (uint64_t(level & 0xFF) << 16));
+  }
+  static NtKey nt_key(uint16_t did, uint64_t gpa) {
+    static_assert(offsetof(NtKey, did) == 8 && sizeof(NtKey) == 16);
+    return key_from_words<NtKey>(gpa >> 12, uint64_t(did));
+  }
 
   static uint64_t last_byte(uint64_t addr, uint64_t npages) {
     constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();

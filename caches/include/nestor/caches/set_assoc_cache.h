@@ -21,6 +21,15 @@
 
 namespace nestor::caches {
 
+// A key built from the 64-bit words the cache compares and hashes, one store per word. Keys
+// written field by field and then read as words (as lookups do) stall on a failed
+// store-to-load forward; this is how the hot lookups build theirs.
+template <class Key, class... W>
+Key key_from_words(W... words) {
+  static_assert(sizeof(Key) == 8 * sizeof...(W) && std::endian::native == std::endian::little);
+  return std::bit_cast<Key>(std::array<uint64_t, sizeof...(W)>{uint64_t(words)...});
+}
+
 enum class FillResult : uint8_t {
   kInserted,  // into an empty or dead slot
   kReplaced,  // the key was present; its payload and stamp were overwritten
@@ -113,8 +122,12 @@ class SetAssocCache {
   }
 
   // Copies the value out and returns true if the key is present and valid() accepts it.
+  // The key comes by value and the value goes out word by word: a key written field by field
+  // and read back as words, or a value written as words and read back as one wider copy, is a
+  // failed store-to-load forward (a dozen cycles or more each), which made this function's
+  // loads of L1-resident lines its costliest instructions.
   template <class Valid>
-  bool lookup(const Key &key, Value *out, Valid &&valid) const {
+  bool lookup(const Key key, Value *out, Valid &&valid) const {
     const Words<kKeyWords> kw = pack<kKeyWords>(key);
     const uint64_t h = hash_key(key);
     const Set &set = set_for(h);
@@ -142,8 +155,11 @@ class SetAssocCache {
           const uint64_t st = slot.stamp.load(kDataLoad);
           if (st == 0) continue;
           bool eq = true;
+#pragma GCC unroll 4
           for (size_t i = 0; i < kKeyWords; ++i) eq &= slot.key[i].load(kDataLoad) == kw[i];
           if (!eq) continue;
+            // Unrolled so that the words stay in registers (see lookup's comment).
+#pragma GCC unroll 4
           for (size_t i = 0; i < kValueWords; ++i) vw[i] = slot.value[i].load(kDataLoad);
           stamp = st;
           found = true;
@@ -153,9 +169,9 @@ class SetAssocCache {
       if (set.seq.load(std::memory_order_relaxed) != seq0) continue;
       if (!found) return false;
       Value v;
-      std::memcpy(static_cast<void *>(&v), vw.data(), sizeof(Value));
+      store_words(&v, vw);
       if (!valid(stamp, key, v)) return false;
-      *out = v;
+      store_words(out, vw);
       return true;
     }
     return false;
@@ -225,8 +241,12 @@ class SetAssocCache {
  private:
   static constexpr std::memory_order kDataLoad = seqlock::kDataLoad;
   static constexpr std::memory_order kDataStore = seqlock::kDataStore;
-  static void read_fence() { seqlock::read_fence(); }
-  static void write_fence() { seqlock::write_fence(); }
+  static void read_fence() {
+    seqlock::read_fence();
+  }
+  static void write_fence() {
+    seqlock::write_fence();
+  }
 
   template <size_t N>
   using Words = std::array<uint64_t, N>;
@@ -249,7 +269,9 @@ class SetAssocCache {
   };
 
   // Hash bits 48..54: independent of the set (low bits) and shard (top bits) choices.
-  static uint8_t tag_of(uint64_t h) { return uint8_t((h >> 48) | 0x80); }
+  static uint8_t tag_of(uint64_t h) {
+    return uint8_t((h >> 48) | 0x80);
+  }
 
   // Writers only, under the set lock.
   static void set_tag(Set &set, unsigned way, uint8_t tag, std::memory_order order = kDataStore) {
@@ -264,6 +286,17 @@ class SetAssocCache {
     Words<N> w{};
     std::memcpy(w.data(), &x, sizeof(T));
     return w;
+  }
+
+  // Word-sized stores (the last one as wide as what is left), so that reads of the value's
+  // fields forward from them.
+  static void store_words(Value *dst, const Words<kValueWords> &w) {
+    char *d = reinterpret_cast<char *>(dst);
+#pragma GCC unroll 4
+    for (size_t i = 0; i < kValueWords; ++i) {
+      const size_t left = sizeof(Value) - i * 8;
+      std::memcpy(d + i * 8, &w[i], left < 8 ? left : 8);
+    }
   }
 
   static Key unpack_key(const Slot &slot) {

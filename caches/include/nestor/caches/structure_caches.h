@@ -170,7 +170,7 @@ class PasidCache {
   // did_out (optional) receives the DID the entry was tagged with.
   bool lookup(uint16_t sid, uint32_t pasid, Value *out, uint16_t *did_out = nullptr) const {
     Stored s;
-    if (cache_.lookup(Key{pasid, sid, 0}, &s, valid_fn())) {
+    if (cache_.lookup(key(sid, pasid), &s, valid_fn())) {
       *out = s.value;
       if (did_out) *did_out = s.did;
       stats_.add(Counter::kHits);
@@ -184,7 +184,7 @@ class PasidCache {
     Stored s{};
     s.value = v;
     s.did = did;
-    const FillResult r = cache_.fill(stamp, Key{pasid, sid, 0}, s, valid_fn());
+    const FillResult r = cache_.fill(stamp, key(sid, pasid), s, valid_fn());
     if (r == FillResult::kRefused) {
       stats_.add(Counter::kRefusedFills);
     } else {
@@ -232,6 +232,10 @@ class PasidCache {
     uint16_t sid;
     uint16_t zero;  // no padding: keys are compared word-wise
   };
+  static Key key(uint16_t sid, uint32_t pasid) {
+    static_assert(offsetof(Key, sid) == 4 && sizeof(Key) == 8);
+    return key_from_words<Key>(uint64_t(pasid) | (uint64_t(sid) << 32));
+  }
   struct Stored {
     Value value;
     uint16_t did;
