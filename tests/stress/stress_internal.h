@@ -30,6 +30,37 @@ inline void fetch_max(std::atomic<uint64_t> &a, uint64_t v) {
   }
 }
 
+// Which states a page held from version `from` (its completed version, read before a
+// translation) to `written` (its written version, read after it), plus written + 1 when that
+// version's history entry is already stored (the writer stores the entry before the change and
+// bumps `written` after it). `unknown`: a version in [from, written] is no longer in the ring
+// (a version kHist newer took its slot), so what the page held then cannot be told. A reader
+// descheduled between reading `written` and reading the ring for as long as the writer takes
+// to make kHist more versions finds none of them: that is "unknown", never "unmapped"
+// (docs/STRESS.md finding 8).
+struct HistoryStates {
+  bool mapped = false, unmapped = false, unknown = false;
+};
+
+inline HistoryStates history_states(const Versioned &vs, uint64_t from, uint64_t written) {
+  HistoryStates s;
+  for (uint64_t v = from; v <= written + 1; ++v) {
+    const uint64_t e = vs.hist[v % kHist].load(std::memory_order_acquire);
+    if ((e >> 2) != v) {
+      if (v <= written) s.unknown = true;
+      continue;
+    }
+    (State(e & 3) == kUnmapped ? s.unmapped : s.mapped) = true;
+  }
+  return s;
+}
+
+// The verdict of the translators' table-page check: every version of the window is known and
+// none of them was mapped.
+inline bool history_shows_gone(const HistoryStates &s) {
+  return !s.mapped && !s.unknown;
+}
+
 // Fast, seedable, thread-local: xorshift64*.
 struct Rng {
   uint64_t s;

@@ -3,10 +3,12 @@
 // and the point there is the race detector, not the iteration count.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <sstream>
 
 #include "nestor/events.h"
 #include "stress.h"
+#include "stress_internal.h"
 
 namespace nestor::stress {
 namespace {
@@ -204,6 +206,56 @@ TEST(Stress, CatchesSkippedOwnerInvalidation) {
   ASSERT_GT(s.violations, 0u) << "owners that never invalidated passed the checker";
   EXPECT_NE(s.report.find("invariant 1"), std::string::npos) << s.report;
   EXPECT_NE(s.report.find("--owner-queues 2"), std::string::npos) << s.report;
+}
+
+// The table-page check of the translators (docs/STRESS.md finding 8), replayed step by step on
+// one page's history. A translator reads the level's completed version, translates, reads
+// `written`, and is descheduled before it reads the history ring; meanwhile the host editor
+// unmaps and restores the page kHist / 2 more times. Every version the translator asks about
+// has left the ring by then. Before this check knew "unknown", that read as "no version since
+// the completed wait was mapped" and a served translation was reported stale.
+TEST(StressChecker, TableHistoryOverwrittenWhileDescheduledIsUnknownNotUnmapped) {
+  auto vs = std::make_unique<Versioned>();
+  vs->hist[1].store(uint64_t{1} << 2 | kReadWrite);
+  auto edit = [&](State st) {  // Run::edit_table's order: history entry, change, written
+    const uint64_t v = vs->written.load() + 1;
+    vs->hist[v % kHist].store(v << 2 | st);
+    vs->written.store(v);
+    return v;
+  };
+  auto unmap_and_restore = [&] {
+    const uint64_t v = edit(kUnmapped);
+    vs->completed.store(v);  // the unmap's wait completed
+    edit(kReadWrite);
+    vs->completed.store(v + 1);
+  };
+  unmap_and_restore();
+  // The translator reads the completed version, is served through the mapped page, reads
+  // `written`, and is descheduled while the editor goes on.
+  const uint64_t completed_before = vs->completed.load();
+  const uint64_t written_after = vs->written.load();
+  for (unsigned i = 0; i < kHist / 2; ++i) unmap_and_restore();
+  const HistoryStates s = history_states(*vs, completed_before, written_after);
+  EXPECT_FALSE(s.mapped) << "the versions asked about have left the ring";
+  EXPECT_TRUE(s.unknown);
+  EXPECT_FALSE(history_shows_gone(s)) << "a lost history is no proof that the page was unmapped";
+
+  // What still is a violation: the unmap's wait completed, nothing newer was written, and the
+  // history holds that version.
+  const uint64_t v = edit(kUnmapped);
+  vs->completed.store(v);
+  const HistoryStates gone = history_states(*vs, vs->completed.load(), vs->written.load());
+  EXPECT_TRUE(gone.unmapped);
+  EXPECT_FALSE(gone.mapped);
+  EXPECT_FALSE(gone.unknown);
+  EXPECT_TRUE(history_shows_gone(gone));
+  // And what is not: the restore's history entry is stored before the page is mapped again
+  // (and before `written` moves), so a walk that already read the restored mapping is covered.
+  vs->hist[(v + 1) % kHist].store((v + 1) << 2 | kReadWrite);
+  const HistoryStates restoring = history_states(*vs, v, v);
+  EXPECT_TRUE(restoring.mapped);
+  EXPECT_FALSE(restoring.unknown);
+  EXPECT_FALSE(history_shows_gone(restoring));
 }
 
 }  // namespace
