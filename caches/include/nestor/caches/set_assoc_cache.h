@@ -93,9 +93,11 @@ class SetAssocCache {
   unsigned ways() const { return ways_; }
 
   // One finaliser over the words folded together: every lookup waits on this before its first
-  // load, and a finaliser per word (as hash_combine chains them) doubled that wait. The fold
-  // multiplies each later word by an odd constant (a bijection) and rotates it onto the first
-  // word's high half, where page numbers have no bits, before mix64 spreads every input bit.
+  // load, and a finaliser per word (as hash_combine chains them) doubled that wait. Each later
+  // word is multiplied by an odd constant (a bijection, so keys differing only there still
+  // differ) and rotated by half a word or more, so that small fields of different words (page
+  // numbers in the first, DIDs and PASIDs after it) do not cancel; mix64 then spreads every
+  // input bit over the set, shard and tag bits.
   static uint64_t hash_key(const Key &key) {
     const Words<kKeyWords> w = pack<kKeyWords>(key);
     uint64_t x = w[0];
@@ -162,11 +164,11 @@ class SetAssocCache {
           const Slot &slot = set.slots[w];
           const uint64_t st = slot.stamp.load(kDataLoad);
           if (st == 0) continue;
+          // Both loops unrolled, so that the words stay in registers (see above).
           bool eq = true;
 #pragma GCC unroll 4
           for (size_t i = 0; i < kKeyWords; ++i) eq &= slot.key[i].load(kDataLoad) == kw[i];
           if (!eq) continue;
-            // Unrolled so that the words stay in registers (see lookup's comment).
 #pragma GCC unroll 4
           for (size_t i = 0; i < kValueWords; ++i) vw[i] = slot.value[i].load(kDataLoad);
           stamp = st;
