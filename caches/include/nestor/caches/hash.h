@@ -18,11 +18,6 @@ constexpr uint64_t mix64(uint64_t x) {
   return x;
 }
 
-// Order-dependent fold so (a, b) and (b, a) land in different places.
-constexpr uint64_t hash_combine(uint64_t seed, uint64_t word) {
-  return mix64(seed ^ (word + 0x9e3779b97f4a7c15ULL + (seed << 6) + (seed >> 2)));
-}
-
 constexpr size_t round_up_pow2(size_t n) {
   return n <= 1 ? 1 : std::bit_ceil(n);
 }

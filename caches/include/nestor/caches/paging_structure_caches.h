@@ -204,8 +204,7 @@ class PagingStructureCaches {
     FlCache::KeyRemover remover(fl_, clock_.advance());
     for_each_prefix(addr, last, [&](unsigned level, uint64_t prefix) {
       if (memo && !memo->first(level, prefix, pasid, did)) return;
-      remover.add(key_from_words<FlKey>(
-          prefix, uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(level & 0xFF) << 48)));
+      remover.add(fl_key_at(did, pasid, level, prefix));
     });
     const size_t removed = remover.removed();
     if (removed) fl_stats_.add(Counter::kEntriesRemoved, removed);
@@ -245,7 +244,7 @@ class PagingStructureCaches {
     }
     NtCache::KeyRemover remover(nt_, t);
     for (uint64_t p = gpa >> 12;; ++p) {
-      remover.add(key_from_words<NtKey>(p, uint64_t(did)));
+      remover.add(nt_key_at(did, p));
       if (p == (last >> 12)) break;
     }
     const size_t removed = remover.removed();
@@ -317,24 +316,28 @@ class PagingStructureCaches {
 
   static bool level_ok(unsigned level) { return level >= kPscMinLevel && level <= kPscMaxLevel; }
 
-  // Word by word (key_from_words): the field layouts are pinned here.
+  // Word by word (key_from_words): the field layouts are pinned here. The *_at forms take the
+  // prefix (address >> the level's shift) that removals enumerate.
   static FlKey fl_key(uint16_t did, uint32_t pasid, unsigned level, uint64_t iova) {
+    return fl_key_at(did, pasid, level, iova >> psc_level_shift(level));
+  }
+  static FlKey fl_key_at(uint16_t did, uint32_t pasid, unsigned level, uint64_t prefix) {
     static_assert(offsetof(FlKey, pasid) == 8 && offsetof(FlKey, did) == 12 &&
                   offsetof(FlKey, level) == 14 && sizeof(FlKey) == 16);
     return key_from_words<FlKey>(
-        iova >> psc_level_shift(level),
-        uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(level & 0xFF) << 48));
+        prefix, uint64_t(pasid) | (uint64_t(did) << 32) | (uint64_t(level & 0xFF) << 48));
   }
   static SlKey sl_key(uint16_t did, unsigned level, uint64_t gpa) {
-    static_assert(offsetof(SlKey, did) == 8 && offsetof(SlKey, level) == 10 && sizeof(SlKey) == 16);
     return sl_key_at(did, level, gpa >> psc_level_shift(level));
   }
   static SlKey sl_key_at(uint16_t did, unsigned level, uint64_t prefix) {
+    static_assert(offsetof(SlKey, did) == 8 && offsetof(SlKey, level) == 10 && sizeof(SlKey) == 16);
     return key_from_words<SlKey>(prefix, uint64_t(did) | (uint64_t(level & 0xFF) << 16));
   }
-  static NtKey nt_key(uint16_t did, uint64_t gpa) {
+  static NtKey nt_key(uint16_t did, uint64_t gpa) { return nt_key_at(did, gpa >> 12); }
+  static NtKey nt_key_at(uint16_t did, uint64_t page) {
     static_assert(offsetof(NtKey, did) == 8 && sizeof(NtKey) == 16);
-    return key_from_words<NtKey>(gpa >> 12, uint64_t(did));
+    return key_from_words<NtKey>(page, uint64_t(did));
   }
 
   static uint64_t last_byte(uint64_t addr, uint64_t npages) {

@@ -93,7 +93,7 @@ class SetAssocCache {
   unsigned ways() const { return ways_; }
 
   // One finaliser over the words folded together: every lookup waits on this before its first
-  // load, and a finaliser per word (as hash_combine chains them) doubled that wait. Each later
+  // load, and a finaliser per word (the fold this replaced) doubled that wait. Each later
   // word is multiplied by an odd constant (a bijection, so keys differing only there still
   // differ) and rotated by half a word or more, so that small fields of different words (page
   // numbers in the first, DIDs and PASIDs after it) do not cancel; mix64 then spreads every
