@@ -258,20 +258,27 @@ template <bool kObserved, class Handle>
 [[gnu::always_inline]] inline Result EngineCore<P>::translate_in_impl(Handle &as,
                                                                       const Request &req,
                                                                       TranslateEvent *ev) {
+  // One result object for every return, built in place (NRVO): a hit assembled in a local and
+  // then copied out was written field by field and read back 16 bytes at a time, two failed
+  // store-to-load forwards that were half of an IOTLB hit's time through a handle.
+  Result r;
   // Read before resolving: an invalidation that lands after this read bumps the generation
   // again once applied, so the next translation re-resolves.
   const uint64_t gen = caches_.generation();
   if (as.generation_ != gen) {
     const uint64_t stamp = caches_.clock().now();
-    Result fault;
     bool fpd = false;
+    // Its own fault object: r's address given away here would keep the hit paths below from
+    // building r in registers.
+    Result fault;
     if (!resolve(stamp, req, &as.resolved_, &fault, kObserved ? &fpd : nullptr)) {
       as.generation_ = kStaleGeneration;
       if constexpr (kObserved) {
         ev->source = TranslateSource::kStructures;
         ev->fault_suppressed = fpd;
       }
-      return fault;
+      r = fault;
+      return r;
     }
     as.stamp_ = stamp;
     as.generation_ = gen;
@@ -282,12 +289,11 @@ template <bool kObserved, class Handle>
   const uint64_t page = req.iova >> 12;
   auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
   if (m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
-    Result r;
     r.ok = true;
     r.t.out = m.out_page | (req.iova & 0xFFF);
     r.t.page_shift = m.page_shift;
     r.t.perms = m.perms;
-    r.t.level = uint8_t((m.page_shift - 12) / 9 + 1);
+    r.t.level = m.level;
     if constexpr (kObserved) {
       describe(ev, as.resolved_, PipelineNotes{});
       ev->source = TranslateSource::kHandleCache;
@@ -295,7 +301,6 @@ template <bool kObserved, class Handle>
     return r;
   }
   PipelineNotes notes;
-  Result r;
   // Tagged with the generations read before the lookup: an invalidation applied meanwhile has
   // moved one of them on, so this entry can never outlive it.
   auto remember = [&] {
@@ -304,6 +309,7 @@ template <bool kObserved, class Handle>
     m.generation = tag;
     m.page_shift = r.t.page_shift;
     m.perms = r.t.perms;
+    m.level = r.t.level;
     m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
   };
   // The IOTLB asked here rather than through translate_resolved: on a hit that saves the

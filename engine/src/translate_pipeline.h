@@ -320,7 +320,9 @@ Result EngineCore<P>::translate_resolved(const WalkStamp &stamp, const Resolved 
                                          const Request &req, PipelineNotes *notes) {
   Result r = cfg_.caching ? walk_pipeline<true>(stamp, rs, req, notes)
                           : walk_pipeline<false>(stamp, rs, req, notes);
-  if (!r.ok) return fail(req, r.fault, rs.fpd, &rs);
+  // One return object (NRVO): with a second one, a hit was copied out 16 bytes at a time from
+  // where walk_pipeline had written it field by field, two failed store-to-load forwards.
+  if (!r.ok) r = fail(req, r.fault, rs.fpd, &rs);
   return r;
 }
 

@@ -68,14 +68,8 @@ TEST(SetAssocCache, ValidPredicateFiltersHitsAndRefusesFills) {
   EXPECT_EQ(c.fill(6, K{2}, V{}, newer_than_5), FillResult::kInserted);
 }
 
-// Mirrors the cache's placement (shard from the top hash bits, set from the bottom ones) so
-// tests can build keys that collide in one set.
 bool same_set(const Cache &c, const K &x, const K &y) {
-  const uint64_t hx = Cache::hash_key(x), hy = Cache::hash_key(y);
-  const unsigned shard_bits = static_cast<unsigned>(std::countr_zero(c.num_shards()));
-  const uint64_t per_shard = c.num_sets() / c.num_shards();
-  const bool same_shard = shard_bits == 0 || (hx >> (64 - shard_bits)) == (hy >> (64 - shard_bits));
-  return same_shard && (hx & (per_shard - 1)) == (hy & (per_shard - 1));
+  return c.set_index(x) == c.set_index(y);
 }
 
 std::vector<K> same_set_keys(const Cache &c, size_t n) {

@@ -103,6 +103,7 @@ struct FlatHandle {
     uint8_t page_shift = 12;
     uint8_t perms = 0;
     uint8_t allowed = 0;
+    uint8_t level = 1;
   };
   static constexpr size_t kMicroEntries = 16;
   Request base_;

@@ -172,6 +172,7 @@ class NESTOR_CXX_API AddressSpace {
     uint8_t page_shift = 12;
     uint8_t perms = 0;
     uint8_t allowed = 0;  // accesses a hit may serve (W only once D is known to be set)
+    uint8_t level = 1;    // kept, not derived from page_shift: a division on every hit
   };
   static constexpr size_t kMicroEntries = 64;
   Engine *engine_ = nullptr;
@@ -251,8 +252,11 @@ class EngineCore {
   };
   // The IOTLB's answer to req, if it has one that needs no walk (present, permitted, and not a
   // first write to a clean entry). Inlined into the handle path's micro-TLB miss and into
-  // walk_pipeline, so an IOTLB hit through a handle costs one call (the set lookup).
-  bool iotlb_answer(const WalkContext &c, const Request &req, Result *r, PipelineNotes *notes);
+  // walk_pipeline, so an IOTLB hit through a handle costs one call (the set lookup). The
+  // attribute must be on this declaration: on the definition alone GCC ignored it, and the
+  // explicitly instantiated member was called out of line.
+  [[gnu::always_inline]] inline bool iotlb_answer(const WalkContext &c, const Request &req,
+                                                 Result *r, PipelineNotes *notes);
   // What a walk's fills are stamped with. A resolution's stamp ages with every invalidation
   // after it, and fills judged by an old stamp are refused by any overlapping one since; a
   // walk of a resolution still valid at `generation` stamps itself when it starts instead

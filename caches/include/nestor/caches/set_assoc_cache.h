@@ -75,8 +75,11 @@ class SetAssocCache {
     size_t sets = round_up_pow2((cfg.capacity + ways_ - 1) / ways_);
     if (sets < shards) sets = shards;
     sets_per_shard_ = sets / shards;
-    shard_shift_ = shards == 1 ? 64 : 64 - static_cast<unsigned>(std::countr_zero(shards));
     sets_per_shard_bits_ = static_cast<unsigned>(std::countr_zero(sets_per_shard_));
+    const unsigned index_bits = static_cast<unsigned>(std::countr_zero(sets));
+    index_mask_ = sets - 1;
+    index_shift_ = index_bits == 0 ? 63 : 64 - index_bits;
+    tag_shift_ = (index_bits == 0 ? 64 : index_shift_) - 7;
     // One allocation for all shards: one base pointer to load on every access, and a table
     // large enough to be backed by huge pages.
     sets_ = LargeArray<Set>(sets);
@@ -92,19 +95,28 @@ class SetAssocCache {
   size_t num_shards() const { return num_shards_; }
   unsigned ways() const { return ways_; }
 
-  // One finaliser over the words folded together: every lookup waits on this before its first
-  // load, and a finaliser per word (the fold this replaced) doubled that wait. Each later
-  // word is multiplied by an odd constant (a bijection, so keys differing only there still
-  // differ) and rotated by half a word or more, so that small fields of different words (page
-  // numbers in the first, DIDs and PASIDs after it) do not cancel; mix64 then spreads every
-  // input bit over the set, shard and tag bits.
+  // The words folded together, then one multiply (Fibonacci hashing): every lookup waits on
+  // this before its first load, and a full finaliser (mix64, two multiplies and three
+  // shift-xors) was half of a cache-resident lookup's dependency chain. Each later word is
+  // multiplied by an odd constant (a bijection, so keys differing only there still differ) and
+  // rotated by half a word or more, so that small fields of different words (page numbers in
+  // the first, DIDs and PASIDs after it) do not cancel. A product's high bits depend on every
+  // input bit below them, so placement uses the top bits only: the set index (shard first),
+  // then the tag byte's seven bits right under it. Consecutive page numbers, the common key
+  // sequence, land in evenly spread sets.
   static uint64_t hash_key(const Key &key) {
     const Words<kKeyWords> w = pack<kKeyWords>(key);
     uint64_t x = w[0];
 #pragma GCC unroll 4
     for (size_t i = 1; i < kKeyWords; ++i)
       x ^= std::rotl(w[i] * (0x9e3779b97f4a7c15ULL + 2 * i), int(32 + 11 * (i - 1)) % 64);
-    return mix64(x ^ 0x243f6a8885a308d3ULL);
+    return x * 0x9e3779b97f4a7c15ULL;
+  }
+
+  // Which set key goes to, as an index over all sets (shard-major, as set_at numbers them).
+  // For tests that need keys sharing a set.
+  size_t set_index(const Key &key) const {
+    return static_cast<size_t>(hash_key(key) >> index_shift_) & index_mask_;
   }
 
   // Starts loading key's set into the CPU cache; batch lookups issue it a few keys ahead.
@@ -278,9 +290,9 @@ class SetAssocCache {
     std::array<Slot, kWays> slots{};
   };
 
-  // Hash bits 48..54: independent of the set (low bits) and shard (top bits) choices.
-  static uint8_t tag_of(uint64_t h) {
-    return uint8_t((h >> 48) | 0x80);
+  // The seven hash bits right under the set index: the keys of one set differ there.
+  uint8_t tag_of(uint64_t h) const {
+    return uint8_t((h >> tag_shift_) | 0x80);
   }
 
   // Writers only, under the set lock.
@@ -325,10 +337,9 @@ class SetAssocCache {
     return v;
   }
 
-  // Shard from the top hash bits, set from the bottom ones, so the two choices are independent.
+  // Shard and set together from the top hash bits (see hash_key).
   Set &set_for(uint64_t h) const {
-    const size_t shard = shard_shift_ >= 64 ? 0 : static_cast<size_t>(h >> shard_shift_);
-    return set_at(shard, h & (sets_per_shard_ - 1));
+    return base_[static_cast<size_t>(h >> index_shift_) & index_mask_];
   }
   Set &set_at(size_t shard, size_t index) const {
     return base_[(shard << sets_per_shard_bits_) | index];
@@ -523,8 +534,11 @@ class SetAssocCache {
   unsigned ways_ = kWays;
   size_t num_shards_ = 1;
   size_t sets_per_shard_ = 1;
-  unsigned shard_shift_ = 64;
   unsigned sets_per_shard_bits_ = 0;
+  // set_for/tag_of: index = hash >> index_shift_ (masked, for the one-set case), tag below.
+  size_t index_mask_ = 0;
+  unsigned index_shift_ = 63;
+  unsigned tag_shift_ = 57;
   LargeArray<Set> sets_;
   Set *base_ = nullptr;  // sets_.data(): const lookups hand out sets that writers lock
 
