@@ -236,7 +236,31 @@ template <class Handle>
   if (!cfg_.caching) return translate(req);
   if (gate_.load(std::memory_order_relaxed)) [[unlikely]]
     return translate_in_gated(as, req);
-  return translate_in_impl<false>(as, req, nullptr);
+  // The micro-TLB hit alone, here in the caller: with the IOTLB probe and the walk behind a
+  // call (translate_in_miss), the hit path needs no frame and saves no registers. Same tags
+  // and checks as translate_in_impl's.
+  const uint64_t gen = caches_.generation();
+  if (as.generation_ == gen) [[likely]] {
+    const uint64_t tag = gen + caches_.domain_generation(as.resolved_.domain);
+    const uint64_t page = req.iova >> 12;
+    const auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
+    if (m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
+      Result r;
+      r.ok = true;
+      r.t.out = m.out_page | (req.iova & 0xFFF);
+      r.t.page_shift = m.page_shift;
+      r.t.perms = m.perms;
+      r.t.level = m.level;
+      return r;
+    }
+  }
+  return translate_in_miss(as, req);
+}
+
+template <Personality P>
+template <class Handle>
+[[gnu::noinline]] Result EngineCore<P>::translate_in_miss(Handle &as, const Request &req) {
+  return translate_in_impl<false, true>(as, req, nullptr);
 }
 
 template <Personality P>
@@ -245,16 +269,16 @@ template <class Handle>
   // Drain: bracketed like translate() so waits also cover handle translations.
   std::optional<EngineInvalidation::TranslationGuard> drain_guard;
   if (cfg_.drain) drain_guard.emplace(*inv_);
-  if (!hooks_.wants(kEventTranslate)) return translate_in_impl<false>(as, req, nullptr);
+  if (!hooks_.wants(kEventTranslate)) return translate_in_impl<false, false>(as, req, nullptr);
   TranslateEvent ev;
   ev.request = req;
-  ev.result = translate_in_impl<true>(as, req, &ev);
+  ev.result = translate_in_impl<true, false>(as, req, &ev);
   emit_translate(kEventTranslate, ev);
   return ev.result;
 }
 
 template <Personality P>
-template <bool kObserved, class Handle>
+template <bool kObserved, bool kMicroChecked, class Handle>
 [[gnu::always_inline]] inline Result EngineCore<P>::translate_in_impl(Handle &as,
                                                                       const Request &req,
                                                                       TranslateEvent *ev) {
@@ -288,7 +312,7 @@ template <bool kObserved, class Handle>
   const uint64_t tag = gen + caches_.domain_generation(as.resolved_.domain);
   const uint64_t page = req.iova >> 12;
   auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
-  if (m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
+  if (!kMicroChecked && m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
     r.ok = true;
     r.t.out = m.out_page | (req.iova & 0xFFF);
     r.t.page_shift = m.page_shift;

@@ -284,9 +284,13 @@ class EngineCore {
   Result translate_request_impl(const Request &req, TranslateEvent *ev);
   template <class Handle>
   Result translate_in_gated(Handle &as, const Request &req);
-  // The handle path, written once: kObserved also fills *ev with where the answer came from.
-  template <bool kObserved, class Handle>
+  // The handle path, written once: kObserved also fills *ev with where the answer came from;
+  // kMicroChecked: the caller has already looked in the micro-TLB and missed.
+  template <bool kObserved, bool kMicroChecked, class Handle>
   Result translate_in_impl(Handle &as, const Request &req, TranslateEvent *ev);
+  // Everything after a micro-TLB miss, out of line (see translate_in).
+  template <class Handle>
+  Result translate_in_miss(Handle &as, const Request &req);
   void emit_translate(uint32_t kind, const TranslateEvent &ev) {
     Event e;
     e.kind = kind;

@@ -89,7 +89,9 @@ class Iotlb {
   // Probes 4K, then 2M, then 1G: small pages dominate, so the common hit costs one set. Size
   // classes never filled are skipped: a miss in a 4K-only engine costs one probe, not three. A
   // lookup that skips a class whose first entry is being filled just misses (and walks).
-  bool lookup(uint16_t did, uint32_t pasid, uint64_t iova, IotlbEntry *out) const {
+  // Inlined: on a handle's IOTLB hit this and the set lookup were two calls where one will do.
+  [[gnu::always_inline]] bool lookup(uint16_t did, uint32_t pasid, uint64_t iova,
+                                     IotlbEntry *out) const {
     const unsigned sizes = sizes_filled_.load(std::memory_order_relaxed);
     for (unsigned s = 0; s < 3; ++s) {
       if (!(sizes & (1u << s))) continue;
@@ -309,8 +311,13 @@ class Iotlb {
     bool live_by_stamp(uint64_t stamp) const {
       return stamp > self->any_scope_time_.load(std::memory_order_acquire);
     }
-    bool operator()(uint64_t stamp, const Key &k, const IotlbEntry &v) const {
-      if (live_by_stamp(stamp)) return true;
+    [[gnu::always_inline]] bool operator()(uint64_t stamp, const Key &k,
+                                           const IotlbEntry &v) const {
+      return live_by_stamp(stamp) || by_scope_tables(stamp, k, v);
+    }
+    // Out of line: a hit made after every scope invalidation, the usual case, never gets here.
+    [[gnu::noinline]] bool by_scope_tables(uint64_t stamp, const Key &k,
+                                           const IotlbEntry &v) const {
       if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
       if (stamp <= self->did_times_.get(k.did)) return false;
       if (stamp <= self->pasid_times_.get(detail::did_pasid_key(k.did, k.pasid))) return false;
