@@ -196,6 +196,19 @@ template <bool kObserved>
     RecentResolution &m = recent_resolution(req.source_id, req.pasid);
     if (m.engine_id == id_ && m.generation == gen && m.source_id == req.source_id &&
         m.pasid == req.pasid && m.flags == flags) {
+      if constexpr (!kObserved) {
+        // The IOTLB asked straight from the memo, as the handle path does: a hit needs neither
+        // the copy below nor the pipeline's two calls and frames.
+        if (m.rs.stages != StageSet::kPassThrough) {
+          Result r;
+          if (iotlb_answer(m.rs, req, &r, nullptr)) return r;
+          // A copy: an I/O callback reached from the walk may translate on this thread again.
+          const Resolved rs = m.rs;
+          PipelineNotes notes;
+          notes.iotlb_probed = true;
+          return translate_resolved({m.stamp, gen}, rs, req, &notes);
+        }
+      }
       // A copy: an I/O callback reached from the walk may translate on this thread again.
       const Resolved rs = m.rs;
       return run({m.stamp, gen}, rs);
