@@ -77,7 +77,8 @@ class Iotlb {
         did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
         pasid_times_(cfg.pasid_scope_slots, detail::ScopeTable::Indexing::kHashed),
         first_level_did_times_(1u << 16, detail::ScopeTable::Indexing::kDirect),
-        gpa_page_times_(cfg.gpa_page_slots, detail::ScopeTable::Indexing::kHashed) {}
+        gpa_page_times_(cfg.gpa_page_slots, detail::ScopeTable::Indexing::kHashed),
+        did_scope_times_(1u << 16, detail::ScopeTable::Indexing::kDirect) {}
 
   Iotlb(const Iotlb &) = delete;
   Iotlb &operator=(const Iotlb &) = delete;
@@ -154,14 +155,14 @@ class Iotlb {
 
   void invalidate_domain(uint16_t did) {
     const uint64_t t = clock_.advance();
-    detail::raise_to(any_scope_time_, t);
+    raise_scope_times(did, t);
     did_times_.raise(did, t);
     stats_.add(Counter::kInvDomain);
   }
 
   void invalidate_pasid(uint16_t did, uint32_t pasid) {
     const uint64_t t = clock_.advance();
-    detail::raise_to(any_scope_time_, t);
+    raise_scope_times(did, t);
     pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
     stats_.add(Counter::kInvPasid);
   }
@@ -238,11 +239,11 @@ class Iotlb {
           if (p == (last >> shift)) break;
         }
       }
-      detail::raise_to(any_scope_time_, t);
+      raise_scope_times(did, t);
       return;
     }
     // The architecture's reach (or a dependency range too large to mark page by page).
-    detail::raise_to(any_scope_time_, t);
+    raise_scope_times(did, t);
     first_level_did_times_.raise(did, t);
     stats_.add(Counter::kOverInvalidations);
   }
@@ -311,9 +312,16 @@ class Iotlb {
     bool live_by_stamp(uint64_t stamp) const {
       return stamp > self->any_scope_time_.load(std::memory_order_acquire);
     }
+    // Filled after the newest global invalidation and the newest scope invalidation that
+    // reached its domain: what keeps the hits of one address space on the short path while
+    // other domains' PASIDs and domains are being invalidated.
+    bool live_in_domain(uint64_t stamp, uint16_t did) const {
+      return stamp > self->global_time_.load(std::memory_order_acquire) &&
+             stamp > self->did_scope_times_.get(did);
+    }
     [[gnu::always_inline]] bool operator()(uint64_t stamp, const Key &k,
                                            const IotlbEntry &v) const {
-      return live_by_stamp(stamp) || by_scope_tables(stamp, k, v);
+      return live_by_stamp(stamp) || live_in_domain(stamp, k.did) || by_scope_tables(stamp, k, v);
     }
     // Out of line: a hit made after every scope invalidation, the usual case, never gets here.
     [[gnu::noinline]] bool by_scope_tables(uint64_t stamp, const Key &k,
@@ -337,11 +345,18 @@ class Iotlb {
   };
   Valid valid_fn() const { return Valid{this}; }
 
+  // Before the scope table the operation itself raises, as any_scope_time_ always was: a
+  // wait that completes after the operation sees both.
+  void raise_scope_times(uint16_t did, uint64_t t) {
+    detail::raise_to(any_scope_time_, t);
+    did_scope_times_.raise(did, t);
+  }
+
   void remove_range(uint16_t did, uint32_t pasid, uint64_t addr, uint64_t npages, uint64_t t,
                     RemovalMemo *memo = nullptr) {
     addr &= ~((uint64_t{1} << kPageShift4K) - 1);
     if (npages > cfg_.promote_threshold_pages) {
-      detail::raise_to(any_scope_time_, t);
+      raise_scope_times(did, t);
       pasid_times_.raise(detail::did_pasid_key(did, pasid), t);
       stats_.add(Counter::kInvPromoted);
       stats_.add(Counter::kOverInvalidations);
@@ -391,7 +406,9 @@ class Iotlb {
   detail::ScopeTable pasid_times_;
   detail::ScopeTable first_level_did_times_;  // GPA ops reaching FL-only and nested entries
   detail::ScopeTable gpa_page_times_;         // GpaReach::kFinalGpaDependents
-  RangeLog ranges_;                           // page/range invalidations, for fill_checked
+  // Per DID, the newest time raised for that DID in any table above (Valid::live_in_domain).
+  detail::ScopeTable did_scope_times_;
+  RangeLog ranges_;  // page/range invalidations, for fill_checked
   mutable Stats stats_;
 };
 
