@@ -196,22 +196,19 @@ template <bool kObserved>
     RecentResolution &m = recent_resolution(req.source_id, req.pasid);
     if (m.engine_id == id_ && m.generation == gen && m.source_id == req.source_id &&
         m.pasid == req.pasid && m.flags == flags) {
-      if constexpr (!kObserved) {
-        // The IOTLB asked straight from the memo, as the handle path does: a hit needs neither
-        // the copy below nor the pipeline's two calls and frames.
-        if (m.rs.stages != StageSet::kPassThrough) {
-          Result r;
-          if (iotlb_answer(m.rs, req, &r, nullptr)) return r;
-          // A copy: an I/O callback reached from the walk may translate on this thread again.
-          const Resolved rs = m.rs;
-          PipelineNotes notes;
-          notes.iotlb_probed = true;
-          return translate_resolved({m.stamp, gen}, rs, req, &notes);
-        }
+      // The IOTLB asked straight from the memo, as the handle path does: a hit needs neither
+      // the copy below nor the pipeline's two calls and frames.
+      const bool probe = !kObserved && m.rs.stages != StageSet::kPassThrough;
+      if (probe) {
+        Result r;
+        if (iotlb_answer(m.rs, req, &r, nullptr)) return r;
       }
       // A copy: an I/O callback reached from the walk may translate on this thread again.
       const Resolved rs = m.rs;
-      return run({m.stamp, gen}, rs);
+      if (!probe) return run({m.stamp, gen}, rs);
+      PipelineNotes notes;
+      notes.iotlb_probed = true;
+      return translate_resolved({m.stamp, gen}, rs, req, &notes);
     }
     const uint64_t stamp = caches_.clock().now();
     Result fault;
@@ -241,8 +238,8 @@ template <bool kObserved>
   return run({stamp}, rs);
 }
 
-// Inlined into AddressSpace::translate: one call from the caller's loop to a micro-TLB hit,
-// not two (BM_Hit_Handle/64 6.7 -> 5.7 ns).
+// Inlined into AddressSpace::translate, so a caller's loop reaches a micro-TLB hit through one
+// call (BM_Hit_Handle/64 6.7 -> 5.7 ns), and that call is a leaf (5.3 -> 4.2 ns).
 template <Personality P>
 template <class Handle>
 [[gnu::always_inline]] inline Result EngineCore<P>::translate_in(Handle &as, const Request &req) {
@@ -251,23 +248,29 @@ template <class Handle>
     return translate_in_gated(as, req);
   // The micro-TLB hit alone, here in the caller: with the IOTLB probe and the walk behind a
   // call (translate_in_miss), the hit path needs no frame and saves no registers. Same tags
-  // and checks as translate_in_impl's.
+  // as translate_in_impl's.
   const uint64_t gen = caches_.generation();
   if (as.generation_ == gen) [[likely]] {
     const uint64_t tag = gen + caches_.domain_generation(as.resolved_.domain);
     const uint64_t page = req.iova >> 12;
-    const auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
-    if (m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
-      Result r;
-      r.ok = true;
-      r.t.out = m.out_page | (req.iova & 0xFFF);
-      r.t.page_shift = m.page_shift;
-      r.t.perms = m.perms;
-      r.t.level = m.level;
-      return r;
-    }
+    Result r;
+    if (micro_answer(as.micro_[page & (Handle::kMicroEntries - 1)], page, tag, req, &r)) return r;
   }
   return translate_in_miss(as, req);
+}
+
+template <Personality P>
+template <class MicroEntry>
+[[gnu::always_inline]] inline bool EngineCore<P>::micro_answer(const MicroEntry &m, uint64_t page,
+                                                               uint64_t tag, const Request &req,
+                                                               Result *r) {
+  if (m.page != page || m.generation != tag || (req.access & ~m.allowed) != 0) return false;
+  r->ok = true;
+  r->t.out = m.out_page | (req.iova & 0xFFF);
+  r->t.page_shift = m.page_shift;
+  r->t.perms = m.perms;
+  r->t.level = m.level;
+  return true;
 }
 
 template <Personality P>
@@ -325,12 +328,7 @@ template <bool kObserved, bool kMicroChecked, class Handle>
   const uint64_t tag = gen + caches_.domain_generation(as.resolved_.domain);
   const uint64_t page = req.iova >> 12;
   auto &m = as.micro_[page & (Handle::kMicroEntries - 1)];
-  if (!kMicroChecked && m.page == page && m.generation == tag && (req.access & ~m.allowed) == 0) {
-    r.ok = true;
-    r.t.out = m.out_page | (req.iova & 0xFFF);
-    r.t.page_shift = m.page_shift;
-    r.t.perms = m.perms;
-    r.t.level = m.level;
+  if (!kMicroChecked && micro_answer(m, page, tag, req, &r)) {
     if constexpr (kObserved) {
       describe(ev, as.resolved_, PipelineNotes{});
       ev->source = TranslateSource::kHandleCache;

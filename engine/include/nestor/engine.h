@@ -288,6 +288,11 @@ class EngineCore {
   // kMicroChecked: the caller has already looked in the micro-TLB and missed.
   template <bool kObserved, bool kMicroChecked, class Handle>
   Result translate_in_impl(Handle &as, const Request &req, TranslateEvent *ev);
+  // A handle's micro-TLB entry m answers req if it holds page under tag (the handle's
+  // generations) and allows the access; the answer goes to *r.
+  template <class MicroEntry>
+  static bool micro_answer(const MicroEntry &m, uint64_t page, uint64_t tag, const Request &req,
+                           Result *r);
   // Everything after a micro-TLB miss, out of line (see translate_in).
   template <class Handle>
   Result translate_in_miss(Handle &as, const Request &req);
