@@ -344,7 +344,8 @@ template <bool kObserved, bool kMicroChecked, class Handle>
     m.generation = tag;
     m.page_shift = r.t.page_shift;
     m.perms = r.t.perms;
-    m.level = r.t.level;
+    // As the hit used to derive it (the IOTLB's rule), now once per fill instead of per hit.
+    m.level = uint8_t((r.t.page_shift - 12) / 9 + 1);
     m.allowed = notes.write_ready ? r.t.perms : uint8_t(r.t.perms & ~kAccessWrite);
   };
   // The IOTLB asked here rather than through translate_resolved: on a hit that saves the

@@ -172,7 +172,7 @@ class NESTOR_CXX_API AddressSpace {
     uint8_t page_shift = 12;
     uint8_t perms = 0;
     uint8_t allowed = 0;  // accesses a hit may serve (W only once D is known to be set)
-    uint8_t level = 1;    // kept, not derived from page_shift: a division on every hit
+    uint8_t level = 1;    // from page_shift, derived once per fill rather than on every hit
   };
   static constexpr size_t kMicroEntries = 64;
   Engine *engine_ = nullptr;
