@@ -323,7 +323,8 @@ class Iotlb {
                                            const IotlbEntry &v) const {
       return live_by_stamp(stamp) || live_in_domain(stamp, k.did) || by_scope_tables(stamp, k, v);
     }
-    // Out of line: a hit made after every scope invalidation, the usual case, never gets here.
+    // Out of line: a hit filled after every scope invalidation, or after every one that
+    // reached its own domain, never gets here.
     [[gnu::noinline]] bool by_scope_tables(uint64_t stamp, const Key &k,
                                            const IotlbEntry &v) const {
       if (stamp <= self->global_time_.load(std::memory_order_acquire)) return false;
@@ -345,8 +346,8 @@ class Iotlb {
   };
   Valid valid_fn() const { return Valid{this}; }
 
-  // Before the scope table the operation itself raises, as any_scope_time_ always was: a
-  // wait that completes after the operation sees both.
+  // Beside the scope table the operation itself raises (in either order: a lookup racing the
+  // operation may go either way, and one after its wait completed sees both).
   void raise_scope_times(uint16_t did, uint64_t t) {
     detail::raise_to(any_scope_time_, t);
     did_scope_times_.raise(did, t);
